@@ -1,0 +1,65 @@
+"""nox sessions: thin wrappers; the logic lives in the orchestrator package.
+
+nox -s matrix              build + probe + check the default matrix (matrix.yaml)
+nox -s matrix -- --jobs 2  arguments after -- go to `kernel-matrix run`
+nox -s cell -- ID          one cell of matrix.yaml
+nox -s probe -- PATH...    inventory of built libraries or wheels
+nox -s tests               unit + integration tests (what CI runs)
+nox -s lint                ruff + mypy
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["matrix"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = os.environ.get("KERNEL_MATRIX_PYTHON") or None  # None: the Python running nox
+MATRIX = os.environ.get("KERNEL_MATRIX_FILE", "matrix.yaml")
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    session.install("-e", f".[{extras}]" if extras else ".")
+
+
+@nox.session(python=PYTHON)
+def matrix(session: nox.Session) -> None:
+    """Build, probe and check every cell of the matrix."""
+    _install(session)
+    session.run("kernel-matrix", "run", MATRIX, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cell(session: nox.Session) -> None:
+    """Run one cell: nox -s cell -- CELL_ID [run options]."""
+    if not session.posargs:
+        session.error("usage: nox -s cell -- CELL_ID (see: kernel-matrix plan matrix.yaml)")
+    _install(session)
+    cell_id, *rest = session.posargs
+    session.run("kernel-matrix", "run", MATRIX, "--only", cell_id, *rest)
+
+
+@nox.session(python=PYTHON)
+def probe(session: nox.Session) -> None:
+    """Inventory of libraries/wheels: nox -s probe -- PATH... [--json]."""
+    _install(session)
+    session.run("kernel-matrix", "probe", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (integration tests compile real CUDA code)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy on the package."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")

@@ -1,0 +1,215 @@
+"""The matrix file: what to build, for which CUDA versions and arch lists, and which
+kernel families every build must contain.
+
+The file is validated against ``orchestrator/schemas/matrix.schema.json``; errors
+are reported as ``matrix.yaml:LINE:COL: path: message`` (exit code 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.archs import (
+    ArchSpec,
+    CudaVersion,
+    check_cuda_version,
+    format_arch_list,
+    parse_arch_list,
+)
+from orchestrator.errors import ConfigError
+from orchestrator.symbols import FamilyRule, families_from_document, load_families
+from orchestrator.yamlfile import Document, load_document
+
+DEFAULT_ARTIFACTS = ("**/*.so",)
+DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
+DEFAULT_TIMEOUT = 3600
+BACKENDS = ("local", "docker")
+
+
+@dataclass(frozen=True)
+class Project:
+    """The extension to build."""
+
+    source: Path
+    name: str = ""
+    build: str = "cmake"
+    artifacts: tuple[str, ...] = DEFAULT_ARTIFACTS
+    arch_variable: str = "TORCH_CUDA_ARCH_LIST"
+    cmake_options: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    cmake_target: str | None = None
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One requested point of the matrix, before planning."""
+
+    cuda: CudaVersion
+    archs: tuple[ArchSpec, ...]
+    name: str = ""
+    cmake_options: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Stable id: ``cu13.0-12.1a``, ``cu12.9-9.0a_10.0f``, ``cu13.0-12.1a-bug``."""
+        archs = "_".join(str(a) for a in self.archs)
+        return f"cu{self.cuda}-{archs}" + (f"-{self.name}" if self.name else "")
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    base_image: str = DEFAULT_BASE_IMAGE
+    cpus: float | None = None
+    memory: str | None = None
+    toolchain: str = "image"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    project: Project
+    cells: tuple[CellSpec, ...]
+    families: tuple[FamilyRule, ...]
+    backend: str = "local"
+    docker: DockerSettings = DockerSettings()
+    timeout: int = DEFAULT_TIMEOUT
+
+
+def _options(raw: dict[str, Any] | None) -> dict[str, str]:
+    """CMake/env options as strings (YAML booleans become ON/OFF, as CMake spells them)."""
+    out = {}
+    for key, value in (raw or {}).items():
+        if isinstance(value, bool):
+            out[key] = "ON" if value else "OFF"
+        else:
+            out[key] = str(value)
+    return out
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Read, validate and expand a matrix file."""
+    path = Path(path)
+    document = load_document(path, "matrix.schema.json")
+    data = document.data
+    base = path.resolve().parent
+
+    raw_project = data["project"]
+    source = (base / raw_project["source"]).resolve()
+    if not source.is_dir():
+        raise document.error(("project", "source"), f"source directory '{source}' does not exist")
+    project = Project(
+        source=source,
+        name=raw_project.get("name", source.name),
+        build=raw_project.get("build", "cmake"),
+        artifacts=tuple(raw_project.get("artifacts", DEFAULT_ARTIFACTS)),
+        arch_variable=raw_project.get("arch_variable", "TORCH_CUDA_ARCH_LIST"),
+        cmake_options=_options(raw_project.get("cmake_options")),
+        env=_options(raw_project.get("env")),
+        cmake_target=raw_project.get("cmake_target"),
+    )
+
+    versions = [_cuda(document, ("cuda", i)) for i in range(len(data.get("cuda", [])))]
+    arch_lists = [
+        document.parse(("archs", i), parse_arch_list) for i in range(len(data.get("archs", [])))
+    ]
+    excludes = [_exclude(document, i) for i in range(len(data.get("exclude", [])))]
+
+    cells: list[CellSpec] = []
+    for version in versions:
+        for archs in arch_lists:
+            if not any(_excluded(version, archs, ex) for ex in excludes):
+                cells.append(CellSpec(version, archs))
+    for index, raw in enumerate(data.get("include", [])):
+        here = ("include", index)
+        cells.append(
+            CellSpec(
+                cuda=_cuda(document, (*here, "cuda")),
+                archs=document.parse((*here, "archs"), parse_arch_list),
+                name=raw.get("name", ""),
+                cmake_options=_options(raw.get("cmake_options")),
+                env=_options(raw.get("env")),
+            )
+        )
+    if not cells:
+        raise document.error((), "the matrix has no cells: give 'cuda' and 'archs', or 'include'")
+    _check_unique(document, cells)
+
+    raw_docker = data.get("docker", {})
+    return Matrix(
+        path=path,
+        project=project,
+        cells=tuple(cells),
+        families=_families(document, base),
+        backend=data.get("backend", "local"),
+        docker=DockerSettings(
+            base_image=raw_docker.get("base_image", DEFAULT_BASE_IMAGE),
+            cpus=raw_docker.get("cpus"),
+            memory=raw_docker.get("memory"),
+            toolchain=raw_docker.get("toolchain", "image"),
+        ),
+        timeout=data.get("timeout", DEFAULT_TIMEOUT),
+    )
+
+
+def _cuda(document: Document, path: tuple[str | int, ...]) -> CudaVersion:
+    def parse(value: object) -> CudaVersion:
+        version = CudaVersion.parse(str(value))
+        check_cuda_version(version)
+        return version
+
+    return document.parse(path, parse)
+
+
+def _exclude(document: Document, index: int) -> dict[str, Any]:
+    raw = document.data["exclude"][index]
+    out: dict[str, Any] = {}
+    if "cuda" in raw:
+        out["cuda"] = _cuda(document, ("exclude", index, "cuda"))
+    if "archs" in raw:
+        out["archs"] = document.parse(("exclude", index, "archs"), parse_arch_list)
+    return out
+
+
+def _excluded(version: CudaVersion, archs: tuple[ArchSpec, ...], rule: dict[str, Any]) -> bool:
+    return bool(rule.get("cuda", version) == version and rule.get("archs", archs) == archs)
+
+
+def _check_unique(document: Document, cells: list[CellSpec]) -> None:
+    seen: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if cell.id in seen:
+            n_product = len(cells) - len(document.data.get("include", []))
+            path: tuple[str | int, ...] = (
+                ("include", index - n_product) if index >= n_product else ("archs",)
+            )
+            raise document.error(
+                path,
+                f"duplicate cell '{cell.id}' (CUDA {cell.cuda}, archs "
+                f"{format_arch_list(cell.archs)}); give include entries a distinct 'name'",
+            )
+        seen[cell.id] = index
+
+
+def _families(document: Document, base: Path) -> tuple[FamilyRule, ...]:
+    raw = document.data["families"]
+    if isinstance(raw, str):
+        return load_families_or_matrix(base / raw)
+    return families_from_document(document, ("families",))
+
+
+def load_families_or_matrix(path: Path) -> tuple[FamilyRule, ...]:
+    """Family rules from a families file, or from a matrix file's ``families``."""
+    try:
+        head = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such families file") from None
+    except (OSError, yaml.YAMLError):
+        head = None  # let the full loader report it with a position
+    if isinstance(head, dict) and "project" in head:
+        return load_matrix(Path(path)).families
+    return load_families(Path(path))

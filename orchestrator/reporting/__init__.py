@@ -1,0 +1,1 @@
+"""Writers of results: console, JUnit XML, Markdown, JSON and HTML."""

@@ -1,0 +1,170 @@
+"""Kernel families: named groups of kernels, and how to recognise them.
+
+A family is recognised in a built library by the source files its cubins were
+compiled from (globs) and/or its demangled kernel names (regexes). Dispatcher
+sources compiled for every arch (vLLM's ``*_entry.cu``) are excluded so that they
+never make a family look present.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import cxxfilt
+
+from orchestrator.archs import ComputeCapability, CudaVersion
+from orchestrator.yamlfile import Document, JsonPath, load_document
+
+DEFAULT_HOLLOW_MAX_INSTRUCTIONS = 8
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    """How to recognise one kernel family, and where it must exist."""
+
+    name: str
+    devices: tuple[ComputeCapability, ...]
+    description: str = ""
+    sources: tuple[str, ...] = ()
+    kernels: tuple[str, ...] = ()
+    exclude_sources: tuple[str, ...] = ()
+    exclude_kernels: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    log: tuple[str, ...] = ()
+    min_cuda: CudaVersion | None = None
+    hollow_max_instructions: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS
+    _kernel_patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    _exclude_patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_kernel_patterns", tuple(re.compile(k) for k in self.kernels))
+        object.__setattr__(
+            self, "_exclude_patterns", tuple(re.compile(k) for k in self.exclude_kernels)
+        )
+
+    def explains(self, log_line: str) -> bool:
+        """Whether a build-log line (a "Not building ..." line) is about this family:
+        one of its ``log`` regexes matches, or by default every word of its name."""
+        if self.log:
+            return any(re.search(p, log_line) for p in self.log)
+        words = [w for w in re.split(r"[_\W]+", self.name.lower()) if w]
+        lowered = log_line.lower()
+        return all(w in lowered for w in words)
+
+    def applies_to(self, device: ComputeCapability, cuda: CudaVersion | None = None) -> bool:
+        """Whether the family is meant to exist on ``device`` (built with ``cuda``)."""
+        if cuda is not None and self.min_cuda is not None and cuda < self.min_cuda:
+            return False
+        return device in self.devices
+
+    def matches_library(self, library: str) -> bool:
+        name = PurePosixPath(library).name
+        return not self.libraries or any(fnmatch.fnmatch(name, g) for g in self.libraries)
+
+    def matches_source(self, source: str) -> bool:
+        return _glob_any(source, self.sources)
+
+    def excludes_source(self, source: str) -> bool:
+        return _glob_any(source, self.exclude_sources)
+
+    def matches_kernel(self, demangled: str, sources: Iterable[str], library: str = "") -> bool:
+        """Whether a kernel (demangled name, the sources of its cubin) belongs here.
+
+        Both rules given: the name must match, and the source too where the source
+        is known. One rule given: that rule decides. Excluded sources never count.
+        """
+        if library and not self.matches_library(library):
+            return False
+        known_sources = list(sources)
+        if any(self.excludes_source(s) for s in known_sources):
+            return False
+        if any(p.search(demangled) for p in self._exclude_patterns):
+            return False
+        name_ok = any(p.search(demangled) for p in self._kernel_patterns)
+        source_ok = any(self.matches_source(s) for s in known_sources)
+        if self.kernels and self.sources:
+            return name_ok and (source_ok or not known_sources)
+        return name_ok if self.kernels else source_ok
+
+
+def _glob_any(source: str, globs: Iterable[str]) -> bool:
+    """Match a glob against a basename (``nvfp4_*.cu``) or a path suffix (``csrc/x/*.cu``)."""
+    path = PurePosixPath(source)
+    for glob in globs:
+        if "/" in glob:
+            parts = len(PurePosixPath(glob).parts)
+            tail = "/".join(path.parts[-parts:])
+            if fnmatch.fnmatch(tail, glob):
+                return True
+        elif fnmatch.fnmatch(path.name, glob):
+            return True
+    return False
+
+
+@cache
+def demangle(mangled: str) -> str:
+    """Demangle an Itanium C++ name (the device compiler uses the host ABI);
+    names that are not mangled come back unchanged."""
+    if not mangled.startswith("_Z"):
+        return mangled
+    try:
+        return str(cxxfilt.demangle(mangled, external_only=False))
+    except cxxfilt.InvalidName:
+        return mangled
+
+
+def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRule, ...]:
+    """Build family rules from the mapping at ``path`` of an already-validated file."""
+    mapping: Any = document.data
+    for part in path:
+        mapping = mapping[part]
+    rules = []
+    for name, spec in mapping.items():
+        here = (*path, name)
+        for key in ("kernels", "exclude_kernels", "log"):
+            for index, pattern in enumerate(spec.get(key, [])):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise document.error(
+                        (*here, key, index), f"invalid regex {pattern!r}: {exc}"
+                    ) from None
+        devices = tuple(
+            document.parse((*here, "devices", i), lambda v: ComputeCapability.parse(str(v)))
+            for i in range(len(spec["devices"]))
+        )
+        min_cuda = (
+            document.parse((*here, "min_cuda"), lambda v: CudaVersion.parse(str(v)))
+            if "min_cuda" in spec
+            else None
+        )
+        rules.append(
+            FamilyRule(
+                name=name,
+                devices=devices,
+                description=spec.get("description", ""),
+                sources=tuple(spec.get("sources", ())),
+                kernels=tuple(spec.get("kernels", ())),
+                exclude_sources=tuple(spec.get("exclude_sources", ())),
+                exclude_kernels=tuple(spec.get("exclude_kernels", ())),
+                libraries=tuple(spec.get("libraries", ())),
+                log=tuple(spec.get("log", ())),
+                min_cuda=min_cuda,
+                hollow_max_instructions=spec.get(
+                    "hollow_max_instructions", DEFAULT_HOLLOW_MAX_INSTRUCTIONS
+                ),
+            )
+        )
+    return tuple(rules)
+
+
+def load_families(path: Path) -> tuple[FamilyRule, ...]:
+    """Read a families file (``families: {name: {...}}``)."""
+    document = load_document(path, "families.schema.json")
+    return families_from_document(document, ("families",))

@@ -1,0 +1,264 @@
+"""CUDA toolchains: provisioned from PyPI (13.x) or found on the system (any).
+
+CUDA 13.x: NVIDIA's ``cuda-toolkit`` meta-package on PyPI pins a consistent set of
+components (nvcc, nvvm, crt, cudart, cccl); we install ``cuda-toolkit[...]==13.X.*``
+once per minor version into the cache, lay it out as a CUDA_HOME that nvcc and
+CMake accept (the wheels ship ``lib`` where ``nvcc.profile`` looks for ``lib64``),
+and reuse it. A file lock keeps parallel cells from racing.
+
+CUDA 12.x has no compiler on PyPI (``nvidia-cuda-nvcc-cu12`` ships only ptxas,
+nvvm and headers): those cells need a system toolkit (``--cuda-home``,
+``CUDA_HOME``, ``nvcc`` on PATH, ``/usr/local/cuda-12.X``) or the docker backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from orchestrator.archs import CudaVersion
+from orchestrator.errors import ToolchainError, ToolError
+
+# Components a build needs; the meta-package pins their versions to one release.
+PYPI_COMPONENTS = ("nvcc", "nvvm", "crt", "cudart", "cccl")
+PYPI_FIRST_MAJOR = 13
+INSTALL_TIMEOUT_S = 1800
+LOCK_TIMEOUT_S = 3600
+_NVCC_RELEASE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
+
+
+def cache_root() -> Path:
+    """Where toolchains and tools are cached (``KERNEL_MATRIX_CACHE`` overrides)."""
+    override = os.environ.get("KERNEL_MATRIX_CACHE")
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kernel-matrix"
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A usable CUDA toolkit: ``home`` is a CUDA_HOME with bin/nvcc."""
+
+    cuda: CudaVersion
+    home: Path
+    full_version: str
+    origin: str  # "pypi" or "system"
+
+    @property
+    def nvcc(self) -> Path:
+        return self.home / "bin" / "nvcc"
+
+    def describe(self) -> str:
+        return f"CUDA {self.full_version} ({self.origin}, {self.home})"
+
+
+def nvcc_version(nvcc: Path) -> tuple[CudaVersion, str]:
+    """Ask a real nvcc for its version: ``(13.0, "13.0.88")``."""
+    try:
+        out = subprocess.run(
+            [str(nvcc), "--version"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolchainError(f"{nvcc}: cannot run nvcc --version: {exc}") from None
+    match = _NVCC_RELEASE.search(out)
+    if not match:
+        raise ToolchainError(f"{nvcc}: unexpected nvcc --version output")
+    return CudaVersion(int(match[1]), int(match[2])), match[3]
+
+
+def system_candidates(cuda_homes: Sequence[Path] = ()) -> list[Path]:
+    """CUDA_HOME directories to look at, most explicit first."""
+    candidates = [Path(p) for p in cuda_homes]
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]))
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent.parent)
+    candidates += [*sorted(Path("/usr/local").glob("cuda-*")), Path("/usr/local/cuda")]
+    seen: list[Path] = []
+    for c in candidates:
+        if c not in seen and (c / "bin" / "nvcc").is_file():
+            seen.append(c)
+    return seen
+
+
+def find_system(cuda: CudaVersion, cuda_homes: Sequence[Path] = ()) -> Toolchain | None:
+    """A system toolkit whose nvcc is exactly ``cuda`` (major.minor), or None."""
+    for home in system_candidates(cuda_homes):
+        try:
+            version, full = nvcc_version(home / "bin" / "nvcc")
+        except ToolchainError:
+            continue
+        if version == cuda:
+            return Toolchain(cuda, home, full, "system")
+    return None
+
+
+def pypi_available(cuda: CudaVersion) -> bool:
+    """Whether PyPI carries a full compiler for this version."""
+    return cuda.major >= PYPI_FIRST_MAJOR
+
+
+def unavailable_remedy(cuda: CudaVersion) -> str:
+    """The exact remedy for a version that has no toolchain here."""
+    return (
+        f"toolchain unavailable: CUDA {cuda} has no compiler on PyPI; pass "
+        f"--cuda-home /usr/local/cuda-{cuda} (a CUDA {cuda} toolkit), set CUDA_HOME, "
+        f"or use --backend docker (nvidia/cuda:{cuda}.x-devel images)"
+    )
+
+
+def pypi_home(cuda: CudaVersion) -> Path:
+    return cache_root() / "toolchains" / f"cuda-{cuda}"
+
+
+def cuda_home_in(install_dir: Path, cuda: CudaVersion) -> Path:
+    return install_dir / "nvidia" / f"cu{cuda.major}"
+
+
+def find_cached(cuda: CudaVersion) -> Toolchain | None:
+    """An already-provisioned PyPI toolchain, without installing anything."""
+    marker = pypi_home(cuda) / "toolchain.json"
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    home = Path(info["home"])
+    if not (home / "bin" / "nvcc").is_file():
+        return None
+    return Toolchain(cuda, home, info["full_version"], "pypi")
+
+
+def provision(cuda: CudaVersion, *, log: Iterable[str] | None = None) -> Toolchain:
+    """Install (once) and return the PyPI toolchain for ``cuda``."""
+    if not pypi_available(cuda):
+        raise ToolchainError(unavailable_remedy(cuda))
+    cached = find_cached(cuda)
+    if cached:
+        return cached
+    target = pypi_home(cuda)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+            cached = find_cached(cuda)  # another process may have finished meanwhile
+            if cached:
+                return cached
+            return _install(cuda, target)
+    except Timeout:
+        raise ToolchainError(f"{target}.lock: timed out waiting for another install") from None
+
+
+def _install(cuda: CudaVersion, target: Path) -> Toolchain:
+    staging = Path(tempfile.mkdtemp(prefix=f".cuda-{cuda}-", dir=target.parent))
+    requirement = f"cuda-toolkit[{','.join(PYPI_COMPONENTS)}]=={cuda}.*"
+    try:
+        _pip_install(staging, [requirement], what=f"CUDA {cuda} toolchain")
+        home = cuda_home_in(staging, cuda)
+        if not (home / "bin" / "nvcc").is_file():
+            raise ToolchainError(f"{requirement}: installed, but it has no bin/nvcc")
+        lib64 = home / "lib64"
+        if not lib64.exists():
+            # nvcc.profile links with -L$(TOP)/lib64; the wheels ship lib/.
+            lib64.symlink_to("lib")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    home = cuda_home_in(target, cuda)
+    version, full = nvcc_version(home / "bin" / "nvcc")
+    if version != cuda:
+        raise ToolchainError(f"{requirement} installed nvcc {full}, not CUDA {cuda}")
+    _write_json(target / "toolchain.json", {"home": str(home), "full_version": full})
+    return Toolchain(cuda, home, full, "pypi")
+
+
+def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-warn-script-location", "--target", str(target), *requirements,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if "No space left" in result.stderr:
+            last = f"no space left on device in {target.parent}"
+        raise ToolchainError(f"installing {what} ({' '.join(requirements)}) failed: {last}")
+
+
+def _write_json(path: Path, data: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def resolve(
+    cuda: CudaVersion, cuda_homes: Sequence[Path] = (), *, install: bool = True
+) -> Toolchain | None:
+    """The toolchain a local cell of ``cuda`` uses: an explicit/system toolkit of the
+    exact version first, else PyPI (13.x). None when neither exists (and, with
+    ``install=False``, when the PyPI one is not cached yet)."""
+    system = find_system(cuda, cuda_homes)
+    if system:
+        return system
+    if not pypi_available(cuda):
+        return None
+    return provision(cuda) if install else find_cached(cuda)
+
+
+def local_availability(cuda: CudaVersion, cuda_homes: Sequence[Path] = ()) -> str | None:
+    """None if a local build of ``cuda`` can get a toolchain, else the remedy."""
+    if pypi_available(cuda) or find_system(cuda, cuda_homes):
+        return None
+    return unavailable_remedy(cuda)
+
+
+# --- binary tools (cuobjdump, cu++filt) ---------------------------------------------
+
+
+def cuobjdump(explicit: Path | None = None) -> Path:
+    """A real cuobjdump: ``explicit``, ``KERNEL_MATRIX_CUOBJDUMP``, a system one, or
+    the newest from PyPI (``nvidia-cuda-cuobjdump``, reads 12.x binaries too)."""
+    for candidate in (explicit, os.environ.get("KERNEL_MATRIX_CUOBJDUMP")):
+        if candidate:
+            path = Path(candidate)
+            if not path.is_file():
+                raise ToolError(f"cuobjdump '{path}' does not exist")
+            return path
+    target = cache_root() / "tools" / "cuobjdump"
+    found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
+    if found:
+        return found[-1]
+    system = shutil.which("cuobjdump")
+    if system:
+        return Path(system)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
+        if not found:
+            staging = Path(tempfile.mkdtemp(prefix=".cuobjdump-", dir=target.parent))
+            try:
+                _pip_install(staging, ["nvidia-cuda-cuobjdump"], what="cuobjdump")
+                staging.rename(target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
+    if not found:
+        raise ToolError(f"nvidia-cuda-cuobjdump installed into {target} has no bin/cuobjdump")
+    return found[-1]
