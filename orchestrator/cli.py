@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +65,67 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.backends import make_backend
+    from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
+    from orchestrator.results import exit_code
+    from orchestrator.runner import (
+        RunOptions,
+        default_jobs,
+        latest_run_dir,
+        new_run_id,
+    )
+
+    matrix = load_matrix(args.matrix)
+    cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
+    runnable = sum(c.runnable for c in cells)
+    jobs, threads = default_jobs(runnable or 1)
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+        jobs = args.jobs
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    if args.resume and args.out is None:
+        args.out = latest_run_dir()
+        if args.out is None:
+            raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+    out_dir = args.out or Path("reports") / new_run_id()
+    options = RunOptions(
+        out_dir=out_dir,
+        build_root=args.build_dir,
+        jobs=jobs,
+        threads_per_job=threads,
+        timeout=args.timeout or matrix.timeout,
+        engine=args.engine,
+        resume=args.resume,
+        use_cache=not args.no_cache,
+        configure_only=args.tier == "configure",
+    )
+    out = console()
+    out.print(
+        f"kernel-matrix: {len(cells)} cells ({runnable} to run, {len(cells) - runnable} skipped), "
+        f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
+    )
+    backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
+    from orchestrator.runner import run_cells
+
+    results = run_cells(
+        matrix,
+        cells,
+        backend,
+        options,
+        on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
+        on_done=lambda result: out.print(cell_line(result)),
+    )
+    from orchestrator.reporting.writers import write_reports
+
+    write_reports(results, out_dir)
+    print_summary(results)
+    code = exit_code(results, strict=args.strict)
+    out.print(verdict_line(results, code))
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -79,6 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "github"), default="table")
     _add_cell_selection(p)
     p.set_defaults(handler=cmd_plan)
+
+    p = verbs.add_parser("run", help="build, probe and check every cell of a matrix")
+    p.add_argument("matrix", type=Path, help="matrix file, e.g. matrix.yaml")
+    _add_cell_selection(p)
+    p.add_argument("--jobs", "-j", type=int, help="cells built in parallel (default: by cores)")
+    p.add_argument("--out", type=Path, help="results directory (default: reports/<run-id>)")
+    p.add_argument(
+        "--resume", action="store_true", help="keep finished cells of --out (or the latest run)"
+    )
+    p.add_argument(
+        "--build-dir", type=Path, default=Path("build"), help="root of per-cell build trees"
+    )
+    p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
+    p.add_argument(
+        "--engine", choices=("native", "cuobjdump"), default="native", help="probe engine"
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="rebuild even when a cached result matches"
+    )
+    p.add_argument(
+        "--tier",
+        choices=("build", "configure"),
+        default="build",
+        help="configure: predict from CMake configure alone (seconds)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
+    )
+    p.set_defaults(handler=cmd_run)
     return parser
 
 

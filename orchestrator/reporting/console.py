@@ -17,3 +17,36 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", CI_WIDTH))
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+# --- run output -----------------------------------------------------------------------
+
+MARKS = {
+    "present": "✅",
+    "missing": "❌",
+    "hollow": "⚠️",
+    "not-applicable": "➖",
+    "passed": "✅",
+    "failed": "❌",
+    "error": "💥",
+    "skipped": "➖",
+    "not-run": "⏸",
+}
+ASCII_MARKS = {
+    "present": "ok",
+    "missing": "MISSING",
+    "hollow": "HOLLOW",
+    "not-applicable": "-",
+    "passed": "PASS",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "SKIP",
+    "not-run": "NOT-RUN",
+}
+
+
+def mark(status: str) -> str:
+    """A status as an emoji, or as ASCII where the terminal cannot show emoji."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower()
+    table = MARKS if "utf" in encoding else ASCII_MARKS
+    return table.get(status, status)

@@ -1,0 +1,209 @@
+"""Checking: each kernel family on each requested device, judged by the code the
+driver would really load there.
+
+For every kernel of a family (per library, by mangled name) the driver picks one
+code object among those that contain it (``archs.select_image``). The family is
+
+* **present** on a device when at least one of its kernels is served there by a
+  code object whose kernel has a real body;
+* **hollow** when kernels are served but every served one is hollow (body
+  compiled out, or a trap);
+* **missing** when none of its kernels can run there -- with the build-log line
+  that explains it, when there is one;
+* **not-applicable** when the family is not meant for that device or CUDA version.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.archs import (
+    ArchSpec,
+    ComputeCapability,
+    CudaVersion,
+    Target,
+    device_name,
+    requested_devices,
+    select_image,
+)
+from orchestrator.inventory import Inventory, Kernel
+from orchestrator.symbols import FamilyRule
+
+PRESENT = "present"
+HOLLOW = "hollow"
+MISSING = "missing"
+NOT_APPLICABLE = "not-applicable"
+FAILING = (MISSING, HOLLOW)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    family: str
+    device: str
+    status: str
+    served_by: tuple[str, ...] = ()  # the code objects the driver loads, e.g. ("sm_120f",)
+    libraries: tuple[str, ...] = ()
+    kernels: tuple[str, ...] = ()  # demangled names served on this device
+    built_for: tuple[str, ...] = ()  # every code object that holds the family
+    reason: str = ""
+    cause: str | None = None  # the build-log line that explains a missing family
+
+    @property
+    def failing(self) -> bool:
+        return self.status in FAILING
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "device": self.device,
+            "status": self.status,
+            "served_by": list(self.served_by),
+            "libraries": list(self.libraries),
+            "kernels": list(self.kernels),
+            "built_for": list(self.built_for),
+            "reason": self.reason,
+            "cause": self.cause,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        return cls(
+            family=data["family"],
+            device=data["device"],
+            status=data["status"],
+            served_by=tuple(data.get("served_by", ())),
+            libraries=tuple(data.get("libraries", ())),
+            kernels=tuple(data.get("kernels", ())),
+            built_for=tuple(data.get("built_for", ())),
+            reason=data.get("reason", ""),
+            cause=data.get("cause"),
+        )
+
+
+@dataclass
+class _FamilyKernel:
+    """One kernel of a family in one library, and every code object holding it."""
+
+    library: str
+    mangled: str
+    copies: dict[Target, Kernel] = field(default_factory=dict)
+
+
+def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKernel]:
+    found: dict[tuple[str, str], _FamilyKernel] = {}
+    for library in inventory.libraries:
+        for code in library.code_objects():
+            for kernel in code.kernels:
+                if not family.matches_kernel(kernel.name, code.sources, library.path):
+                    continue
+                key = (library.path, kernel.mangled)
+                entry = found.setdefault(key, _FamilyKernel(library.path, kernel.mangled))
+                previous = entry.copies.get(code.arch)
+                # nvcc may embed the same cubin twice; a real body in either counts.
+                if previous is None or (previous.hollow and not kernel.hollow):
+                    entry.copies[code.arch] = kernel
+    return list(found.values())
+
+
+def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:
+    """Hollow by the family's own threshold (or as the probe judged it)."""
+    return kernel.hollow or kernel.instructions <= family.hollow_max_instructions
+
+
+def judge(
+    inventory: Inventory,
+    family: FamilyRule,
+    device: ComputeCapability,
+    *,
+    cuda: CudaVersion | None = None,
+    skip_lines: Sequence[str] = (),
+) -> Verdict:
+    """The verdict for one family on one device."""
+    name = family.name
+    if not family.applies_to(device, cuda):
+        why = (
+            f"{name} needs CUDA >= {family.min_cuda}"
+            if device in family.devices
+            else f"{name} is not meant for {device_name(device)}"
+        )
+        return Verdict(name, str(device), NOT_APPLICABLE, reason=why)
+
+    kernels = family_kernels(inventory, family)
+    built_for = tuple(sorted({t.name for k in kernels for t in k.copies}, key=_target_order))
+    served: list[tuple[_FamilyKernel, Target, Kernel]] = []
+    for entry in kernels:
+        chosen = select_image(entry.copies, device)
+        if chosen is not None:
+            served.append((entry, chosen, entry.copies[chosen]))
+    cause = next((line for line in skip_lines if family.explains(line)), None)
+
+    if not served:
+        if built_for:
+            reason = (
+                f"{name} is built only for {', '.join(built_for)}, none of which runs on "
+                f"{device_name(device)}"
+            )
+        else:
+            reason = f"no kernel of {name} is in any library"
+        if cause:
+            reason += f"; the build log says: {cause}"
+        return Verdict(name, str(device), MISSING, built_for=built_for, reason=reason, cause=cause)
+
+    working = [(e, t, k) for e, t, k in served if not is_hollow(k, family)]
+    chosen_set = working or served
+    status = PRESENT if working else HOLLOW
+    served_by = tuple(sorted({t.name for _, t, _ in chosen_set}, key=_target_order))
+    libraries = tuple(sorted({e.library for e, _, _ in chosen_set}))
+    names = tuple(sorted({k.name for _, _, k in chosen_set}))
+    if status == PRESENT:
+        reason = (
+            f"{len(working)} of {len(kernels)} {name} kernels served on {device} by "
+            f"{', '.join(served_by)}"
+        )
+    else:
+        reason = (
+            f"{name} loads {', '.join(served_by)} on {device_name(device)}, but its kernels "
+            f"there have no real body ({_instructions(chosen_set)}): compiled out by an "
+            "arch guard, or a trap"
+        )
+    return Verdict(
+        name, str(device), status, served_by, libraries, names, built_for, reason, cause=None
+    )
+
+
+def _instructions(served: Iterable[tuple[_FamilyKernel, Target, Kernel]]) -> str:
+    counts = sorted({k.instructions for _, _, k in served})
+    return "working instructions: " + ", ".join(str(c) for c in counts)
+
+
+def _target_order(name: str) -> tuple[int, int, int]:
+    return Target.parse(name).sort_key()
+
+
+def check_cell(
+    inventory: Inventory,
+    families: Sequence[FamilyRule],
+    archs: Sequence[ArchSpec],
+    *,
+    cuda: CudaVersion | None = None,
+    skip_lines: Sequence[str] = (),
+) -> list[Verdict]:
+    """Verdicts for every family × every device the arch list asks for."""
+    return [
+        judge(inventory, family, device, cuda=cuda, skip_lines=skip_lines)
+        for family in families
+        for device in requested_devices(archs)
+    ]
+
+
+def archs_without_code(inventory: Inventory, archs: Sequence[ArchSpec]) -> list[str]:
+    """Requested targets for which no library holds any code object at all: the
+    build ignored (part of) the arch list."""
+    present: defaultdict[Target, int] = defaultdict(int)
+    for library in inventory.libraries:
+        for code in library.code_objects():
+            present[code.arch] += 1
+    return [t.name for spec in archs for t in spec.targets if not present[t]]

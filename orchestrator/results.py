@@ -1,0 +1,192 @@
+"""Per-cell results, the run they belong to, and their versioned JSON form.
+
+``reports/<run>/cells/<cell-id>.json`` holds one :class:`CellResult`; a run may be
+merged from many CI jobs (each wrote some cells) by ``kernel-matrix report``.
+
+JSON schema (``schema_version`` 1), per cell::
+
+    {"schema_version": 1, "cell": {id, cuda, archs, gencode, devices, backend, ...},
+     "status": "passed|failed|error|skipped|not-run", "reason": str|null,
+     "tier": "build|configure", "toolchain": str|null, "duration_s": float,
+     "build_s": float, "cached": bool, "log": str|null, "skip_lines": [str],
+     "warnings": [str], "log_tail": [str], "artifacts": [str],
+     "archs_without_code": [str], "inventory": {...}|null,
+     "verdicts": [{family, device, status, served_by, libraries, kernels,
+                   built_for, reason, cause}]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK, InputFileError
+from orchestrator.expect import Verdict
+from orchestrator.fsutil import write_json
+from orchestrator.inventory import Inventory
+
+RESULT_SCHEMA_VERSION = 1
+
+PASSED = "passed"
+FAILED = "failed"
+ERROR = "error"
+SKIPPED = "skipped"
+NOT_RUN = "not-run"
+FINAL_STATUSES = (PASSED, FAILED, SKIPPED)
+
+
+@dataclass
+class CellResult:
+    cell: dict[str, Any]
+    status: str
+    reason: str | None = None
+    tier: str = "build"
+    toolchain: str | None = None
+    duration_s: float = 0.0
+    build_s: float = 0.0
+    cached: bool = False
+    log: str | None = None
+    skip_lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    archs_without_code: list[str] = field(default_factory=list)
+    inventory: Inventory | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    cache_key: str | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.cell["id"])
+
+    @property
+    def failing_verdicts(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.failing]
+
+    def settle(self) -> None:
+        """Passed or failed, from the verdicts (for a cell that built and probed)."""
+        self.status = FAILED if self.failing_verdicts or self.archs_without_code else PASSED
+        if self.archs_without_code and not self.failing_verdicts:
+            self.reason = (
+                f"no code object at all for requested {', '.join(self.archs_without_code)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "cell": self.cell,
+            "status": self.status,
+            "reason": self.reason,
+            "tier": self.tier,
+            "toolchain": self.toolchain,
+            "duration_s": round(self.duration_s, 3),
+            "build_s": round(self.build_s, 3),
+            "cached": self.cached,
+            "log": self.log,
+            "skip_lines": self.skip_lines,
+            "warnings": self.warnings,
+            "log_tail": self.log_tail,
+            "artifacts": self.artifacts,
+            "archs_without_code": self.archs_without_code,
+            "inventory": self.inventory.to_json() if self.inventory else None,
+            "verdicts": [v.to_json() for v in self.verdicts],
+            "cache_key": self.cache_key,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        version = data.get("schema_version")
+        if version != RESULT_SCHEMA_VERSION:
+            raise ValueError(f"unsupported result schema_version {version!r}")
+        return cls(
+            cell=data["cell"],
+            status=data["status"],
+            reason=data.get("reason"),
+            tier=data.get("tier", "build"),
+            toolchain=data.get("toolchain"),
+            duration_s=data.get("duration_s", 0.0),
+            build_s=data.get("build_s", 0.0),
+            cached=data.get("cached", False),
+            log=data.get("log"),
+            skip_lines=list(data.get("skip_lines", [])),
+            warnings=list(data.get("warnings", [])),
+            log_tail=list(data.get("log_tail", [])),
+            artifacts=list(data.get("artifacts", [])),
+            archs_without_code=list(data.get("archs_without_code", [])),
+            inventory=Inventory.from_json(data["inventory"]) if data.get("inventory") else None,
+            verdicts=[Verdict.from_json(v) for v in data.get("verdicts", [])],
+            cache_key=data.get("cache_key"),
+        )
+
+    def write(self, directory: Path) -> Path:
+        path = directory / "cells" / f"{self.id}.json"
+        write_json(path, self.to_json())
+        return path
+
+
+def load_cell_result(path: Path) -> CellResult:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return CellResult.from_json(data)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such result file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{path}: not a kernel-matrix cell result ({exc})") from None
+
+
+def load_results(paths: Iterable[Path]) -> list[CellResult]:
+    """Cell results from files and/or run directories (``cells/*.json`` inside), or
+    merged ``results.json`` files. Later files win for the same cell id."""
+    by_id: dict[str, CellResult] = {}
+    for path in paths:
+        if path.is_dir():
+            files = sorted(path.glob("cells/*.json")) or sorted(path.glob("**/cells/*.json"))
+            if not files:
+                raise InputFileError(f"{path}: no cells/*.json results in this directory")
+            for file in files:
+                result = load_cell_result(file)
+                by_id[result.id] = result
+        elif path.name == "results.json" or _is_merged(path):
+            for result in load_merged(path):
+                by_id[result.id] = result
+        else:
+            result = load_cell_result(path)
+            by_id[result.id] = result
+    return list(by_id.values())
+
+
+def _is_merged(path: Path) -> bool:
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            head = handle.read(200)
+    except OSError:
+        return False
+    return '"cells"' in head and '"run"' in head
+
+
+def load_merged(path: Path) -> list[CellResult]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [CellResult.from_json(c) for c in data["cells"]]
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such results file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{path}: not a kernel-matrix results file ({exc})") from None
+
+
+def exit_code(results: Sequence[CellResult], *, strict: bool = False) -> int:
+    """0 all met · 1 a kernel missing/hollow · 3 infrastructure (build crash, or with
+    ``strict`` a cell skipped for lack of a toolchain). A missing kernel wins over an
+    infrastructure failure, because it is a finding about the code."""
+    if any(r.status == FAILED for r in results):
+        return EXIT_KERNEL_MISSING
+    if any(r.status in (ERROR, NOT_RUN) for r in results):
+        return EXIT_INFRA
+    if strict and any(
+        r.status == SKIPPED and r.cell.get("status") == "toolchain-unavailable" for r in results
+    ):
+        return EXIT_INFRA
+    return EXIT_OK

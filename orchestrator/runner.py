@@ -1,0 +1,341 @@
+"""Running a matrix: build each cell (in parallel), probe what it produced, check
+the families, and write each cell's result atomically as soon as it is known.
+
+Nothing is lost: a finished cell's result is on disk before the next one starts
+writing; Ctrl-C (or SIGTERM, as CI timeouts send) stops every build process,
+marks the cells that did not finish as *not-run*, and ``--resume`` continues
+without rebuilding the finished ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+
+from orchestrator import __version__
+from orchestrator.backends import Backend, BuildJob
+from orchestrator.build import PROCESSES, collect_artifacts, scan_log
+from orchestrator.errors import KernelMatrixError
+from orchestrator.expect import archs_without_code, check_cell
+from orchestrator.fsutil import write_json
+from orchestrator.inventory import Inventory
+from orchestrator.matrix import Matrix
+from orchestrator.plan import Cell
+from orchestrator.results import (
+    ERROR,
+    FINAL_STATUSES,
+    NOT_RUN,
+    SKIPPED,
+    CellResult,
+    load_cell_result,
+)
+from orchestrator.toolchain import cache_root
+
+RUNS_DIR = Path("reports")
+SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    build_root: Path
+    jobs: int = 1
+    threads_per_job: int = 1
+    timeout: float = 3600.0
+    engine: str = "native"
+    resume: bool = False
+    use_cache: bool = True
+    configure_only: bool = False
+
+
+def default_jobs(cells: int) -> tuple[int, int]:
+    """(parallel cells, build threads per cell): all cores used, none oversubscribed."""
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(cells, cores))
+    return jobs, max(1, cores // jobs)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run_dir(root: Path = RUNS_DIR) -> Path | None:
+    runs = sorted(p.parent for p in root.glob("*/run.json"))
+    return runs[-1] if runs else None
+
+
+# --- the result cache ---------------------------------------------------------------
+
+
+def source_digest(source: Path) -> str:
+    """Content hash of a source tree (paths + bytes), build outputs skipped."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in SOURCE_SKIP_DIRS)
+        for name in sorted(files):
+            path = Path(root) / name
+            digest.update(str(path.relative_to(source)).encode() + b"\0")
+            with contextlib.suppress(OSError):
+                digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: str) -> str:
+    """Everything that decides what a build produces: sources, toolchain, archs,
+    options, environment, backend, build recipe and this tool's version."""
+    project = matrix.project
+    parts = [
+        __version__,
+        source_hash,
+        toolchain_key,
+        cell.backend,
+        ";".join(str(a) for a in cell.archs),
+        project.build,
+        project.arch_variable,
+        repr(sorted({**project.cmake_options, **cell.spec.cmake_options}.items())),
+        repr(sorted({**project.env, **cell.spec.env}.items())),
+        repr(project.artifacts),
+        str(project.cmake_target),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def cache_path(key: str, tier: str) -> Path:
+    return cache_root() / "cells" / f"{key}-{tier}.json"
+
+
+# --- one cell -----------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """The run was interrupted while this cell was building."""
+
+
+STOP = threading.Event()
+
+
+def run_cell(
+    matrix: Matrix,
+    cell: Cell,
+    backend: Backend,
+    options: RunOptions,
+    source_hash: str,
+) -> CellResult:
+    """Build, probe and check one cell; never raises for the cell's own failures."""
+    tier = "configure" if options.configure_only else "build"
+    result = CellResult(cell=cell.to_json(), status=ERROR, tier=tier)
+    if not cell.runnable:
+        result.status, result.reason = SKIPPED, cell.reason
+        return result
+    started = time.monotonic()
+    log_path = options.out_dir / "logs" / f"{cell.id}.log"
+    try:
+        key = cell_cache_key(matrix, cell, backend.toolchain_key(cell), source_hash)
+        cached = _from_cache(key, tier) if options.use_cache else None
+        if cached is not None:
+            result = cached
+            result.cell, result.cached = cell.to_json(), True
+            _restore_log(key, tier, log_path)
+        else:
+            result.log = str(log_path.relative_to(options.out_dir))
+            _build_and_probe(matrix, cell, backend, options, result, log_path)
+            write_json(cache_path(key, tier), result.to_json())
+            shutil.copyfile(log_path, cache_path(key, tier).with_suffix(".log"))
+        result.cache_key = key
+    except KernelMatrixError as exc:
+        result.status, result.reason = ERROR, str(exc)
+        result.log_tail = scan_log(log_path).last_lines
+        if STOP.is_set():
+            result.status, result.reason = NOT_RUN, "interrupted before the cell finished"
+    else:
+        inventory = result.inventory or Inventory()
+        result.verdicts = check_cell(
+            inventory, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
+        )
+        result.archs_without_code = archs_without_code(inventory, cell.archs)
+        result.settle()
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _restore_log(key: str, tier: str, log_path: Path) -> None:
+    """A cached cell keeps the log of the build that produced it."""
+    cached_log = cache_path(key, tier).with_suffix(".log")
+    if cached_log.is_file():
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached_log, log_path)
+
+
+def _from_cache(key: str, tier: str) -> CellResult | None:
+    path = cache_path(key, tier)
+    if not path.is_file():
+        return None
+    try:
+        return load_cell_result(path)
+    except KernelMatrixError:
+        return None  # a damaged cache entry is rebuilt, never trusted
+
+
+def _build_and_probe(
+    matrix: Matrix,
+    cell: Cell,
+    backend: Backend,
+    options: RunOptions,
+    result: CellResult,
+    log_path: Path,
+) -> None:
+    from orchestrator.probe import probe_paths
+
+    build_dir = options.build_root / cell.id
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        outcome = backend.build(
+            BuildJob(
+                cell=cell,
+                build_dir=build_dir,
+                log=log,
+                deadline=time.monotonic() + options.timeout,
+                threads=options.threads_per_job,
+                configure_only=options.configure_only,
+            )
+        )
+    result.toolchain, result.build_s = outcome.toolchain, outcome.build_s
+    findings = scan_log(log_path)
+    result.skip_lines, result.warnings = findings.skip_lines, findings.warnings
+    if options.configure_only:
+        from orchestrator.predict import predict_inventory
+
+        result.inventory = predict_inventory(build_dir, matrix.project)
+        return
+    artifacts = collect_artifacts(build_dir, matrix.project.artifacts)
+    if not artifacts:
+        raise _NoArtifacts(
+            f"{cell.id}: the build succeeded but no artifact matched "
+            f"{', '.join(matrix.project.artifacts)} in {build_dir}"
+        )
+    result.artifacts = [str(a) for a in artifacts]
+    result.inventory = probe_paths(artifacts, engine=options.engine)
+
+
+class _NoArtifacts(KernelMatrixError):
+    exit_code = 3
+
+
+# --- the whole run -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """CI systems stop jobs with SIGTERM: treat it like Ctrl-C, so results are kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cells(
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    backend: Backend,
+    options: RunOptions,
+    *,
+    on_start: Callable[[Cell], None] = lambda cell: None,
+    on_done: Callable[[CellResult], None] = lambda result: None,
+) -> list[CellResult]:
+    """Run every cell, writing each result as it finishes. On KeyboardInterrupt,
+    every build is stopped and unfinished cells are written as not-run; then the
+    interrupt propagates."""
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        options.out_dir / "run.json",
+        {
+            "matrix": str(matrix.path),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tool_version": __version__,
+            "cells": [c.id for c in cells],
+        },
+    )
+    STOP.clear()
+    results: dict[str, CellResult] = {}
+    todo: list[Cell] = []
+    for cell in cells:
+        previous = _previous_result(options, cell)
+        if previous is not None:
+            results[cell.id] = previous
+            on_done(previous)
+        else:
+            todo.append(cell)
+    source_hash = source_digest(matrix.project.source)
+
+    def work(cell: Cell) -> CellResult:
+        if STOP.is_set():
+            return CellResult(cell=cell.to_json(), status=NOT_RUN, reason="interrupted")
+        if cell.runnable:
+            on_start(cell)
+        result = run_cell(matrix, cell, backend, options, source_hash)
+        result.write(options.out_dir)
+        return result
+
+    with _sigterm_as_interrupt():
+        executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+        futures: dict[Future[CellResult], Cell] = {executor.submit(work, c): c for c in todo}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    results[result.id] = result
+                    on_done(result)
+        except BaseException:
+            STOP.set()
+            PROCESSES.kill_all()
+            executor.shutdown(wait=True, cancel_futures=True)
+            for future, cell in futures.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    results[cell.id] = future.result()
+                if cell.id not in results:
+                    stub = CellResult(
+                        cell=cell.to_json(), status=NOT_RUN, reason="interrupted before it ran"
+                    )
+                    stub.write(options.out_dir)
+                    results[cell.id] = stub
+            raise
+        executor.shutdown(wait=True)
+    return [results[c.id] for c in cells]
+
+
+def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:
+    """With --resume, a finished result of an earlier attempt of this run."""
+    if not options.resume:
+        return None
+    path = options.out_dir / "cells" / f"{cell.id}.json"
+    if not path.is_file():
+        return None
+    try:
+        previous = load_cell_result(path)
+    except KernelMatrixError:
+        return None
+    if previous.status in FINAL_STATUSES and previous.cell.get("archs") == cell.to_json()["archs"]:
+        return previous
+    return None
