@@ -109,7 +109,10 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
 
 
 def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:
-    """Hollow by the family's own threshold (or as the probe judged it)."""
+    """Hollow by the family's own threshold (or as the probe judged it). A negative
+    instruction count means unknown (a configure-time prediction)."""
+    if kernel.instructions < 0:
+        return kernel.hollow
     return kernel.hollow or kernel.instructions <= family.hollow_max_instructions
 
 
@@ -197,6 +200,30 @@ def check_cell(
         for family in families
         for device in requested_devices(archs)
     ]
+
+
+def compare_with_prediction(predicted: Sequence[Verdict], built: Sequence[Verdict]) -> list[str]:
+    """Where the configure tier's prediction and the probe of the real build disagree
+    -- a bug of this tool, never of the project. Hollow counts as built: only the
+    compiled code can show that a body is empty."""
+
+    def built_there(status: str) -> bool:
+        return status in (PRESENT, HOLLOW)
+
+    expected = {(v.family, v.device): v for v in predicted}
+    mismatches = []
+    for verdict in built:
+        guess = expected.get((verdict.family, verdict.device))
+        if guess is None:
+            continue
+        if built_there(guess.status) != built_there(verdict.status) or (
+            (guess.status == NOT_APPLICABLE) != (verdict.status == NOT_APPLICABLE)
+        ):
+            mismatches.append(
+                f"{verdict.family} on {verdict.device}: configure predicted {guess.status}, "
+                f"the build has {verdict.status}"
+            )
+    return mismatches
 
 
 def archs_without_code(inventory: Inventory, archs: Sequence[ArchSpec]) -> list[str]:

@@ -12,7 +12,8 @@ JSON schema (``schema_version`` 1), per cell::
      "warnings": [str], "log_tail": [str], "artifacts": [str],
      "archs_without_code": [str], "inventory": {...}|null,
      "verdicts": [{family, device, status, served_by, libraries, kernels,
-                   built_for, reason, cause}]}
+                   built_for, reason, cause}],
+     "prediction_mismatches": [str]}   # configure-tier prediction vs the build: tool bugs
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class CellResult:
     inventory: Inventory | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     cache_key: str | None = None
+    prediction_mismatches: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -94,6 +96,7 @@ class CellResult:
             "inventory": self.inventory.to_json() if self.inventory else None,
             "verdicts": [v.to_json() for v in self.verdicts],
             "cache_key": self.cache_key,
+            "prediction_mismatches": self.prediction_mismatches,
         }
 
     @classmethod
@@ -119,6 +122,7 @@ class CellResult:
             inventory=Inventory.from_json(data["inventory"]) if data.get("inventory") else None,
             verdicts=[Verdict.from_json(v) for v in data.get("verdicts", [])],
             cache_key=data.get("cache_key"),
+            prediction_mismatches=list(data.get("prediction_mismatches", [])),
         )
 
     def write(self, directory: Path) -> Path:

@@ -27,7 +27,7 @@ from orchestrator import __version__
 from orchestrator.backends import Backend, BuildJob
 from orchestrator.build import PROCESSES, collect_artifacts, scan_log
 from orchestrator.errors import KernelMatrixError
-from orchestrator.expect import archs_without_code, check_cell
+from orchestrator.expect import archs_without_code, check_cell, compare_with_prediction
 from orchestrator.fsutil import write_json
 from orchestrator.inventory import Inventory
 from orchestrator.matrix import Matrix
@@ -166,8 +166,28 @@ def run_cell(
         )
         result.archs_without_code = archs_without_code(inventory, cell.archs)
         result.settle()
+        if tier == "build" and not result.cached:
+            result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def _check_prediction(
+    matrix: Matrix, cell: Cell, options: RunOptions, result: CellResult
+) -> list[str]:
+    """Compare the build with what its own configure step predicted (CMake builds)."""
+    if matrix.project.build != "cmake":
+        return []
+    from orchestrator.predict import predict_inventory
+
+    try:
+        predicted = predict_inventory(options.build_root / cell.id, matrix.project)
+    except KernelMatrixError as exc:
+        return [f"no prediction: {exc}"]
+    verdicts = check_cell(
+        predicted, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
+    )
+    return compare_with_prediction(verdicts, result.verdicts)
 
 
 def _restore_log(key: str, tier: str, log_path: Path) -> None:
