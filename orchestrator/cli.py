@@ -54,6 +54,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     elif args.format == "github":
         print(json.dumps(github_matrix(cells), separators=(",", ":")))
+    elif args.format == "buildkite":
+        from orchestrator.ci import buildkite_pipeline
+
+        print(buildkite_pipeline(matrix, cells, backend=args.backend), end="")
     else:
         table = Table(title=f"{matrix.path}: {len(cells)} cells")
         for column in ("cell", "CUDA", "archs", "status", "reason"):
@@ -136,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
 
-    p = verbs.add_parser("plan", help="expand a matrix into cells (table, json, github)")
+    p = verbs.add_parser("plan", help="expand a matrix into cells (table, json, github, buildkite)")
     p.add_argument("matrix", type=Path, help="matrix file, e.g. matrix.yaml")
-    p.add_argument("--format", choices=("table", "json", "github"), default="table")
+    p.add_argument("--format", choices=("table", "json", "github", "buildkite"), default="table")
     _add_cell_selection(p)
     p.set_defaults(handler=cmd_plan)
 
