@@ -36,6 +36,7 @@ ERROR = "error"
 SKIPPED = "skipped"
 NOT_RUN = "not-run"
 FINAL_STATUSES = (PASSED, FAILED, SKIPPED)
+STATUSES = (PASSED, FAILED, ERROR, SKIPPED, NOT_RUN)
 
 
 @dataclass
@@ -180,10 +181,13 @@ def load_merged(path: Path) -> list[CellResult]:
 def exit_code(results: Sequence[CellResult], *, strict: bool = False) -> int:
     """0 all met · 1 a kernel missing/hollow · 3 infrastructure (build crash, or with
     ``strict`` a cell skipped for lack of a toolchain). A missing kernel wins over an
-    infrastructure failure, because it is a finding about the code."""
-    if any(r.status == FAILED for r in results):
+    infrastructure failure, because it is a finding about the code.
+
+    Defensive about merged, possibly hand-edited inputs: a failing verdict fails the
+    run whatever its cell's status says, and an unknown status is never a pass."""
+    if any(r.status == FAILED or r.failing_verdicts for r in results):
         return EXIT_KERNEL_MISSING
-    if any(r.status in (ERROR, NOT_RUN) for r in results):
+    if any(r.status in (ERROR, NOT_RUN) or r.status not in STATUSES for r in results):
         return EXIT_INFRA
     if strict and any(
         r.status == SKIPPED and r.cell.get("status") == "toolchain-unavailable" for r in results
