@@ -1,9 +1,9 @@
 """Baselines and regressions: what a known-good run had, and what a new run lost.
 
 A baseline is a *summary*, small enough to commit next to the code: per cell, the
-status of every family on every requested device (and the code objects serving it),
-and per kernel the (library, arch, size, hollow) of each copy -- never full
-inventories. ``orchestrator/schemas/baseline.schema.json`` documents and validates it.
+status of every applicable family on every requested device (and the code objects
+serving it), and per kernel the (library, arch, size, hollow) of each copy -- never
+full inventories. ``orchestrator/schemas/baseline.schema.json`` documents and validates it.
 
 A **regression** is a (family, device) pair, or a kernel at an arch, that the
 baseline had and the new run lacks, cell by cell (cells matched by id). A kernel
@@ -41,7 +41,7 @@ from orchestrator.errors import (
     InputFileError,
 )
 from orchestrator.expect import NOT_APPLICABLE, PRESENT
-from orchestrator.fsutil import write_json
+from orchestrator.fsutil import write_atomic
 from orchestrator.inventory import Inventory
 from orchestrator.results import ERROR, NOT_RUN, SKIPPED, CellResult
 from orchestrator.yamlfile import schema
@@ -188,8 +188,11 @@ def summarize_cell(result: CellResult) -> CellSummary:
         status=result.status,
         cuda=result.cell.get("cuda"),
         archs=result.cell.get("archs"),
+        # Not-applicable pairs say nothing a baseline needs; leaving them out keeps it small.
         families={
-            (v.family, v.device): FamilyState(v.status, tuple(v.served_by)) for v in result.verdicts
+            (v.family, v.device): FamilyState(v.status, tuple(v.served_by))
+            for v in result.verdicts
+            if v.status != NOT_APPLICABLE
         },
         kernels=kernel_copies(result.inventory) if result.inventory is not None else None,
     )
@@ -203,8 +206,31 @@ def summarize(results: Iterable[CellResult]) -> Baseline:
     )
 
 
+def dumps_shallow(data: Any, depth: int = 4, _indent: str = "") -> str:
+    """JSON indented down to ``depth`` levels and compact below: one family verdict or
+    one kernel per line. Git diffs of a committed baseline stay readable, and the
+    file is several times smaller than fully indented JSON.
+
+    >>> print(dumps_shallow({"a": {"b": [1, 2]}}, depth=1))
+    {
+      "a": {"b": [1, 2]}
+    }
+    """
+    if depth <= 0 or not isinstance(data, dict | list) or not data:
+        return json.dumps(data, ensure_ascii=False)
+    inner = _indent + "  "
+    if isinstance(data, dict):
+        items = [
+            f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {dumps_shallow(v, depth - 1, inner)}"
+            for k, v in data.items()
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{_indent}}}"
+    items = [f"{inner}{dumps_shallow(v, depth - 1, inner)}" for v in data]
+    return "[\n" + ",\n".join(items) + f"\n{_indent}]"
+
+
 def save_baseline(baseline: Baseline, path: Path) -> None:
-    write_json(path, baseline.to_json())
+    write_atomic(path, dumps_shallow(baseline.to_json()) + "\n")
 
 
 def load_baseline(path: Path) -> Baseline:
