@@ -171,11 +171,12 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
     baseline = summarize(results)
     save_baseline(baseline, args.out)
     out = console()
-    unchecked = [c.id for c in baseline.cells.values() if c.kernels is None]
+    # Skipped cells are expected to have no inventory; crashed or unrun ones are not.
+    unchecked = [c.id for c in baseline.cells.values() if c.status in ("error", "not-run")]
     if unchecked:
         out.print(
-            f"warning: {len(unchecked)} cells have no inventory (skipped, crashed or not run) "
-            f"and constrain nothing: {', '.join(unchecked[:10])}"
+            f"warning: {len(unchecked)} cells crashed or did not run, so they constrain "
+            f"nothing in this baseline: {', '.join(unchecked[:10])}"
             + (" …" if len(unchecked) > 10 else ""),
             markup=False,
         )

@@ -139,14 +139,22 @@ def load_cell_result(path: Path) -> CellResult:
 
 
 def load_results(paths: Iterable[Path]) -> list[CellResult]:
-    """Cell results from files and/or run directories (``cells/*.json`` inside), or
-    merged ``results.json`` files. Later files win for the same cell id."""
+    """Cell results from files and/or run directories (``cells/*.json`` inside, else a
+    ``results.json``), or merged ``results.json`` files. Later files win for the same
+    cell id."""
     by_id: dict[str, CellResult] = {}
     for path in paths:
         if path.is_dir():
             files = sorted(path.glob("cells/*.json")) or sorted(path.glob("**/cells/*.json"))
+            if not files and (path / "results.json").is_file():
+                # A report directory (kernel-matrix report --out) holds only the merged run.
+                for result in load_merged(path / "results.json"):
+                    by_id[result.id] = result
+                continue
             if not files:
-                raise InputFileError(f"{path}: no cells/*.json results in this directory")
+                raise InputFileError(
+                    f"{path}: no cells/*.json or results.json results in this directory"
+                )
             for file in files:
                 result = load_cell_result(file)
                 by_id[result.id] = result

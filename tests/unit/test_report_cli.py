@@ -157,3 +157,13 @@ def test_strict_makes_a_missing_toolchain_an_infrastructure_failure(tmp_path: Pa
     assert main(["report", str(run), "--out", str(tmp_path / "a")]) == 0
     assert main(["report", str(run), "--out", str(tmp_path / "b"), "--strict"]) == 3
     assert main(["diff", str(tmp_path / "a" / "baseline.json"), str(run), "--strict"]) == 3
+
+
+def test_a_report_directory_can_be_reported_again(tmp_path: Path) -> None:
+    main(["report", str(FIXTURE), "--out", str(tmp_path / "first")])
+    assert main(["report", str(tmp_path / "first"), "--out", str(tmp_path / "again")]) == 1
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert first["cells"] == again["cells"]
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
