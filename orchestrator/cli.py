@@ -123,11 +123,99 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from orchestrator.reporting.writers import write_reports
 
-    write_reports(results, out_dir)
+    write_reports(results, out_dir, strict=args.strict)
     print_summary(results)
     code = exit_code(results, strict=args.strict)
-    out.print(verdict_line(results, code))
+    out.print(verdict_line(results, code), markup=False, soft_wrap=True)
     return code
+
+
+def _nightly_dir() -> Path:
+    from datetime import datetime, timezone
+
+    return Path("reports") / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.baseline import load_baseline
+    from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
+    from orchestrator.reporting.writers import write_all
+    from orchestrator.results import load_results
+
+    results = load_results(args.results)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    out_dir = args.out or _nightly_dir()
+    reports = write_all(
+        results,
+        out_dir,
+        baseline=baseline,
+        history_file=args.history,
+        strict=args.strict,
+        title=args.title,
+    )
+    out = console()
+    print_summary(results, title=args.title)
+    if reports.diff is not None:
+        print_diff(reports.diff, against=str(args.baseline))
+    if reports.previous is not None:
+        print_diff(reports.previous, against=f"the previous run {reports.previous_run}")
+    for note in reports.notes:
+        out.print(note, markup=False, soft_wrap=True)
+    written = ", ".join(p.name for p in reports.paths)
+    out.print(f"reports in {out_dir}: {written}", markup=False, soft_wrap=True)
+    out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
+    return reports.exit_code
+
+
+def cmd_baseline_save(args: argparse.Namespace) -> int:
+    from orchestrator.baseline import save_baseline, summarize
+    from orchestrator.results import load_results
+
+    results = load_results(args.results)
+    baseline = summarize(results)
+    save_baseline(baseline, args.out)
+    out = console()
+    # Skipped cells are expected to have no inventory; crashed or unrun ones are not.
+    unchecked = [c.id for c in baseline.cells.values() if c.status in ("error", "not-run")]
+    if unchecked:
+        out.print(
+            f"warning: {len(unchecked)} cells crashed or did not run, so they constrain "
+            f"nothing in this baseline: {', '.join(unchecked[:10])}"
+            + (" …" if len(unchecked) > 10 else ""),
+            markup=False,
+        )
+    size = args.out.stat().st_size
+    out.print(
+        f"kernel-matrix: baseline {args.out}: {len(baseline.cells)} cells, "
+        f"{baseline.kernel_count} kernels ({size / 1024:.1f} KiB)",
+        markup=False,
+    )
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from orchestrator.baseline import combined_exit_code, diff_results, load_baseline
+    from orchestrator.reporting.summary import print_diff, verdict_line
+    from orchestrator.results import exit_code, load_results
+
+    baseline = load_baseline(args.baseline)
+    results = load_results(args.results)
+    diff = diff_results(baseline, results)
+    print_diff(diff, against=str(args.baseline))
+    code = combined_exit_code(exit_code(results, strict=args.strict), diff)
+    console().print(verdict_line(results, code, diff), markup=False, soft_wrap=True)
+    return code
+
+
+def _add_results_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS",
+        help="cell result files, run directories (cells/*.json inside) or results.json files; "
+        "a later one wins for the same cell",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +264,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
     )
     p.set_defaults(handler=cmd_run)
+
+    p = verbs.add_parser(
+        "report", help="write junit.xml, summary.md, results.json and index.html for results"
+    )
+    _add_results_args(p)
+    p.add_argument("--out", type=Path, help="report directory (default: reports/<UTC date>)")
+    p.add_argument(
+        "--baseline", type=Path, help="compare with this baseline (exit 1 on regression)"
+    )
+    p.add_argument(
+        "--history",
+        type=Path,
+        help="append this run to a history file (e.g. reports/history.json) and compare "
+        "with the previous run in it",
+    )
+    p.add_argument("--title", default="kernel-matrix", help="title of the reports")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
+    )
+    p.set_defaults(handler=cmd_report)
+
+    p = verbs.add_parser("baseline", help="save a baseline (a small summary of a good run)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    q = actions.add_parser("save", help="summarize results into a baseline file")
+    _add_results_args(q)
+    q.add_argument("--out", type=Path, required=True, help="baseline file to write")
+    q.set_defaults(handler=cmd_baseline_save)
+
+    p = verbs.add_parser("diff", help="compare results with a baseline (exit 1 on regression)")
+    p.add_argument("baseline", type=Path, help="baseline file (kernel-matrix baseline save)")
+    _add_results_args(p)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
+    )
+    p.set_defaults(handler=cmd_diff)
     return parser
 
 

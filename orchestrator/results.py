@@ -37,6 +37,7 @@ ERROR = "error"
 SKIPPED = "skipped"
 NOT_RUN = "not-run"
 FINAL_STATUSES = (PASSED, FAILED, SKIPPED)
+STATUSES = (PASSED, FAILED, ERROR, SKIPPED, NOT_RUN)
 
 
 @dataclass
@@ -142,14 +143,22 @@ def load_cell_result(path: Path) -> CellResult:
 
 
 def load_results(paths: Iterable[Path]) -> list[CellResult]:
-    """Cell results from files and/or run directories (``cells/*.json`` inside), or
-    merged ``results.json`` files. Later files win for the same cell id."""
+    """Cell results from files and/or run directories (``cells/*.json`` inside, else a
+    ``results.json``), or merged ``results.json`` files. Later files win for the same
+    cell id."""
     by_id: dict[str, CellResult] = {}
     for path in paths:
         if path.is_dir():
             files = sorted(path.glob("cells/*.json")) or sorted(path.glob("**/cells/*.json"))
+            if not files and (path / "results.json").is_file():
+                # A report directory (kernel-matrix report --out) holds only the merged run.
+                for result in load_merged(path / "results.json"):
+                    by_id[result.id] = result
+                continue
             if not files:
-                raise InputFileError(f"{path}: no cells/*.json results in this directory")
+                raise InputFileError(
+                    f"{path}: no cells/*.json or results.json results in this directory"
+                )
             for file in files:
                 result = load_cell_result(file)
                 by_id[result.id] = result
@@ -184,10 +193,13 @@ def load_merged(path: Path) -> list[CellResult]:
 def exit_code(results: Sequence[CellResult], *, strict: bool = False) -> int:
     """0 all met · 1 a kernel missing/hollow · 3 infrastructure (build crash, or with
     ``strict`` a cell skipped for lack of a toolchain). A missing kernel wins over an
-    infrastructure failure, because it is a finding about the code."""
-    if any(r.status == FAILED for r in results):
+    infrastructure failure, because it is a finding about the code.
+
+    Defensive about merged, possibly hand-edited inputs: a failing verdict fails the
+    run whatever its cell's status says, and an unknown status is never a pass."""
+    if any(r.status == FAILED or r.failing_verdicts for r in results):
         return EXIT_KERNEL_MISSING
-    if any(r.status in (ERROR, NOT_RUN) for r in results):
+    if any(r.status in (ERROR, NOT_RUN) or r.status not in STATUSES for r in results):
         return EXIT_INFRA
     if strict and any(
         r.status == SKIPPED and r.cell.get("status") == "toolchain-unavailable" for r in results

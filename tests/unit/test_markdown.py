@@ -1,0 +1,85 @@
+"""summary.md: grid, failures with causes, baseline diff, and GitHub's 1 MiB limit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from report_data import CRASH, NASTY, SKIP_LINE, passed_cell, sample_results, synthetic_results
+
+from orchestrator.baseline import diff_results, summarize
+from orchestrator.expect import MISSING
+from orchestrator.reporting.markdown import GITHUB_SUMMARY_LIMIT, code, render_markdown, text
+from orchestrator.results import exit_code
+
+
+def grid_rows(markdown: str) -> dict[str, str]:
+    rows = {}
+    for line in markdown.splitlines():
+        if line.startswith("| ") and not line.startswith("| cell |"):
+            rows[line.split(" | ")[0][2:].replace("\\", "")] = line
+    return rows
+
+
+def test_grid_failures_and_skips() -> None:
+    results = sample_results()
+    md = render_markdown(results, exit_code=exit_code(results))
+    assert md.startswith("## kernel-matrix: ❌ FAILED (exit 1)")
+    rows = grid_rows(md)
+    assert rows["cu13.0-12.1f"].startswith("| cu13.0-12.1f | ✅ passed | ✅ | ✅ | ➖ | ➖ |")
+    assert "| ❌ failed | ❌ 12.1 | ⚠️ 12.1 | ➖ | ➖ |" in rows["cu12.9-12.1a"]
+    assert "| 💥 error | 💥 | 💥 | 💥 | 💥 |" in rows["cu12.8-10.0f"]
+    assert "| ⏸️ not-run | ⏸️ |" in rows["cu13.0-9.0a"]
+    assert "| ➖ skipped | ➖ |" in rows["cu12.9-9.0a"]
+    # failures with their causes, the crash with its log tail
+    assert "**missing** on 12.1" in md and text(SKIP_LINE) in md
+    assert "**hollow** on 12.1" in md
+    assert CRASH in md and "<details><summary>last lines of the build log" in md
+    assert "(toolchain\\-unavailable)" in md or "(toolchain-unavailable)" in md
+    assert "Truncated" not in md
+
+
+def test_kernel_names_cannot_inject_markdown_or_html() -> None:
+    assert text(NASTY) == "void foo\\<int, &amp;bar\\>(float\\*)"
+    assert text("a | b") == "a \\| b"
+    assert code("x`y") == "``x`y``"
+
+
+def test_baseline_regressions_are_listed() -> None:
+    new = passed_cell()
+    new.verdicts[0] = dataclasses.replace(new.verdicts[0], status=MISSING, served_by=())
+    new.settle()
+    diff = diff_results(summarize([passed_cell()]), [new])
+    md = render_markdown([new], exit_code=1, diff=diff)
+    assert "**Against the baseline:** 1 regressions" in md
+    assert "**Regressions** (1)" in md
+    assert "`nvfp4 on 12.1`: present (sm\\_120f) → missing" in md
+
+
+def test_a_large_matrix_stays_under_the_github_limit() -> None:
+    results = synthetic_results(2000, 30)
+    md = render_markdown(results, exit_code=exit_code(results))
+    assert len(md.encode("utf-8")) < GITHUB_SUMMARY_LIMIT
+    assert len(grid_rows(md)) == 2000  # it fits whole
+    assert "… and" in md  # the failure list is short, not 400 items
+    assert md.count("\n- ") < 60
+
+
+def test_truncation_keeps_failing_rows_first_and_says_so() -> None:
+    results = synthetic_results(2000, 30)
+    limit = 200_000
+    md = render_markdown(results, exit_code=exit_code(results), limit=limit)
+    assert len(md.encode("utf-8")) <= limit
+    rows = grid_rows(md)
+    assert 0 < len(rows) < 2000
+    not_passing = [r.id for r in results if r.status != "passed"]
+    assert all(cell_id in rows for cell_id in not_passing)  # every problem shown
+    assert "**Truncated** to stay under GitHub's 1 MiB summary limit" in md
+    assert f"{2000 - len(rows)} of 2000 grid rows omitted" in md
+    assert md.rstrip().endswith("HTML report.")
+
+
+def test_even_a_tiny_limit_keeps_the_verdict() -> None:
+    results = synthetic_results(50, 30)
+    md = render_markdown(results, exit_code=exit_code(results), limit=6000)
+    assert md.startswith("## kernel-matrix: ❌ FAILED")
+    assert "Truncated" in md
