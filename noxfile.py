@@ -43,6 +43,20 @@ def cell(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def configure(session: nox.Session) -> None:
+    """Predict every cell from CMake configure alone (seconds, no compiling)."""
+    _install(session)
+    session.run("kernel-matrix", "run", MATRIX, "--tier", "configure", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Reports from results: nox -s report -- RESULTS... [--baseline FILE] [--history FILE]."""
+    _install(session)
+    session.run("kernel-matrix", "report", *(session.posargs or ["reports"]))
+
+
+@nox.session(python=PYTHON)
 def probe(session: nox.Session) -> None:
     """Inventory of libraries/wheels: nox -s probe -- PATH... [--json]."""
     _install(session)
