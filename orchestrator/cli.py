@@ -64,6 +64,55 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Inventory of shared objects/wheels/directories: rich summary or --json."""
+    from orchestrator.archs import DEVICES
+    from orchestrator.matrix import load_families_or_matrix
+    from orchestrator.probe import family_presence, inventory_json, probe
+
+    rules = load_families_or_matrix(args.families) if args.families else ()
+    inventory = probe(args.paths, engine=args.engine, cuobjdump=args.cuobjdump)
+    presence = family_presence(inventory, rules)
+    if args.json:
+        print(json.dumps(inventory_json(inventory, presence), indent=2))
+        return EXIT_OK
+    out = console()
+    for library in inventory.libraries:
+        if not library.has_device_code:
+            out.print(f"[bold]{library.path}[/bold]: no device code")
+            continue
+        table = Table(title=library.path, title_justify="left")
+        for column in ("code object", "kernels", "hollow", "sources"):
+            table.add_column(column, overflow="fold")
+        for code in library.code_objects():
+            hollow = sum(k.hollow for k in code.kernels)
+            table.add_row(
+                code.arch.name,
+                str(len(code.kernels)),
+                str(hollow) if hollow else "",
+                ", ".join(code.sources[:6]) + (" ..." if len(code.sources) > 6 else ""),
+            )
+        out.print(table)
+    if presence:
+        table = Table(title="kernel families x devices (cubin or PTX the driver loads)")
+        table.add_column("family")
+        table.add_column("cubins / PTX", overflow="fold")
+        for device in DEVICES:
+            table.add_column(str(device.cc), justify="center")
+        for name, found in presence.items():
+            marks = [
+                "yes"
+                if device.cc in found.devices
+                else "hollow"
+                if device.cc in found.hollow_devices
+                else "-"
+                for device in DEVICES
+            ]
+            table.add_row(name, " ".join(found.cubins + found.ptx) or "(none)", *marks)
+        out.print(table)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -79,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "github"), default="table")
     _add_cell_selection(p)
     p.set_defaults(handler=cmd_plan)
+
+    p = verbs.add_parser("probe", help="list the cubins, PTX and kernels really inside libraries")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".so, wheel or directory")
+    p.add_argument("--families", type=Path, metavar="FILE", help="families file or matrix file")
+    p.add_argument("--engine", choices=("native", "cuobjdump"), default="native")
+    p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
+    p.add_argument("--json", action="store_true", help="machine-readable inventory")
+    p.set_defaults(handler=cmd_probe)
     return parser
 
 

@@ -45,9 +45,11 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
     _check_elf(path)
     tool = find_cuobjdump(cuobjdump)
     objects = list(_run(tool, ["-elf"], path, _parse_elf_dump))
-    ptx_texts = iter(_run(tool, ["-ptx"], path, _parse_ptx_dump)) if any(
-        o.ptx for o in objects
-    ) else iter(())
+    ptx_texts = (
+        iter(_run(tool, ["-ptx"], path, _parse_ptx_dump))
+        if any(o.ptx for o in objects)
+        else iter(())
+    )
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
     for item in objects:
@@ -57,7 +59,9 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
                 raise ToolError(f"{label}: cuobjdump -ptx printed fewer PTX entries than -elf")
             target, body = text
             if target != item.target:
-                raise ToolError(f"{label}: cuobjdump -ptx and -elf disagree ({target} vs {item.target})")
+                raise ToolError(
+                    f"{label}: cuobjdump -ptx and -elf disagree ({target} vs {item.target})"
+                )
             ptx.append(_ptx_object(body, target))
         else:
             cubins.append(item.code_object(label))
@@ -166,7 +170,7 @@ def _target(arch: str, ptx: bool, where: str) -> Target:
         raise ToolError(f"{where}: cuobjdump printed an unknown architecture '{arch}'") from None
 
 
-def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:  # noqa: C901
+def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
     """``cuobjdump -elf`` output -> one _Object per fatbin entry, in order."""
     current: _Object | None = None
     header: str | None = None  # "elf" or "ptx" after a "Fatbin ... code:" line
@@ -233,7 +237,11 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:  # noqa
                         current.kernels.append((name, int(fields[-2], 16)))
                 continue
             mode = ""
-        if stripped.startswith(".text.") and " " not in stripped and stripped in current.names.values():
+        if (
+            stripped.startswith(".text.")
+            and " " not in stripped
+            and stripped in current.names.values()
+        ):
             mode, text_name, words = "text", stripped, []
     if mode == "text":
         finish_text()

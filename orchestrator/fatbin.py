@@ -46,7 +46,9 @@ sm_100a and sm_100f (``0x6006402``) and ``.nv.compat`` marks only ``a``.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lz4.block
@@ -81,6 +83,9 @@ MAX_ENTRY_HEADER = 4096
 # No real cubin or PTX comes near this; it bounds what a corrupt header can make
 # us allocate.
 MAX_UNCOMPRESSED = 4 << 30
+
+DECOMPRESS_THREADS = 2
+PREFETCH = 4
 
 _CONTAINER = struct.Struct("<IHHQ")
 _ENTRY = struct.Struct("<HHIQIIHHIIIQQQ")
@@ -170,9 +175,22 @@ def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
     where = f"{blob.name}: fatbin entry at offset {position}"
     if container_end - position < ENTRY_HEADER_MIN:
         raise InputFileError(f"{where}: truncated entry header")
-    (kind, version, header_size, payload_size, compressed, _, _, _, sm, _, _, flags, _, uncompressed) = (
-        _ENTRY.unpack(bytes(read_exact(blob, position, _ENTRY.size, "a fatbin entry header")))
-    )
+    (
+        kind,
+        version,
+        header_size,
+        payload_size,
+        compressed,
+        _,
+        _,
+        _,
+        sm,
+        _,
+        _,
+        flags,
+        _,
+        uncompressed,
+    ) = _ENTRY.unpack(bytes(read_exact(blob, position, _ENTRY.size, "a fatbin entry header")))
     if kind not in (KIND_PTX, KIND_ELF):
         raise InputFileError(f"{where}: unknown entry kind {kind} (1 is PTX, 2 is a cubin)")
     if version not in KNOWN_ENTRY_VERSIONS:
@@ -201,9 +219,21 @@ def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
 
 def payload(blob: Blob, entry: Entry) -> bytes:
     """The entry's cubin or PTX, decompressed; its size is checked against the header."""
-    where = f"{blob.name}: {entry.target.name} entry at offset {entry.payload_offset}"
+    return decompress(raw_payload(blob, entry), entry, blob.name)
+
+
+def raw_payload(blob: Blob, entry: Entry) -> bytes:
+    """The payload as stored (compressed or not), read from the blob."""
+    compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
+    length = entry.compressed_size if compressed else entry.payload_size
+    return bytes(read_exact(blob, entry.payload_offset, length, "a payload"))
+
+
+def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
+    """Decompress a stored payload (thread-safe: no blob access, the GIL is released
+    while zstd/LZ4 work)."""
+    where = f"{name}: {entry.target.name} entry at offset {entry.payload_offset}"
     if entry.flags & FLAG_ZSTD:
-        raw = read_exact(blob, entry.payload_offset, entry.compressed_size, "a payload")
         try:
             data = zstandard.ZstdDecompressor().decompress(
                 raw, max_output_size=entry.uncompressed_size
@@ -211,19 +241,39 @@ def payload(blob: Blob, entry: Entry) -> bytes:
         except zstandard.ZstdError as exc:
             raise InputFileError(f"{where}: corrupt zstd payload: {exc}") from None
     elif entry.flags & FLAG_LZ4:
-        raw = read_exact(blob, entry.payload_offset, entry.compressed_size, "a payload")
         try:
-            data = lz4.block.decompress(bytes(raw), uncompressed_size=entry.uncompressed_size)
+            data = lz4.block.decompress(raw, uncompressed_size=entry.uncompressed_size)
         except (lz4.block.LZ4BlockError, ValueError) as exc:
             raise InputFileError(f"{where}: corrupt LZ4 payload: {exc}") from None
     else:
-        return bytes(read_exact(blob, entry.payload_offset, entry.payload_size, "a payload"))
+        return raw
     if len(data) != entry.uncompressed_size:
         raise InputFileError(
             f"{where}: corrupt payload: {len(data)} bytes decompressed, header says "
             f"{entry.uncompressed_size}"
         )
     return data
+
+
+def iter_payloads(blob: Blob, entries: Iterator[Entry]) -> Iterator[tuple[Entry, bytes]]:
+    """Entries with their decompressed payloads, in order. Reads stay in this thread
+    (a zip stream is sequential); decompression runs ahead in a worker thread,
+    at most PREFETCH entries ahead, so memory stays bounded."""
+    window: deque[tuple[Entry, Future[bytes]]] = deque()
+    with ThreadPoolExecutor(max_workers=DECOMPRESS_THREADS) as pool:
+        try:
+            for entry in entries:
+                raw = raw_payload(blob, entry)
+                window.append((entry, pool.submit(decompress, raw, entry, blob.name)))
+                if len(window) > PREFETCH:
+                    done, future = window.popleft()
+                    yield done, future.result()
+            while window:
+                done, future = window.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in window:
+                future.cancel()
 
 
 def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
@@ -241,9 +291,7 @@ def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
                 is_hollow(instructions),
             )
         )
-    return CodeObject(
-        target, tuple(sorted(kernels, key=kernel_order)), sources_in(cubin.strings)
-    )
+    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources_in(cubin.strings))
 
 
 def ptx_object(text: bytes, target: Target) -> CodeObject:
@@ -267,8 +315,7 @@ def read_library(blob: Blob, path: str) -> Library:
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
     for section in header.named(FATBIN_SECTION):
-        for entry in iter_entries(blob, section.offset, section.size):
-            data = payload(blob, entry)
+        for entry, data in iter_payloads(blob, iter_entries(blob, section.offset, section.size)):
             where = f"{blob.name}: {entry.target.name} cubin at offset {entry.payload_offset}"
             if entry.kind == KIND_ELF:
                 cubins.append(cubin_object(data, entry.target, where))

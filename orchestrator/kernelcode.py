@@ -158,7 +158,9 @@ def ptx_entries(text: bytes) -> list[PtxEntry]:
         if header.group(1) != b"entry":
             continue
         end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
-        entries.append(PtxEntry(header.group(2).decode("ascii"), _ptx_body_count(text, header.end(), end)))
+        entries.append(
+            PtxEntry(header.group(2).decode("ascii"), _ptx_body_count(text, header.end(), end))
+        )
     return entries
 
 

@@ -59,7 +59,7 @@ def probe_path(
         found = sorted(p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file())
         unique = _dedup_links(found)
         return [_probe_file(p, str(p), engine, cuobjdump) for p in unique]
-    if path.suffix == ".whl" or zipfile.is_zipfile(path) and not _starts_with_elf(path):
+    if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
         return _probe_wheel(path, engine, cuobjdump)
     return [_probe_file(path, str(path), engine, cuobjdump)]
 
@@ -202,7 +202,7 @@ class FamilyPresence:
 def family_presence(
     inventory: Inventory,
     rules: Iterable[FamilyRule],
-    devices: Sequence[ComputeCapability] = tuple(d.cc for d in DEVICES),
+    devices: Sequence[ComputeCapability] | None = None,
 ) -> dict[str, FamilyPresence]:
     """Per family: the code objects that hold it and the devices it runs on.
 
@@ -211,6 +211,8 @@ def family_presence(
     translation unit has its own fatbin, so another file's cubins never stand in),
     and with the family's own hollowness threshold.
     """
+    if devices is None:
+        devices = tuple(device.cc for device in DEVICES)
     result = {}
     for rule in rules:
         working: set[Target] = set()
