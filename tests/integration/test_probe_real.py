@@ -179,16 +179,19 @@ def test_vllm_wheel_suffixes_and_guarded_kernels(vllm_inventory: Inventory) -> N
     archs = {c.arch.name for lib in vllm_inventory.libraries for c in lib.cubins}
     assert {"sm_90a", "sm_100f", "sm_120f", "sm_80", "sm_90"} <= archs
     assert any(not lib.has_device_code for lib in vllm_inventory.libraries)  # cumem_allocator
-    # convert_fp8_kernel's body is compiled out below 8.9: hollow in sm_80, real in sm_89
-    wanted = "convert_fp8_kernel<__nv_bfloat16, unsigned char, (vllm::Fp8KVCacheDataType)0>"
+    # activation_kernel<..., true, true> uses 256-bit loads only from Blackwell on: its
+    # body is compiled out (#if __CUDA_ARCH__) in the sm_75 .. sm_90 cubins: hollow
+    wanted = "_ZN4vllm17activation_kernelIN3c104HalfEXadL_ZNS_15gelu_new_kernelIS2_EET_RKS4_EELb1ELb1EEEvPS4_PS5_i"
     hollow: dict[str, set[bool]] = {}
     for lib in vllm_inventory.libraries:
         for code in lib.cubins:
             for kernel in code.kernels:
-                if wanted in kernel.name:
+                if kernel.mangled == wanted:
                     hollow.setdefault(code.arch.name, set()).add(kernel.hollow)
-    assert hollow["sm_80"] == {True}
-    assert hollow["sm_89"] == {False}
+    for arch in ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90"):
+        assert hollow[arch] == {True}, arch
+    for arch in ("sm_100", "sm_120"):
+        assert hollow[arch] == {False}, arch
 
 
 @pytest.mark.parametrize("member", ["_qutlass_C.abi3.so", "_flashmla_C.abi3.so"])
