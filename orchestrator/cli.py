@@ -16,6 +16,7 @@ from orchestrator import __version__
 from orchestrator.errors import EXIT_OK, EXIT_USAGE, KernelMatrixError, UsageError
 from orchestrator.matrix import BACKENDS, load_matrix
 from orchestrator.plan import github_matrix, plan
+from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
 Handler = Callable[[argparse.Namespace], int]
@@ -218,6 +219,55 @@ def _add_results_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Inventory of shared objects/wheels/directories: rich summary or --json."""
+    from orchestrator.archs import DEVICES
+    from orchestrator.matrix import load_families_or_matrix
+    from orchestrator.probe import family_presence, inventory_json, probe
+
+    rules = load_families_or_matrix(args.families) if args.families else ()
+    inventory = probe(args.paths, engine=args.engine, cuobjdump=args.cuobjdump)
+    presence = family_presence(inventory, rules)
+    if args.json:
+        print(json.dumps(inventory_json(inventory, presence), indent=2))
+        return EXIT_OK
+    out = console()
+    for library in inventory.libraries:
+        if not library.has_device_code:
+            out.print(f"[bold]{library.path}[/bold]: no device code")
+            continue
+        table = Table(title=library.path, title_justify="left")
+        for column in ("code object", "kernels", "hollow", "sources"):
+            table.add_column(column, overflow="fold")
+        for code in library.code_objects():
+            hollow = sum(k.hollow for k in code.kernels)
+            table.add_row(
+                code.arch.name,
+                str(len(code.kernels)),
+                str(hollow) if hollow else "",
+                ", ".join(code.sources[:6]) + (" ..." if len(code.sources) > 6 else ""),
+            )
+        out.print(table)
+    if presence:
+        table = Table(title="kernel families x devices (cubin or PTX the driver loads)")
+        table.add_column("family")
+        table.add_column("cubins / PTX", overflow="fold")
+        for device in DEVICES:
+            table.add_column(str(device.cc), justify="center")
+        for name, found in presence.items():
+            marks = [
+                "yes"
+                if device.cc in found.devices
+                else "hollow"
+                if device.cc in found.hollow_devices
+                else "-"
+                for device in DEVICES
+            ]
+            table.add_row(name, " ".join(found.cubins + found.ptx) or "(none)", *marks)
+        out.print(table)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -246,9 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--build-dir", type=Path, default=Path("build"), help="root of per-cell build trees"
     )
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
-    p.add_argument(
-        "--engine", choices=("native", "cuobjdump"), default="native", help="probe engine"
-    )
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
     p.add_argument(
         "--no-cache", action="store_true", help="rebuild even when a cached result matches"
     )
@@ -304,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
     )
     p.set_defaults(handler=cmd_diff)
+    p = verbs.add_parser("probe", help="list the cubins, PTX and kernels really inside libraries")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".so, wheel or directory")
+    p.add_argument("--families", type=Path, metavar="FILE", help="families file or matrix file")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+    p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
+    p.add_argument("--json", action="store_true", help="machine-readable inventory")
+    p.set_defaults(handler=cmd_probe)
     return parser
 
 

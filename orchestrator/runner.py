@@ -32,6 +32,7 @@ from orchestrator.fsutil import write_json
 from orchestrator.inventory import Inventory
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
+from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
 from orchestrator.results import (
     ERROR,
     FINAL_STATUSES,
@@ -53,7 +54,7 @@ class RunOptions:
     jobs: int = 1
     threads_per_job: int = 1
     timeout: float = 3600.0
-    engine: str = "native"
+    engine: Engine = DEFAULT_ENGINE
     resume: bool = False
     use_cache: bool = True
     configure_only: bool = False
@@ -216,8 +217,6 @@ def _build_and_probe(
     result: CellResult,
     log_path: Path,
 ) -> None:
-    from orchestrator.probe import probe_paths
-
     build_dir = options.build_root / cell.id
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -246,7 +245,7 @@ def _build_and_probe(
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
     result.artifacts = [str(a) for a in artifacts]
-    result.inventory = probe_paths(artifacts, engine=options.engine)
+    result.inventory = probe(artifacts, engine=options.engine)
 
 
 class _NoArtifacts(KernelMatrixError):

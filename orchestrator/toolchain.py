@@ -262,3 +262,37 @@ def cuobjdump(explicit: Path | None = None) -> Path:
     if not found:
         raise ToolError(f"nvidia-cuda-cuobjdump installed into {target} has no bin/cuobjdump")
     return found[-1]
+
+
+def nvdisasm(explicit: Path | None = None) -> Path:
+    """A real nvdisasm (``cuobjdump -sass`` runs it to disassemble cubins):
+    ``explicit``, ``KERNEL_MATRIX_NVDISASM``, one next to a system cuobjdump / on PATH,
+    or the newest from PyPI (``nvidia-cuda-nvdisasm``), cached like cuobjdump."""
+    for candidate in (explicit, os.environ.get("KERNEL_MATRIX_NVDISASM")):
+        if candidate:
+            path = Path(candidate)
+            if not path.is_file():
+                raise ToolError(f"nvdisasm '{path}' does not exist")
+            return path
+    target = cache_root() / "tools" / "nvdisasm"
+    found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+    if found:
+        return found[-1]
+    system = shutil.which("nvdisasm")
+    if system:
+        return Path(system)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+        if not found:
+            staging = Path(tempfile.mkdtemp(prefix=".nvdisasm-", dir=target.parent))
+            try:
+                _pip_install(staging, ["nvidia-cuda-nvdisasm"], what="nvdisasm")
+                staging.rename(target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+    if not found:
+        raise ToolError(f"nvidia-cuda-nvdisasm installed into {target} has no bin/nvdisasm")
+    return found[-1]

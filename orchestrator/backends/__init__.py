@@ -49,7 +49,8 @@ def make_backend(name: str, matrix: Matrix, *, cuda_homes: list[Path]) -> Backen
     if name == "docker":
         from orchestrator.backends.docker import DockerBackend
 
-        return DockerBackend(matrix)
+        docker_backend: Backend = DockerBackend(matrix)
+        return docker_backend
     from orchestrator.backends.local import LocalBackend
 
     return LocalBackend(matrix, cuda_homes=cuda_homes)

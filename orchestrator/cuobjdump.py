@@ -1,0 +1,281 @@
+"""The cuobjdump engine: the inventory from the real ``cuobjdump``'s output.
+
+Two runs per library, both streamed line by line (a large library dumps gigabytes):
+
+* ``cuobjdump -elf``: one block per fatbin entry, in fatbin order, headed by
+  ``Fatbin elf code:`` / ``Fatbin ptx code:`` and ``arch = sm_100f`` (the a/f
+  suffix is printed only here: the ELF line below it says ``sm=100``); for a cubin
+  then its section table (sizes), its symbol table (``ENTRY`` marks kernels) and a
+  hex dump of every section, ``.text.<kernel>`` included (four 32-bit words per
+  128-bit instruction);
+* ``cuobjdump -ptx``: the text of every PTX entry, in the same order.
+
+Instruction counts and source files come from :mod:`orchestrator.kernelcode`, as in
+the native engine; what differs is everything before: decompression, fatbin and
+ELF parsing are cuobjdump's. ``tests/integration`` checks that both engines give
+equal inventories on real libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+from orchestrator.archs import Target
+from orchestrator.elf import BytesBlob, read_header
+from orchestrator.errors import ArchSpecError, InputFileError, ToolError
+from orchestrator.fatbin import kernel_order
+from orchestrator.inventory import CodeObject, Kernel, Library
+from orchestrator.kernelcode import count_working_sass, is_hollow, sources_in
+from orchestrator.symbols import demangle
+from orchestrator.toolchain import cuobjdump as find_cuobjdump
+
+TIMEOUT_S = 3600
+NO_DEVICE_CODE = "does not contain device code"
+
+
+def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library:
+    """The inventory of one shared object on disk, read by cuobjdump."""
+    _check_elf(path)
+    tool = find_cuobjdump(cuobjdump)
+    objects = list(_run(tool, ["-elf"], path, _parse_elf_dump))
+    ptx_texts = (
+        iter(_run(tool, ["-ptx"], path, _parse_ptx_dump))
+        if any(o.ptx for o in objects)
+        else iter(())
+    )
+    cubins: list[CodeObject] = []
+    ptx: list[CodeObject] = []
+    for item in objects:
+        if item.ptx:
+            text = next(ptx_texts, None)
+            if text is None:
+                raise ToolError(f"{label}: cuobjdump -ptx printed fewer PTX entries than -elf")
+            target, body = text
+            if target != item.target:
+                raise ToolError(
+                    f"{label}: cuobjdump -ptx and -elf disagree ({target} vs {item.target})"
+                )
+            ptx.append(_ptx_object(body, target))
+        else:
+            cubins.append(item.code_object(label))
+    return Library(label, tuple(cubins), tuple(ptx))
+
+
+def probe_stream(stream: IO[bytes], label: str, cuobjdump: Path | None = None) -> Library:
+    """A wheel member: cuobjdump needs a file, so it is copied to a private temp dir."""
+    with tempfile.TemporaryDirectory(prefix="kernel-matrix-") as tmp:
+        path = Path(tmp) / "member.so"
+        with path.open("wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        return probe_file(path, label, cuobjdump)
+
+
+def _check_elf(path: Path) -> None:
+    """Refuse a non-ELF or truncated file ourselves, with exit code 2, rather than
+    let cuobjdump fail in a way that reads like a tool crash."""
+    try:
+        with path.open("rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+    read_header(BytesBlob(str(path), data))
+
+
+T = TypeVar("T")
+
+
+def _run(
+    tool: Path, options: list[str], path: Path, parse: Callable[[IO[bytes], str], Iterator[T]]
+) -> Iterator[T]:
+    """Run cuobjdump and parse its stdout as it comes; a crash is a ToolError (exit 3),
+    "does not contain device code" an empty result."""
+    command = [str(tool), *options, str(path)]
+    env = dict(os.environ)
+    env.setdefault("LC_ALL", "C")
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env)
+        except OSError as exc:
+            raise ToolError(f"cannot run {tool}: {exc.strerror or exc}") from None
+        assert process.stdout is not None
+        try:
+            yield from parse(process.stdout, str(path))
+            process.stdout.close()
+            returncode = process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise ToolError(f"{' '.join(command)}: timed out after {TIMEOUT_S} s") from None
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        errors.seek(0)
+        message = errors.read().decode("utf-8", "replace").strip()
+    if returncode == 0 or (returncode == 255 and NO_DEVICE_CODE in message):
+        return
+    last = message.splitlines()[-1] if message else "(no message)"
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    raise ToolError(f"{' '.join(command)} failed ({how}): {last}")
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+@dataclass
+class _Object:
+    """One fatbin entry as ``cuobjdump -elf`` prints it."""
+
+    target: Target
+    ptx: bool
+    sizes: dict[int, int] = field(default_factory=dict)  # section index -> size
+    names: dict[int, str] = field(default_factory=dict)  # section index -> name
+    kernels: list[tuple[str, int]] = field(default_factory=list)  # (mangled, section)
+    symbols: list[str] = field(default_factory=list)
+    code: dict[str, int] = field(default_factory=dict)  # .text.<name> -> working instr.
+    sm: int = 0
+
+    def code_object(self, label: str) -> CodeObject:
+        kernels = []
+        for mangled, section in self.kernels:
+            name = self.names.get(section, "")
+            if name not in self.code:
+                raise ToolError(f"{label}: cuobjdump -elf printed no code for kernel {mangled}")
+            instructions = self.code[name]
+            kernels.append(
+                Kernel(
+                    demangle(mangled),
+                    mangled,
+                    self.sizes.get(section, 0),
+                    instructions,
+                    is_hollow(instructions),
+                )
+            )
+        sources = sources_in("\0".join(self.symbols).encode("utf-8", "replace"))
+        return CodeObject(self.target, tuple(sorted(kernels, key=kernel_order)), sources)
+
+
+def _target(arch: str, ptx: bool, where: str) -> Target:
+    name = arch.replace("sm_", "compute_", 1) if ptx else arch
+    try:
+        return Target.parse(name)
+    except ArchSpecError:
+        raise ToolError(f"{where}: cuobjdump printed an unknown architecture '{arch}'") from None
+
+
+def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
+    """``cuobjdump -elf`` output -> one _Object per fatbin entry, in order."""
+    current: _Object | None = None
+    header: str | None = None  # "elf" or "ptx" after a "Fatbin ... code:" line
+    mode = ""  # "sections", "symbols", "text" or ""
+    text_name = ""
+    words: list[int] = []
+
+    def finish_text() -> None:
+        if current is not None and text_name:
+            data = b"".join(w.to_bytes(4, "little") for w in words)
+            current.code[text_name] = count_working_sass(data, current.sm)
+
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.startswith("Fatbin elf code:") or line.startswith("Fatbin ptx code:"):
+            if mode == "text":
+                finish_text()
+            if current is not None:
+                yield current
+            current, mode, text_name, words = None, "", "", []
+            header = "ptx" if "ptx" in line else "elf"
+            continue
+        if header and line.startswith("arch = "):
+            current = _Object(_target(line[7:].strip(), header == "ptx", where), header == "ptx")
+            current.sm = current.target.cc.sm
+            header = None
+            continue
+        if current is None or current.ptx:
+            continue
+        if mode == "text":
+            if line.startswith("0x"):
+                words.extend(int(w, 16) for w in line.split())
+                continue
+            if line.startswith("lmem=") or (not line.strip() and not words):
+                continue
+            finish_text()
+            mode, text_name, words = "", "", []
+        stripped = line.strip()
+        if line.startswith("Sections:"):
+            mode = "sections"
+            continue
+        if line.startswith(".section .symtab"):
+            mode = "symbols"
+            continue
+        if mode == "sections":
+            fields = stripped.split()
+            if fields and fields[0] == "Index":
+                continue
+            if len(fields) >= 10:
+                index = int(fields[0], 16)
+                current.sizes[index] = int(fields[2], 16)
+                current.names[index] = fields[-1]
+                continue
+            mode = ""
+        if mode == "symbols":
+            fields = stripped.split()
+            if fields and fields[0] == "Num":
+                continue
+            if len(fields) >= 9:
+                kind, name = fields[3], fields[-1]
+                if kind != "SECTION" and name != "(null)":
+                    current.symbols.append(name)
+                    if kind == "FUNC" and "ENTRY" in fields[6:-2]:
+                        current.kernels.append((name, int(fields[-2], 16)))
+                continue
+            mode = ""
+        if (
+            stripped.startswith(".text.")
+            and " " not in stripped
+            and stripped in current.names.values()
+        ):
+            mode, text_name, words = "text", stripped, []
+    if mode == "text":
+        finish_text()
+    if current is not None:
+        yield current
+
+
+def _parse_ptx_dump(stream: IO[bytes], where: str) -> Iterator[tuple[Target, bytes]]:
+    """``cuobjdump -ptx`` output -> (target, PTX text) per PTX entry, in order."""
+    target: Target | None = None
+    in_header = False
+    kind = ""
+    chunks: list[bytes] = []
+    for raw in stream:
+        if raw.startswith(b"Fatbin elf code:") or raw.startswith(b"Fatbin ptx code:"):
+            if target is not None:
+                yield target, b"".join(chunks)
+            target, chunks = None, []
+            kind = "ptx" if raw.startswith(b"Fatbin ptx") else "elf"
+            in_header = True
+            continue
+        if in_header:
+            if raw.startswith(b"arch = ") and kind == "ptx":
+                target = _target(raw[7:].decode().strip(), True, where)
+            elif not raw.strip() and (target is not None or kind == "elf"):
+                in_header = False  # the header ends at its first blank line
+            continue
+        if target is not None:
+            chunks.append(raw)
+    if target is not None:
+        yield target, b"".join(chunks)
+
+
+def _ptx_object(text: bytes, target: Target) -> CodeObject:
+    from orchestrator.fatbin import ptx_object
+
+    return ptx_object(text, target)

@@ -1,0 +1,224 @@
+"""A small, strict ELF64 reader: host shared objects (to find ``.nv_fatbin``) and
+cubins (symbols and ``.text`` sections).
+
+Every offset and count read from a file is checked against the file's size before
+it is used, so a truncated or hostile file ends in one :class:`InputFileError`
+naming the file -- never an IndexError, a huge allocation or a long loop.
+
+Host objects are read through a :class:`Blob` (an mmap of a file, or a member of
+a wheel streamed by ``zipfile``), so a 300 MB library is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from orchestrator.errors import InputFileError
+
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+EM_CUDA = 190
+SHT_NOBITS = 8
+SHT_SYMTAB = 2
+STT_FUNC = 2
+STO_CUDA_ENTRY = 0x10  # st_other bit of a kernel (cuobjdump prints "ENTRY")
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+MAX_SECTIONS = 1 << 20  # far above any real object; bounds the header loop
+
+
+class Blob(Protocol):
+    """Random access to the bytes of one object, whatever holds them."""
+
+    name: str
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes | memoryview: ...
+
+
+class BytesBlob:
+    """A blob held in memory or mapped from a file (``mmap`` slices are copies, so
+    no view outlives the mapping)."""
+
+    def __init__(self, name: str, data: bytes | mmap.mmap) -> None:
+        self.name = name
+        self.data = data
+        self.size = len(data)
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        return self.data[offset : offset + length]
+
+
+class StreamBlob:
+    """A blob behind a seekable stream (a wheel member read through ``zipfile``).
+
+    Reads are mostly sequential; a backward seek makes zipfile decompress again
+    from the member's start, which costs time but never memory."""
+
+    def __init__(self, name: str, stream: IO[bytes], size: int) -> None:
+        self.name = name
+        self.stream = stream
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        if self.stream.tell() != offset:
+            self.stream.seek(offset)
+        return self.stream.read(length)
+
+
+def read_exact(blob: Blob, offset: int, length: int, what: str) -> bytes | memoryview:
+    """``length`` bytes at ``offset``, or an InputFileError saying what is cut off."""
+    if offset < 0 or length < 0 or offset + length > blob.size:
+        raise InputFileError(
+            f"{blob.name}: truncated or corrupt: {what} at offset {offset} "
+            f"(+{length} bytes) lies outside the file ({blob.size} bytes)"
+        )
+    data = blob.read(offset, length)
+    if len(data) != length:
+        raise InputFileError(f"{blob.name}: truncated: could not read {what} at offset {offset}")
+    return data
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+    entsize: int
+
+
+@dataclass(frozen=True)
+class ElfHeader:
+    machine: int
+    flags: int
+    sections: tuple[Section, ...]
+
+    def named(self, name: str) -> list[Section]:
+        return [s for s in self.sections if s.name == name]
+
+
+def is_elf(head: bytes | memoryview) -> bool:
+    return bytes(head[:4]) == ELF_MAGIC
+
+
+def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
+    """The ELF header and section table of ``blob`` (ELF64 little-endian only);
+    ``names=False`` skips decoding section names (a cubin needs none)."""
+    ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
+    if bytes(ident[:4]) != ELF_MAGIC:
+        raise InputFileError(f"{blob.name}: not an ELF file (no ELF magic)")
+    if ident[4] != ELFCLASS64 or ident[5] != ELFDATA2LSB:
+        raise InputFileError(
+            f"{blob.name}: unsupported ELF class/encoding ({ident[4]}/{ident[5]}); "
+            "only 64-bit little-endian objects carry CUDA device code"
+        )
+    (_, _, machine, _, _, _, shoff, flags, _, _, _, shentsize, shnum, shstrndx) = _EHDR.unpack(
+        bytes(ident)
+    )
+    if shnum == 0 and shoff:
+        # More than 0xff00 sections: the real count is in section 0's sh_size.
+        first = _SHDR.unpack(bytes(read_exact(blob, shoff, _SHDR.size, "section header 0")))
+        shnum = first[5]
+        if shstrndx == 0xFFFF:
+            shstrndx = first[6]
+    if shnum == 0:
+        return ElfHeader(machine, flags, ())
+    if shentsize != _SHDR.size:
+        raise InputFileError(f"{blob.name}: corrupt ELF: section header size {shentsize}")
+    if shnum > MAX_SECTIONS or shnum * shentsize > blob.size:
+        raise InputFileError(f"{blob.name}: corrupt ELF: {shnum} section headers")
+    table = bytes(read_exact(blob, shoff, shnum * shentsize, "the section header table"))
+    raw = [_SHDR.unpack_from(table, i * shentsize) for i in range(shnum)]
+    if shstrndx >= shnum:
+        raise InputFileError(f"{blob.name}: corrupt ELF: section name table index {shstrndx}")
+    names_hdr = raw[shstrndx]
+    table_names = (
+        bytes(read_exact(blob, names_hdr[4], names_hdr[5], "the section name table"))
+        if names
+        else b""
+    )
+    sections = []
+    for index, (name_off, typ, sflags, _, offset, size, link, info, _, entsize) in enumerate(raw):
+        if typ != SHT_NOBITS and index and offset + size > blob.size:
+            raise InputFileError(
+                f"{blob.name}: truncated or corrupt: section {index} ends at {offset + size}, "
+                f"after the end of the file ({blob.size} bytes)"
+            )
+        sections.append(
+            Section(
+                index,
+                _cstr(table_names, name_off, blob.name) if names else "",
+                typ,
+                sflags,
+                offset,
+                size,
+                link,
+                info,
+                entsize,
+            )
+        )
+    return ElfHeader(machine, flags, tuple(sections))
+
+
+def _cstr(table: bytes, offset: int, where: str) -> str:
+    if offset >= len(table) and offset:
+        raise InputFileError(f"{where}: corrupt ELF: name offset {offset} outside its table")
+    end = table.find(b"\0", offset)
+    if end < 0:
+        end = len(table)
+    return table[offset:end].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel symbol of a cubin and its code section."""
+
+    name: str
+    section: Section
+
+
+@dataclass(frozen=True)
+class Cubin:
+    """The parts of a cubin that the probe needs."""
+
+    kernels: tuple[Kernel, ...]
+    strings: bytes  # the symbol string table(s): every symbol's name is in them
+    data: bytes
+
+    def code(self, kernel: Kernel) -> bytes:
+        return self.data[kernel.section.offset : kernel.section.offset + kernel.section.size]
+
+
+def read_cubin(data: bytes, name: str) -> Cubin:
+    """Parse a (decompressed) cubin held in memory: its kernels (``STT_FUNC`` symbols
+    with the CUDA entry bit in ``st_other``) and its symbol names."""
+    header = read_header(BytesBlob(name, data), names=False)
+    if header.machine != EM_CUDA:
+        raise InputFileError(f"{name}: not a CUDA cubin (ELF machine {header.machine})")
+    kernels: list[Kernel] = []
+    strings: list[bytes] = []
+    for table in (s for s in header.sections if s.type == SHT_SYMTAB):
+        if table.entsize != _SYM.size or not 0 < table.link < len(header.sections):
+            raise InputFileError(f"{name}: corrupt cubin: bad symbol table {table.index}")
+        strtab = header.sections[table.link]
+        names = data[strtab.offset : strtab.offset + strtab.size]
+        strings.append(names)
+        raw = data[table.offset : table.offset + table.size - table.size % _SYM.size]
+        for name_off, info, other, shndx, _, _ in _SYM.iter_unpack(raw):
+            if info & 0xF != STT_FUNC or not other & STO_CUDA_ENTRY:
+                continue
+            if not 0 < shndx < len(header.sections):
+                raise InputFileError(f"{name}: corrupt cubin: kernel in section {shndx}")
+            kernels.append(Kernel(_cstr(names, name_off, name), header.sections[shndx]))
+    return Cubin(tuple(kernels), b"\0".join(strings), data)

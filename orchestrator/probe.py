@@ -1,0 +1,276 @@
+"""Probe: what device code a built library really contains.
+
+``probe(paths)`` takes shared objects, wheels (read in place: members are streamed
+from the zip, never unpacked to disk) and directories (searched for ``*.so`` and
+``*.so.N``), and returns an :class:`~orchestrator.inventory.Inventory`. Two engines
+give the same inventory: ``native`` (our fatbin reader, no CUDA needed; the
+default, being the faster) and ``cuobjdump`` (parses the real tool's output).
+
+``family_presence(inventory, rules)`` then says, per kernel family, which cubins
+and PTX modules hold a working (not hollow) kernel of it, and on which real
+devices the driver would load one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from orchestrator.archs import DEVICES, ComputeCapability, Target, select_image
+from orchestrator.elf import ELF_MAGIC, Blob, BytesBlob, StreamBlob
+from orchestrator.errors import InputFileError, UsageError
+from orchestrator.fatbin import read_library
+from orchestrator.inventory import CodeObject, Inventory, Library
+from orchestrator.symbols import FamilyRule
+
+Engine = Literal["native", "cuobjdump"]
+ENGINES: tuple[Engine, ...] = ("native", "cuobjdump")
+DEFAULT_ENGINE: Engine = "native"
+
+
+def probe(
+    paths: Iterable[Path | str],
+    *,
+    engine: Engine = DEFAULT_ENGINE,
+    cuobjdump: Path | None = None,
+) -> Inventory:
+    """The inventory of every shared object under ``paths`` (files, wheels, dirs),
+    in the order given (directories and wheels sorted by member path)."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
+    libraries: list[Library] = []
+    for path in paths:
+        libraries.extend(probe_path(Path(path), engine=engine, cuobjdump=cuobjdump))
+    return Inventory(tuple(libraries))
+
+
+def probe_path(
+    path: Path, *, engine: Engine = DEFAULT_ENGINE, cuobjdump: Path | None = None
+) -> list[Library]:
+    """The libraries of one path: a shared object, a wheel or a directory."""
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file or directory")
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file())
+        unique = _dedup_links(found)
+        return [_probe_file(p, str(p), engine, cuobjdump) for p in unique]
+    if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
+        return _probe_wheel(path, engine, cuobjdump)
+    return [_probe_file(path, str(path), engine, cuobjdump)]
+
+
+def _is_shared_object_name(name: str) -> bool:
+    """``x.so``, ``x.abi3.so``, ``libx.so.12``, ``libx.so.12.1``."""
+    parts = name.split(".")
+    if "so" not in parts[1:]:
+        return False
+    after = parts[len(parts) - 1 - parts[::-1].index("so") + 1 :]
+    return all(p.isdigit() for p in after)
+
+
+def _dedup_links(paths: Sequence[Path]) -> list[Path]:
+    """Versioned-library symlinks (libx.so -> libx.so.1) name one file: probe it once."""
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        real = p.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(p)
+    return unique
+
+
+def _starts_with_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == ELF_MAGIC
+
+
+def _probe_file(path: Path, label: str, engine: Engine, cuobjdump: Path | None) -> Library:
+    if engine == "cuobjdump":
+        from orchestrator.cuobjdump import probe_file
+
+        _check_elf_file(path)
+        return probe_file(path, label, cuobjdump)
+    with _mapped(path) as blob:
+        return read_library(blob, label)
+
+
+def _check_elf_file(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if head != ELF_MAGIC:
+        raise InputFileError(f"{path}: not an ELF file (no ELF magic)")
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[Blob]:
+    """The file as a blob backed by mmap: pages are read on demand, so memory stays
+    small whatever the library's size."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                raise InputFileError(f"{path}: empty file, not an ELF shared object")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                yield BytesBlob(str(path), mapped)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _probe_wheel(path: Path, engine: Engine, cuobjdump: Path | None) -> list[Library]:
+    """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable wheel (zip): {exc}") from None
+    libraries = []
+    with archive:
+        members = []
+        for info in archive.infolist():
+            _check_member_name(path, info.filename)
+            if not info.is_dir() and _is_shared_object_name(PurePosixPath(info.filename).name):
+                members.append(info)
+        for info in sorted(members, key=lambda i: i.filename):
+            label = f"{path}!{info.filename}"
+            libraries.append(_probe_member(archive, info, label, engine, cuobjdump))
+    return libraries
+
+
+def _check_member_name(wheel: Path, name: str) -> None:
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or ".." in member.parts or (name[1:2] == ":"):
+        raise InputFileError(f"{wheel}: unsafe member path '{name}' (zip-slip); refusing the wheel")
+
+
+def _probe_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    label: str,
+    engine: Engine,
+    cuobjdump: Path | None,
+) -> Library:
+    try:
+        with ExitStack() as stack:
+            stream = stack.enter_context(archive.open(info))
+            if engine == "cuobjdump":
+                from orchestrator.cuobjdump import probe_stream
+
+                return probe_stream(stream, label, cuobjdump)
+            return read_library(StreamBlob(label, stream, info.file_size), label)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+    except Exception as exc:  # zlib.error and friends from a damaged deflate stream
+        if type(exc).__module__ in ("zlib", "zipfile"):
+            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+        raise
+
+
+# --- kernel families ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyPresence:
+    """Where one kernel family really is, in an inventory."""
+
+    family: str
+    cubins: tuple[str, ...]  # targets with a working kernel of the family
+    ptx: tuple[str, ...]
+    hollow: tuple[str, ...]  # targets where all its kernels are hollow
+    devices: tuple[ComputeCapability, ...]  # devices on which a working one loads
+    hollow_devices: tuple[ComputeCapability, ...]  # devices that load only hollow ones
+    libraries: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cubins": list(self.cubins),
+            "ptx": list(self.ptx),
+            "hollow": list(self.hollow),
+            "devices": [str(d) for d in self.devices],
+            "hollow_devices": [str(d) for d in self.hollow_devices],
+            "libraries": list(self.libraries),
+        }
+
+
+def family_presence(
+    inventory: Inventory,
+    rules: Iterable[FamilyRule],
+    devices: Sequence[ComputeCapability] | None = None,
+) -> dict[str, FamilyPresence]:
+    """Per family: the code objects that hold it and the devices it runs on.
+
+    A kernel is judged per device by the code object the driver would load for it
+    (``archs.select_image`` over the code objects that contain that kernel: each
+    translation unit has its own fatbin, so another file's cubins never stand in),
+    and with the family's own hollowness threshold.
+    """
+    if devices is None:
+        devices = tuple(device.cc for device in DEVICES)
+    result = {}
+    for rule in rules:
+        working: set[Target] = set()
+        hollow: set[Target] = set()
+        on_devices: set[ComputeCapability] = set()
+        hollow_on: set[ComputeCapability] = set()
+        libraries: list[str] = []
+        for library in inventory.libraries:
+            holders = _holders(library, rule)
+            if not holders:
+                continue
+            libraries.append(library.path)
+            for kernel_holders in holders.values():
+                for target, is_working in kernel_holders.items():
+                    (working if is_working else hollow).add(target)
+                for device in devices:
+                    chosen = select_image(kernel_holders, device)
+                    if chosen is None:
+                        continue
+                    (on_devices if kernel_holders[chosen] else hollow_on).add(device)
+        hollow -= working
+        result[rule.name] = FamilyPresence(
+            family=rule.name,
+            cubins=_names(t for t in working if not t.ptx),
+            ptx=_names(t for t in working if t.ptx),
+            hollow=_names(hollow),
+            devices=tuple(sorted(on_devices)),
+            hollow_devices=tuple(sorted(hollow_on - on_devices)),
+            libraries=tuple(libraries),
+        )
+    return result
+
+
+def _holders(library: Library, rule: FamilyRule) -> dict[str, dict[Target, bool]]:
+    """mangled kernel name -> {code object target: kernel works there}."""
+    holders: dict[str, dict[Target, bool]] = {}
+    for code in library.code_objects():
+        for kernel in _family_kernels(code, rule, library.path):
+            works = kernel.instructions > rule.hollow_max_instructions
+            per_target = holders.setdefault(kernel.mangled, {})
+            per_target[code.arch] = per_target.get(code.arch, False) or works
+    return holders
+
+
+def _family_kernels(code: CodeObject, rule: FamilyRule, library: str) -> Iterator[Any]:
+    for kernel in code.kernels:
+        if rule.matches_kernel(kernel.name, code.sources, library):
+            yield kernel
+
+
+def _names(targets: Iterable[Target]) -> tuple[str, ...]:
+    return tuple(t.name for t in sorted(set(targets), key=Target.sort_key))
+
+
+def inventory_json(
+    inventory: Inventory, presence: dict[str, FamilyPresence] | None = None
+) -> dict[str, Any]:
+    """The ``probe --json`` document: the inventory plus per-family presence."""
+    data = inventory.to_json()
+    data["families"] = {name: p.to_json() for name, p in (presence or {}).items()}
+    return data
