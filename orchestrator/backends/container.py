@@ -43,6 +43,7 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 API_TIMEOUT_S = 60  # control calls (inspect, kill, remove)
 # Output streams: a compile can be silent for long; the cell's deadline ends it.
 STREAM_TIMEOUT_S = 7 * 24 * 3600
+NOTE_PREFIX = "kernel-matrix: "  # docker/install-build-deps.sh's messages start so
 MAX_POOL = 32  # one streaming connection per parallel cell, plus control calls
 
 # What the SDK raises when the engine or the connection to it fails.
@@ -100,10 +101,11 @@ class Engine:
     def pull(self, ref: str, log: IO[bytes]) -> None:
         repository, tag = _split_ref(ref)
         try:
-            for item in self._stream.api.pull(repository, tag=tag, stream=True, decode=True):
-                _log_progress(item, log)
-                if "error" in item:
-                    raise DockerError(f"pulling {ref} failed: {item['error']}")
+            _follow(
+                self._stream.api.pull(repository, tag=tag or None, stream=True, decode=True),
+                log,
+                what=f"pulling {ref}",
+            )
         except ENGINE_ERRORS as exc:
             raise DockerError(
                 f"base image {ref} is not on the engine at {docker_host()} and pulling it "
@@ -122,20 +124,18 @@ class Engine:
     ) -> str:
         """Build ``context``/Dockerfile as ``tag``, its output in ``log``; return its id."""
         try:
-            for item in self._stream.api.build(
+            stream = self._stream.api.build(
                 path=str(context),
                 tag=tag,
                 buildargs=dict(buildargs),
                 labels=dict(labels),
                 network_mode=network,
                 rm=True,
-                forcerm=True,
+                forcerm=True,  # intermediate containers go, even when a step fails
                 pull=False,
                 decode=True,
-            ):
-                _log_progress(item, log)
-                if "error" in item:
-                    raise DockerError(f"building image {tag} failed: {item['error']}")
+            )
+            _follow(stream, log, what=f"building image {tag}")
         except ENGINE_ERRORS as exc:
             raise DockerError(f"building image {tag} failed: {exc}") from None
         built = self.image_id(tag)
@@ -214,6 +214,24 @@ def _split_ref(ref: str) -> tuple[str, str]:
     if not sep or "/" in tag:  # "host:5000/image" has no tag
         return ref, "latest"
     return repository, tag
+
+
+def _follow(stream: Iterator[Mapping[str, Any]], log: IO[bytes], *, what: str) -> None:
+    """Copy a build/pull progress stream into ``log``; raise on its error, or when
+    ``PROCESSES.kill_all()`` (Ctrl-C) asks to stop (at the next message: leaving
+    the stream drops the connection, and the engine cancels the job)."""
+    interrupted = threading.Event()
+    note = ""  # the last line our Dockerfile's script said about itself
+    with PROCESSES.track_stopper(interrupted.set):
+        for item in stream:
+            if interrupted.is_set():
+                raise DockerError(f"{what} was interrupted")
+            _log_progress(item, log)
+            for line in str(item.get("stream", "")).splitlines():
+                if NOTE_PREFIX in line:
+                    note = line[line.index(NOTE_PREFIX) :].strip()
+            if "error" in item:
+                raise DockerError(f"{what} failed: {note or item['error']}")
 
 
 def _log_progress(item: Mapping[str, Any], log: IO[bytes]) -> None:
