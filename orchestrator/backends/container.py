@@ -118,17 +118,17 @@ class Engine:
         *,
         tag: str,
         buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
         network: str | None,
         log: IO[bytes],
     ) -> str:
-        """Build ``context``/Dockerfile as ``tag``, its output in ``log``; return its id."""
+        """Build ``context``/Dockerfile as ``tag``, its output in ``log``; return its id.
+        (Labels belong in the Dockerfile: the classic builder turns labels given here
+        into one more step, hence one more container to commit.)"""
         try:
             stream = self._stream.api.build(
                 path=str(context),
                 tag=tag,
                 buildargs=dict(buildargs),
-                labels=dict(labels),
                 network_mode=network,
                 rm=True,
                 forcerm=True,  # intermediate containers go, even when a step fails

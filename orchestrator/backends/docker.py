@@ -327,7 +327,6 @@ class DockerBackend:
                             self.docker_dir,
                             tag=tag,
                             buildargs=buildargs,
-                            labels={"kernel-matrix": "1"},
                             network=self.network,
                             log=log,
                         )

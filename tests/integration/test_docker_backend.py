@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -274,7 +275,7 @@ def cuda_image(
     )
     with (context.parent / "cuda-image.log").open("wb") as log:
         engine.build_image(
-            context, tag=tag, buildargs={"BASE": base_image}, labels={}, network="none", log=log
+            context, tag=tag, buildargs={"BASE": base_image}, network="none", log=log
         )
     return tag
 
@@ -414,11 +415,14 @@ def test_timeout_kills_and_removes_the_container(
     backend = docker_backend(matrix, engine)
     backend.prepare(CUDA)
     options = RunOptions(
-        out_dir=tmp_path / "out", build_root=tmp_path / "build", timeout=15, use_cache=False
+        out_dir=tmp_path / "out", build_root=tmp_path / "build", timeout=8, use_cache=False
     )
     started = time.monotonic()
     (result,) = run_cells(matrix, cells, backend, options)
     assert time.monotonic() - started < 60
     assert result.status == ERROR
-    assert result.reason == f"{cells[0].id}: build timed out"
+    # (configure takes a second or two; on a very busy machine it may be the one cut)
+    assert re.fullmatch(
+        rf"{re.escape(cells[0].id)}: (build|configure) timed out", result.reason or ""
+    )
     assert wait_until(lambda: not engine.containers({**OURS, "kernel-matrix.cell": cells[0].id}))
