@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -116,11 +116,13 @@ def recipe(
 
 class ProcessRegistry:
     """Every build process still running, so Ctrl-C can stop them all (and their
-    children: each runs in its own process group)."""
+    children: each runs in its own process group). Builds that do not run as a
+    local process (a container) register a *stopper* instead."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen[bytes]] = set()
+        self._stoppers: set[Callable[[], None]] = set()
 
     @contextlib.contextmanager
     def track(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
@@ -132,11 +134,25 @@ class ProcessRegistry:
             with self._lock:
                 self._procs.discard(proc)
 
+    @contextlib.contextmanager
+    def track_stopper(self, stop: Callable[[], None]) -> Iterator[None]:
+        """While inside, ``kill_all`` also calls ``stop`` (it must not raise)."""
+        with self._lock:
+            self._stoppers.add(stop)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._stoppers.discard(stop)
+
     def kill_all(self) -> None:
         with self._lock:
             procs = list(self._procs)
+            stoppers = list(self._stoppers)
         for proc in procs:
             kill_tree(proc)
+        for stop in stoppers:
+            stop()
 
 
 PROCESSES = ProcessRegistry()
