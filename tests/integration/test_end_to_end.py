@@ -34,7 +34,9 @@ def kernel_matrix(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def default_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("default-run")
     done = kernel_matrix(
         "run", "matrix.yaml", "--out", str(out / "results"), "--build-dir", str(out / "build"),
@@ -44,7 +46,9 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Co
 
 
 @pytest.fixture(scope="session")
-def default_results(default_run: tuple[subprocess.CompletedProcess[str], Path]) -> dict[str, CellResult]:
+def default_results(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> dict[str, CellResult]:
     _, out = default_run
     return {r.id: r for r in load_results([out / "results"])}
 
@@ -105,7 +109,9 @@ def test_12_0a_cubins_do_not_serve_12_1_but_12_0f_and_12_1f_do(
         "cuda: ['13.0']\narchs: ['12.0f']\n"
         f"families: {REPO / 'examples/sample_ext/families.yaml'}\n"
     )
-    done = kernel_matrix("run", str(matrix), "--out", str(tmp_path / "r"), "--build-dir", str(tmp_path / "b"))
+    done = kernel_matrix(
+        "run", str(matrix), "--out", str(tmp_path / "r"), "--build-dir", str(tmp_path / "b")
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     (result,) = load_results([tmp_path / "r"])
     assert result.inventory is not None
