@@ -80,4 +80,4 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
-    session.run("actionlint", "-color=never")
+    session.run("actionlint", "-no-color")

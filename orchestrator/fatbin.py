@@ -82,7 +82,10 @@ ENTRY_HEADER_MIN = 64
 MAX_ENTRY_HEADER = 4096
 # No real cubin or PTX comes near this; it bounds what a corrupt header can make
 # us allocate.
-MAX_UNCOMPRESSED = 4 << 30
+# No real entry comes near these; a corrupt size field must not make us allocate
+# gigabytes (and zstd takes at most a signed 32-bit output size).
+MAX_UNCOMPRESSED = (1 << 31) - 1
+MAX_COMPRESSION_RATIO = 1024
 
 DECOMPRESS_THREADS = 2
 PREFETCH = 4
@@ -208,7 +211,11 @@ def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
     if flags & (FLAG_LZ4 | FLAG_ZSTD):
         if flags & FLAG_LZ4 and flags & FLAG_ZSTD:
             raise InputFileError(f"{where}: entry marked both LZ4 and zstd compressed")
-        if not 0 < compressed <= payload_size or not 0 < uncompressed <= MAX_UNCOMPRESSED:
+        if (
+            not 0 < compressed <= payload_size
+            or not 0 < uncompressed <= MAX_UNCOMPRESSED
+            or uncompressed > compressed * MAX_COMPRESSION_RATIO + 4096
+        ):
             raise InputFileError(
                 f"{where}: corrupt compressed sizes ({compressed} of {payload_size} bytes, "
                 f"{uncompressed} uncompressed)"

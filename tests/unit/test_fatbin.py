@@ -21,7 +21,6 @@ from synth import (
     build_container,
     build_cubin,
     build_elf,
-    build_entry,
     build_shared_object,
     hollow_body,
     ptx_module,
@@ -215,9 +214,13 @@ def test_corrupt_cubin_inside_a_good_fatbin() -> None:
     )
 
 
-def test_entry_header_payload_sizes_are_bounded(tmp_path: Path) -> None:
-    entry = build_entry(EntrySpec(KIND_ELF, 90, sample_cubin(90)))
-    assert len(entry) % 8 == 0
+def test_entry_header_payload_sizes_are_bounded() -> None:
+    # Found by the fuzz test: a huge uncompressed size made zstd overflow; a corrupt
+    # size field must never make the reader allocate gigabytes.
+    data = good_library()
+    entry = fatbin_offset(data) + 16
+    for size in (1 << 63, 1 << 62, 3 << 30, (1 << 31) + 5, 10_000_000):
+        expect_error(patch(data, entry + 56, struct.pack("<Q", size)), "corrupt compressed sizes")
 
 
 # --- wheels, directories, files --------------------------------------------------------
