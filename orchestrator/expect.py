@@ -16,7 +16,7 @@ code object among those that contain it (``archs.select_image``). The family is
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,9 +103,30 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
                 entry = found.setdefault(key, _FamilyKernel(library.path, kernel.mangled))
                 previous = entry.copies.get(code.arch)
                 # nvcc may embed the same cubin twice; a real body in either counts.
-                if previous is None or (previous.hollow and not kernel.hollow):
+                if previous is None or (
+                    is_hollow(previous, family) and not is_hollow(kernel, family)
+                ):
                     entry.copies[code.arch] = kernel
     return list(found.values())
+
+
+Served = list[tuple["_FamilyKernel", Target, Kernel]]
+
+
+def serve(
+    kernels: Sequence[_FamilyKernel], family: FamilyRule, device: ComputeCapability
+) -> tuple[str, Served]:
+    """What the driver gives ``device`` for a family's kernels: PRESENT with the
+    working (kernel, code object) pairs, HOLLOW with the empty ones, or MISSING."""
+    served: Served = []
+    for entry in kernels:
+        chosen = select_image(entry.copies, device)
+        if chosen is not None:
+            served.append((entry, chosen, entry.copies[chosen]))
+    if not served:
+        return MISSING, []
+    working = [(e, t, k) for e, t, k in served if not is_hollow(k, family)]
+    return (PRESENT, working) if working else (HOLLOW, served)
 
 
 def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:
@@ -136,14 +157,10 @@ def judge(
 
     kernels = family_kernels(inventory, family)
     built_for = tuple(sorted({t.name for k in kernels for t in k.copies}, key=_target_order))
-    served: list[tuple[_FamilyKernel, Target, Kernel]] = []
-    for entry in kernels:
-        chosen = select_image(entry.copies, device)
-        if chosen is not None:
-            served.append((entry, chosen, entry.copies[chosen]))
+    status, chosen_set = serve(kernels, family, device)
     cause = next((line for line in skip_lines if family.explains(line)), None)
 
-    if not served:
+    if status == MISSING:
         if built_for:
             reason = (
                 f"{name} is built only for {', '.join(built_for)}, none of which runs on "
@@ -155,15 +172,12 @@ def judge(
             reason += f"; the build log says: {cause}"
         return Verdict(name, str(device), MISSING, built_for=built_for, reason=reason, cause=cause)
 
-    working = [(e, t, k) for e, t, k in served if not is_hollow(k, family)]
-    chosen_set = working or served
-    status = PRESENT if working else HOLLOW
     served_by = tuple(sorted({t.name for _, t, _ in chosen_set}, key=_target_order))
     libraries = tuple(sorted({e.library for e, _, _ in chosen_set}))
     names = tuple(sorted({k.name for _, _, k in chosen_set}))
     if status == PRESENT:
         reason = (
-            f"{len(working)} of {len(kernels)} {name} kernels served on {device} by "
+            f"{len(chosen_set)} of {len(kernels)} {name} kernels served on {device} by "
             f"{', '.join(served_by)}"
         )
     else:
@@ -177,7 +191,7 @@ def judge(
     )
 
 
-def _instructions(served: Iterable[tuple[_FamilyKernel, Target, Kernel]]) -> str:
+def _instructions(served: Served) -> str:
     counts = sorted({k.instructions for _, _, k in served})
     return "working instructions: " + ", ".join(str(c) for c in counts)
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from orchestrator.archs import DEVICES, ComputeCapability, Target, select_image
+from orchestrator.archs import DEVICES, ComputeCapability, Target
 from orchestrator.elf import ELF_MAGIC, Blob, BytesBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
+from orchestrator.expect import HOLLOW, PRESENT, family_kernels, is_hollow, serve
 from orchestrator.fatbin import read_library
-from orchestrator.inventory import CodeObject, Inventory, Library
+from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
 
 Engine = Literal["native", "cuobjdump"]
@@ -204,63 +205,28 @@ def family_presence(
     rules: Iterable[FamilyRule],
     devices: Sequence[ComputeCapability] | None = None,
 ) -> dict[str, FamilyPresence]:
-    """Per family: the code objects that hold it and the devices it runs on.
-
-    A kernel is judged per device by the code object the driver would load for it
-    (``archs.select_image`` over the code objects that contain that kernel: each
-    translation unit has its own fatbin, so another file's cubins never stand in),
-    and with the family's own hollowness threshold.
-    """
+    """Per family: the code objects that hold it and the devices it runs on, each
+    kernel judged by the code object the driver would load for it
+    (``expect.serve``), with the family's own hollowness threshold."""
     if devices is None:
         devices = tuple(device.cc for device in DEVICES)
     result = {}
     for rule in rules:
-        working: set[Target] = set()
-        hollow: set[Target] = set()
-        on_devices: set[ComputeCapability] = set()
-        hollow_on: set[ComputeCapability] = set()
-        libraries: list[str] = []
-        for library in inventory.libraries:
-            holders = _holders(library, rule)
-            if not holders:
-                continue
-            libraries.append(library.path)
-            for kernel_holders in holders.values():
-                for target, is_working in kernel_holders.items():
-                    (working if is_working else hollow).add(target)
-                for device in devices:
-                    chosen = select_image(kernel_holders, device)
-                    if chosen is None:
-                        continue
-                    (on_devices if kernel_holders[chosen] else hollow_on).add(device)
-        hollow -= working
+        kernels = family_kernels(inventory, rule)
+        copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
+        working = {t for t, k in copies if not is_hollow(k, rule)}
+        hollow = {t for t, k in copies if is_hollow(k, rule)} - working
+        statuses = {device: serve(kernels, rule, device)[0] for device in devices}
         result[rule.name] = FamilyPresence(
             family=rule.name,
             cubins=_names(t for t in working if not t.ptx),
             ptx=_names(t for t in working if t.ptx),
             hollow=_names(hollow),
-            devices=tuple(sorted(on_devices)),
-            hollow_devices=tuple(sorted(hollow_on - on_devices)),
-            libraries=tuple(libraries),
+            devices=tuple(d for d in devices if statuses[d] == PRESENT),
+            hollow_devices=tuple(d for d in devices if statuses[d] == HOLLOW),
+            libraries=tuple(dict.fromkeys(entry.library for entry in kernels)),
         )
     return result
-
-
-def _holders(library: Library, rule: FamilyRule) -> dict[str, dict[Target, bool]]:
-    """mangled kernel name -> {code object target: kernel works there}."""
-    holders: dict[str, dict[Target, bool]] = {}
-    for code in library.code_objects():
-        for kernel in _family_kernels(code, rule, library.path):
-            works = kernel.instructions > rule.hollow_max_instructions
-            per_target = holders.setdefault(kernel.mangled, {})
-            per_target[code.arch] = per_target.get(code.arch, False) or works
-    return holders
-
-
-def _family_kernels(code: CodeObject, rule: FamilyRule, library: str) -> Iterator[Any]:
-    for kernel in code.kernels:
-        if rule.matches_kernel(kernel.name, code.sources, library):
-            yield kernel
 
 
 def _names(targets: Iterable[Target]) -> tuple[str, ...]:
