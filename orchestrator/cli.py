@@ -268,6 +268,40 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify_on_device(args: argparse.Namespace) -> int:
+    from orchestrator.matrix import load_families_or_matrix
+    from orchestrator.probe import probe
+    from orchestrator.reporting.console import mark
+    from orchestrator.verify import device_capability, verify
+
+    device = device_capability()
+    families = load_families_or_matrix(args.families)
+    inventory = probe(args.paths, engine=args.engine)
+    libraries = [Path(lib.path) for lib in inventory.libraries if lib.has_device_code]
+    checks = verify(inventory, families, libraries, device)
+    disagreements = [c for c in checks if not c.agrees]
+    if args.json:
+        print(
+            json.dumps({"device": str(device), "checks": [c.to_json() for c in checks]}, indent=2)
+        )
+    else:
+        table = Table(title=f"probe verdict vs GPU {device}: {', '.join(map(str, args.paths))}")
+        for column in ("family", "predicted", "loads", "observed", "ran", "what happened", ""):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            table.add_row(
+                c.family, c.predicted, c.predicted_image or "-", c.observed,
+                c.observed_image or "-", c.observed_detail, "ok" if c.agrees else "DISAGREE",
+            )  # fmt: skip
+        console().print(table)
+        word = "agree" if not disagreements else f"{len(disagreements)} DISAGREE"
+        console().print(
+            f"{mark('passed' if not disagreements else 'failed')} verify-on-device: "
+            f"{len(checks)} families on {device}, probe and hardware {word}"
+        )
+    return 1 if disagreements else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -359,6 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
     p.add_argument("--json", action="store_true", help="machine-readable inventory")
     p.set_defaults(handler=cmd_probe)
+
+    p = verbs.add_parser(
+        "verify-on-device",
+        help="launch each family's kernels on the local GPU and compare with the probe's verdict",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="LIB", help="built libraries (.so)")
+    p.add_argument("--families", type=Path, required=True, help="families file (with runners)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+    p.add_argument("--json", action="store_true", help="machine-readable checks")
+    p.set_defaults(handler=cmd_verify_on_device)
     return parser
 
 

@@ -37,6 +37,8 @@ class FamilyRule:
     exclude_kernels: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()
     log: tuple[str, ...] = ()
+    runners: tuple[str, ...] = ()
+    image_reporter: str | None = None
     min_cuda: CudaVersion | None = None
     hollow_max_instructions: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS
     _kernel_patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
@@ -155,6 +157,8 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
                 exclude_kernels=tuple(spec.get("exclude_kernels", ())),
                 libraries=tuple(spec.get("libraries", ())),
                 log=tuple(spec.get("log", ())),
+                runners=tuple(spec.get("runners", ())),
+                image_reporter=spec.get("image_reporter"),
                 min_cuda=min_cuda,
                 hollow_max_instructions=spec.get(
                     "hollow_max_instructions", DEFAULT_HOLLOW_MAX_INSTRUCTIONS
