@@ -111,6 +111,24 @@ def recipe(
     return BuildRecipe(tuple(steps), env)
 
 
+def run_recipe(cell_id: str, commands: BuildRecipe, call: Callable[[Step], int]) -> float:
+    """Run each step with ``call`` (which returns its exit status); a failed or
+    timed-out step is a BuildError naming the cell and the step. Returns the seconds
+    spent inside the build tools."""
+    spent = 0.0
+    for step in commands.steps:
+        started = time.monotonic()
+        try:
+            status = call(step)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{cell_id}: {step.name} timed out") from None
+        finally:
+            spent += time.monotonic() - started
+        if status != 0:
+            raise BuildError(f"{cell_id}: {step.name} failed (exit {status})")
+    return spent
+
+
 # --- running commands ---------------------------------------------------------------
 
 

@@ -232,67 +232,47 @@ def local_availability(cuda: CudaVersion, cuda_homes: Sequence[Path] = ()) -> st
 
 
 def cuobjdump(explicit: Path | None = None) -> Path:
-    """A real cuobjdump: ``explicit``, ``KERNEL_MATRIX_CUOBJDUMP``, a system one, or
-    the newest from PyPI (``nvidia-cuda-cuobjdump``, reads 12.x binaries too)."""
-    for candidate in (explicit, os.environ.get("KERNEL_MATRIX_CUOBJDUMP")):
-        if candidate:
-            path = Path(candidate)
-            if not path.is_file():
-                raise ToolError(f"cuobjdump '{path}' does not exist")
-            return path
-    target = cache_root() / "tools" / "cuobjdump"
-    found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
-    if found:
-        return found[-1]
-    system = shutil.which("cuobjdump")
-    if system:
-        return Path(system)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
-        found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
-        if not found:
-            staging = Path(tempfile.mkdtemp(prefix=".cuobjdump-", dir=target.parent))
-            try:
-                _pip_install(staging, ["nvidia-cuda-cuobjdump"], what="cuobjdump")
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
-    if not found:
-        raise ToolError(f"nvidia-cuda-cuobjdump installed into {target} has no bin/cuobjdump")
-    return found[-1]
+    """A real cuobjdump: ``explicit``, ``KERNEL_MATRIX_CUOBJDUMP``, a cached or
+    system one, or the newest from PyPI (``nvidia-cuda-cuobjdump``; it reads 12.x
+    binaries too)."""
+    return _binary_tool("cuobjdump", "nvidia-cuda-cuobjdump", explicit)
 
 
 def nvdisasm(explicit: Path | None = None) -> Path:
-    """A real nvdisasm (``cuobjdump -sass`` runs it to disassemble cubins):
-    ``explicit``, ``KERNEL_MATRIX_NVDISASM``, one next to a system cuobjdump / on PATH,
-    or the newest from PyPI (``nvidia-cuda-nvdisasm``), cached like cuobjdump."""
-    for candidate in (explicit, os.environ.get("KERNEL_MATRIX_NVDISASM")):
+    """A real nvdisasm (``cuobjdump -sass`` runs it to disassemble cubins), found or
+    installed like cuobjdump (``KERNEL_MATRIX_NVDISASM``, ``nvidia-cuda-nvdisasm``)."""
+    return _binary_tool("nvdisasm", "nvidia-cuda-nvdisasm", explicit)
+
+
+def _binary_tool(name: str, package: str, explicit: Path | None) -> Path:
+    """``explicit``, ``KERNEL_MATRIX_<NAME>``, the cached PyPI copy, one on PATH, or
+    the newest from PyPI installed (once, under a lock) into the cache."""
+    for candidate in (explicit, os.environ.get(f"KERNEL_MATRIX_{name.upper()}")):
         if candidate:
             path = Path(candidate)
             if not path.is_file():
-                raise ToolError(f"nvdisasm '{path}' does not exist")
+                raise ToolError(f"{name} '{path}' does not exist")
             return path
-    target = cache_root() / "tools" / "nvdisasm"
-    found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+    target = cache_root() / "tools" / name
+    pattern = f"nvidia/cu*/bin/{name}"
+    found = sorted(target.glob(pattern))
     if found:
         return found[-1]
-    system = shutil.which("nvdisasm")
+    system = shutil.which(name)
     if system:
         return Path(system)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
-        found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+        found = sorted(target.glob(pattern))
         if not found:
-            staging = Path(tempfile.mkdtemp(prefix=".nvdisasm-", dir=target.parent))
+            staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
             try:
-                _pip_install(staging, ["nvidia-cuda-nvdisasm"], what="nvdisasm")
+                _pip_install(staging, [package], what=name)
                 staging.rename(target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            found = sorted(target.glob("nvidia/cu*/bin/nvdisasm"))
+            found = sorted(target.glob(pattern))
     if not found:
-        raise ToolError(f"nvidia-cuda-nvdisasm installed into {target} has no bin/nvdisasm")
+        raise ToolError(f"{package} installed into {target} has no bin/{name}")
     return found[-1]

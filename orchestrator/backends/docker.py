@@ -28,7 +28,6 @@ import importlib.util
 import io
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -42,8 +41,8 @@ from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
 from orchestrator.backends.container import BuildContainer, ContainerSpec, Engine, Mount
-from orchestrator.build import BuildPaths, file_api_query, recipe
-from orchestrator.errors import BuildError, ConfigError, DockerError, ToolchainError
+from orchestrator.build import BuildPaths, file_api_query, recipe, run_recipe
+from orchestrator.errors import ConfigError, DockerError, ToolchainError
 from orchestrator.matrix import DockerSettings, Matrix
 from orchestrator.plan import Cell
 
@@ -425,22 +424,16 @@ class DockerBackend:
             f"# kernel-matrix docker: image {image.tag}, user {spec.user}, "
             f"{image.toolchain}\n".encode()
         )
-        spent = 0.0
         with BuildContainer(self.engine, spec) as box:
-            for step in commands.steps:
-                started = time.monotonic()
-                try:
-                    status = box.call(
-                        step.argv,
-                        cwd=PurePosixPath(step.cwd),
-                        env=env,
-                        log=job.log,
-                        deadline=job.deadline,
-                    )
-                except subprocess.TimeoutExpired:
-                    raise BuildError(f"{job.cell.id}: {step.name} timed out") from None
-                finally:
-                    spent += time.monotonic() - started
-                if status != 0:
-                    raise BuildError(f"{job.cell.id}: {step.name} failed (exit {status})")
+            spent = run_recipe(
+                job.cell.id,
+                commands,
+                lambda step: box.call(
+                    step.argv,
+                    cwd=PurePosixPath(step.cwd),
+                    env=env,
+                    log=job.log,
+                    deadline=job.deadline,
+                ),
+            )
         return BuildOutcome(image.toolchain, spent)

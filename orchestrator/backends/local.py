@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from orchestrator import toolchain
 from orchestrator.backends import BuildJob, BuildOutcome
-from orchestrator.build import BuildPaths, file_api_query, recipe, run_logged
-from orchestrator.errors import BuildError, ToolchainError
+from orchestrator.build import BuildPaths, file_api_query, recipe, run_logged, run_recipe
+from orchestrator.errors import ToolchainError
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
 
@@ -47,17 +45,11 @@ class LocalBackend:
         # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
         tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
         env = {**os.environ, **commands.env, "PATH": tools + os.pathsep + os.environ["PATH"]}
-        spent = 0.0
-        for step in commands.steps:
-            started = time.monotonic()
-            try:
-                status = run_logged(
-                    step.argv, cwd=step.cwd, env=env, log=job.log, deadline=job.deadline
-                )
-            except subprocess.TimeoutExpired:
-                raise BuildError(f"{job.cell.id}: {step.name} timed out") from None
-            finally:
-                spent += time.monotonic() - started
-            if status != 0:
-                raise BuildError(f"{job.cell.id}: {step.name} failed (exit {status})")
+        spent = run_recipe(
+            job.cell.id,
+            commands,
+            lambda step: run_logged(
+                step.argv, cwd=step.cwd, env=env, log=job.log, deadline=job.deadline
+            ),
+        )
         return BuildOutcome(tc.describe(), spent)
