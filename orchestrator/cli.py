@@ -44,6 +44,18 @@ def _add_cell_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
+    )
+
+
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
@@ -330,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--build-dir", type=Path, default=Path("build"), help="root of per-cell build trees"
     )
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
-    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+    _add_engine(p)
     p.add_argument(
         "--no-cache", action="store_true", help="rebuild even when a cached result matches"
     )
@@ -340,11 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="build",
         help="configure: predict from CMake configure alone (seconds)",
     )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
-    )
+    _add_strict(p)
     p.set_defaults(handler=cmd_run)
 
     p = verbs.add_parser(
@@ -362,11 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with the previous run in it",
     )
     p.add_argument("--title", default="kernel-matrix", help="title of the reports")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
-    )
+    _add_strict(p)
     p.set_defaults(handler=cmd_report)
 
     p = verbs.add_parser("baseline", help="save a baseline (a small summary of a good run)")
@@ -380,16 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("diff", help="compare results with a baseline (exit 1 on regression)")
     p.add_argument("baseline", type=Path, help="baseline file (kernel-matrix baseline save)")
     _add_results_args(p)
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
-    )
+    _add_strict(p)
     p.set_defaults(handler=cmd_diff)
     p = verbs.add_parser("probe", help="list the cubins, PTX and kernels really inside libraries")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".so, wheel or directory")
     p.add_argument("--families", type=Path, metavar="FILE", help="families file or matrix file")
-    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+    _add_engine(p)
     p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
     p.add_argument("--json", action="store_true", help="machine-readable inventory")
     p.set_defaults(handler=cmd_probe)
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="LIB", help="built libraries (.so)")
     p.add_argument("--families", type=Path, required=True, help="families file (with runners)")
-    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+    _add_engine(p)
     p.add_argument("--json", action="store_true", help="machine-readable checks")
     p.set_defaults(handler=cmd_verify_on_device)
     return parser
