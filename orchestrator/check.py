@@ -248,10 +248,10 @@ def print_check(result: CheckResult) -> None:
         table.add_column(str(device), justify="center")
     for family in result.families:
         marks = [mark(result.verdict(family, d).status) for d in result.devices]
-        hollow = set(result.hollow_in[family])
-        built = " ".join(
-            f"{name} (hollow)" if name in hollow else name for name in result.built_for[family]
-        )
+        hollow = result.hollow_in[family]
+        built = " ".join(name for name in result.built_for[family] if name not in hollow)
+        if hollow:
+            built += ("; " if built else "") + "hollow in " + " ".join(hollow)
         table.add_row(Text(family), Text(built or "(none)"), *(Text(m) for m in marks))
     out.print(table)
     out.print(
