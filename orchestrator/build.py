@@ -31,6 +31,18 @@ WARNING_LINE = re.compile(r"\bwarning\b", re.IGNORECASE)
 MAX_WARNINGS_KEPT = 50
 
 
+# pip builds: the cell's copy of the source (under its build directory), made by
+# COPY_SOURCE (argv: source, destination) without the source's own build outputs
+# (top-level build/, dist/, .deps/: CMake caches there name the source's path).
+PIP_SOURCE_COPY = "src"
+COPY_SOURCE = (
+    "import shutil, sys; src, dst = sys.argv[1], sys.argv[2]; "
+    "shutil.rmtree(dst, ignore_errors=True); "
+    "shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: "
+    "[n for n in names if d == src and n in ('build', 'dist', '.deps')])"
+)
+
+
 @dataclass(frozen=True)
 class Step:
     """One command of a build, with the paths it uses as the *build host* sees them."""
@@ -78,22 +90,35 @@ def recipe(
     archs = format_arch_list(cell.archs)
     options = {**project.cmake_options, **cell.spec.cmake_options}
     env = {
+        # parallelism: the runner's share of the cores, unless the matrix says
+        # otherwise (vLLM: MAX_JOBS compile jobs, each nvcc with NVCC_THREADS threads)
+        "MAX_JOBS": str(threads),
+        "NVCC_THREADS": "1",
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(threads),
         **project.env,
         **cell.spec.env,
         "CUDA_HOME": str(paths.cuda_home),
         "CUDACXX": str(paths.nvcc),
         project.arch_variable: archs,
-        "MAX_JOBS": str(threads),
-        "NVCC_THREADS": "1",
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(threads),
     }
     if project.build == "pip":
+        # setup.py builds write into the source tree (vLLM: build/, .deps/, generated
+        # files), and the source may be a read-only mount shared by every cell: each
+        # cell builds its own copy.
+        source = paths.build / PIP_SOURCE_COPY
+        copy = ("python3", "-c", COPY_SOURCE, str(paths.source), str(source))
         wheel = (
-            "pip", "wheel", str(paths.source), "--no-deps", "--no-build-isolation",
+            "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(paths.build / "dist"), "--verbose",
         )  # fmt: skip
         env["CMAKE_ARGS"] = " ".join(f"-D{k}={v}" for k, v in options.items())
-        return BuildRecipe((Step("wheel", ("python3", "-m", *wheel), paths.source),), env)
+        return BuildRecipe(
+            (
+                Step("copy-source", copy, paths.build),
+                Step("wheel", ("python3", "-m", *wheel), source),
+            ),
+            env,
+        )
 
     configure = [
         "cmake", "-S", str(paths.source), "-B", str(paths.build), "-G", "Ninja",

@@ -314,6 +314,39 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
     return 1 if disagreements else EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Family × device verdicts for built wheels/libraries/dirs: table or --json."""
+    from orchestrator.archs import CudaVersion, check_cuda_version
+    from orchestrator.build import scan_log
+    from orchestrator.check import check_paths, parse_devices, print_check
+    from orchestrator.matrix import load_families_or_matrix
+
+    rules = load_families_or_matrix(args.families)
+    devices = parse_devices(args.devices) if args.devices is not None else None
+    cuda = CudaVersion.parse(args.cuda) if args.cuda else None
+    if cuda is not None:
+        check_cuda_version(cuda)
+    skip_lines: list[str] = []
+    if args.log is not None:
+        if not args.log.is_file():
+            raise UsageError(f"--log {args.log}: no such file")
+        skip_lines = scan_log(args.log).skip_lines
+    result = check_paths(
+        args.paths,
+        rules,
+        devices,
+        engine=args.engine,
+        cuobjdump=args.cuobjdump,
+        cuda=cuda,
+        skip_lines=skip_lines,
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_check(result)
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -403,6 +436,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(p)
     p.add_argument("--json", action="store_true", help="machine-readable checks")
     p.set_defaults(handler=cmd_verify_on_device)
+
+    p = verbs.add_parser(
+        "check",
+        help="verdict per kernel family × device for a built wheel, .so or directory "
+        "(exit 1 if one is missing or hollow)",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="wheel, .so or directory")
+    p.add_argument(
+        "--families", type=Path, metavar="FILE", required=True, help="families or matrix file"
+    )
+    p.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="compute capabilities to judge, e.g. 9.0,10.3,12.1 (default: every device "
+        "some family lists)",
+    )
+    _add_engine(p)
+    p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
+    p.add_argument(
+        "--cuda",
+        metavar="X.Y",
+        help="CUDA version it was built with: families needing a newer one are not applicable",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="its build log: a missing family gets the 'Not building ...' line that explains it",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable verdicts")
+    p.set_defaults(handler=cmd_check)
     return parser
 
 

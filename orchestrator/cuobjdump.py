@@ -204,7 +204,9 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
             if line.startswith("0x"):
                 words.extend(int(w, 16) for w in line.split())
                 continue
-            if line.startswith("lmem=") or (not line.strip() and not words):
+            # the header before the words: "lmem=0 smem=0" (CUDA 13 binaries) or
+            # "bar = 0 reg = 0 lmem=0 smem=0" (CUDA 12.x binaries)
+            if "lmem=" in line or (not line.strip() and not words):
                 continue
             finish_text()
             mode, text_name, words = "", "", []

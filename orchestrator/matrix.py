@@ -67,6 +67,7 @@ class DockerSettings:
     cpus: float | None = None
     memory: str | None = None
     toolchain: str = "image"
+    pip_install: str = ""  # pip install arguments, into the image's Python ({cu}: cu129)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def load_matrix(path: Path) -> Matrix:
             cpus=raw_docker.get("cpus"),
             memory=raw_docker.get("memory"),
             toolchain=raw_docker.get("toolchain", "image"),
+            pip_install=" ".join(raw_docker.get("pip_install", "").split()),
         ),
         timeout=data.get("timeout", DEFAULT_TIMEOUT),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import mmap
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,29 +39,43 @@ def probe(
     *,
     engine: Engine = DEFAULT_ENGINE,
     cuobjdump: Path | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> Inventory:
     """The inventory of every shared object under ``paths`` (files, wheels, dirs),
-    in the order given (directories and wheels sorted by member path)."""
+    in the order given (directories and wheels sorted by member path).
+
+    ``only``: when given, a shared object found inside a wheel or a directory is
+    read only if ``only(its file name)`` is true (``check`` skips the libraries no
+    family can be in); a file named in ``paths`` is always read."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
     for path in paths:
-        libraries.extend(probe_path(Path(path), engine=engine, cuobjdump=cuobjdump))
+        libraries.extend(probe_path(Path(path), engine=engine, cuobjdump=cuobjdump, only=only))
     return Inventory(tuple(libraries))
 
 
 def probe_path(
-    path: Path, *, engine: Engine = DEFAULT_ENGINE, cuobjdump: Path | None = None
+    path: Path,
+    *,
+    engine: Engine = DEFAULT_ENGINE,
+    cuobjdump: Path | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> list[Library]:
     """The libraries of one path: a shared object, a wheel or a directory."""
+    wanted = only or (lambda _name: True)
     if not path.exists():
         raise InputFileError(f"{path}: no such file or directory")
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file())
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if _is_shared_object_name(p.name) and wanted(p.name) and p.is_file()
+        )
         unique = _dedup_links(found)
         return [_probe_file(p, str(p), engine, cuobjdump) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
-        return _probe_wheel(path, engine, cuobjdump)
+        return _probe_wheel(path, engine, cuobjdump, wanted)
     return [_probe_file(path, str(path), engine, cuobjdump)]
 
 
@@ -126,7 +140,9 @@ def _mapped(path: Path) -> Iterator[Blob]:
         raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _probe_wheel(path: Path, engine: Engine, cuobjdump: Path | None) -> list[Library]:
+def _probe_wheel(
+    path: Path, engine: Engine, cuobjdump: Path | None, wanted: Callable[[str], bool]
+) -> list[Library]:
     """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
     try:
         archive = zipfile.ZipFile(path)
@@ -137,7 +153,8 @@ def _probe_wheel(path: Path, engine: Engine, cuobjdump: Path | None) -> list[Lib
         members = []
         for info in archive.infolist():
             _check_member_name(path, info.filename)
-            if not info.is_dir() and _is_shared_object_name(PurePosixPath(info.filename).name):
+            name = PurePosixPath(info.filename).name
+            if not info.is_dir() and _is_shared_object_name(name) and wanted(name):
                 members.append(info)
         for info in sorted(members, key=lambda i: i.filename):
             label = f"{path}!{info.filename}"

@@ -108,6 +108,17 @@ def base_image_for(template: str, cuda: CudaVersion) -> str:
     return template.replace("{cuda}", image_cuda_tag(cuda))
 
 
+def pip_install_for(template: str, cuda: CudaVersion) -> str:
+    """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
+    PyTorch index of a CUDA version.
+
+    >>> pip_install_for("torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/{cu}",
+    ...                 CudaVersion(12, 9))
+    'torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/cu129'
+    """
+    return template.replace("{cu}", f"cu{cuda.major}{cuda.minor}")
+
+
 def container_path(host: Path, role: str) -> PurePosixPath:
     """Where a host directory is mounted in the container: the same path, unless
     that path belongs to the image's system (then ``/kernel-matrix/<role>``).
@@ -262,6 +273,8 @@ class DockerBackend:
             "PYTHON": "1" if self.matrix.project.build == "pip" else "0",
             "OFFLINE": "1" if self.offline else "0",
         }
+        if self.settings.pip_install:  # (absent when unused: existing image tags stay)
+            buildargs["PIP_INSTALL"] = pip_install_for(self.settings.pip_install, cuda)
         tag = self._ensure_image(base, buildargs, cuda)
         image_path = self.engine.image_env(tag).get(
             "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

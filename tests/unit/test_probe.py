@@ -148,6 +148,17 @@ def test_cuobjdump_engine_parses_the_real_tools_output(tmp_path: Path) -> None:
     assert [(k.mangled, k.instructions, k.hollow) for k in ptx.kernels] == [("_Z1kPf", 0, True)]
 
 
+def test_cuobjdump_engine_reads_the_code_of_cuda_12_cubins(tmp_path: Path) -> None:
+    """cuobjdump prints "bar = 0 reg = 0 lmem=0 smem=0" before the code words of a
+    cubin built by CUDA 12.x (vLLM 0.19.0): the code must still be counted."""
+    tool = fake_cuobjdump(tmp_path, f"cat {tmp_path}/elf.txt\n")
+    (tmp_path / "elf.txt").write_text(
+        ELF_DUMP.replace("lmem=0\tsmem=0", "bar = 0\treg = 0\tlmem=0\tsmem=0")
+    )
+    (library,) = probe([a_library(tmp_path)], engine="cuobjdump", cuobjdump=tool).libraries
+    assert [k.instructions for c in library.cubins for k in c.kernels] == [1]
+
+
 def test_no_device_code_is_an_empty_library(tmp_path: Path) -> None:
     tool = fake_cuobjdump(
         tmp_path,

@@ -1,0 +1,266 @@
+"""``kernel-matrix check``: the verdict of every kernel family on every requested
+device for something already built -- a released wheel, a shared object or a
+directory -- without installing or building it.
+
+The verdicts are ``expect.judge``'s (the one place that knows which code object a
+device loads and when a kernel is hollow); this module only chooses what to read
+and how to show it:
+
+* only the libraries some family can live in are read (every family names its
+  ``libraries``: vLLM's flash-attention libraries, half of a wheel, are skipped);
+* ``judge`` scans the inventory it is given once per (family, device), so each
+  family is judged on an inventory narrowed to its own kernels -- the same
+  verdict, without rescanning thousands of unrelated kernels per device.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.archs import ComputeCapability, CudaVersion, Target
+from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, UsageError
+from orchestrator.expect import (
+    HOLLOW,
+    MISSING,
+    NOT_APPLICABLE,
+    PRESENT,
+    Verdict,
+    family_kernels,
+    is_hollow,
+    judge,
+)
+from orchestrator.inventory import CodeObject, Inventory, Library
+from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
+from orchestrator.reporting.console import console, mark
+from orchestrator.symbols import FamilyRule
+
+STATUSES = (PRESENT, MISSING, HOLLOW, NOT_APPLICABLE)
+
+
+def parse_devices(text: str) -> tuple[ComputeCapability, ...]:
+    """``9.0,10.3 12.1`` -> compute capabilities, in the order given, no duplicates.
+    A spelling that is not a device (``9.0a``, ``9.5``) raises ``ArchSpecError``.
+
+    >>> [str(d) for d in parse_devices("10.3, 12.1;sm_90,12.1")]
+    ['10.3', '12.1', '9.0']
+    """
+    entries = [e for e in re.split(r"[;,\s]+", text) if e]
+    if not entries:
+        raise UsageError(f"--devices: no device in '{text}' (write e.g. 9.0,10.3,12.1)")
+    devices: list[ComputeCapability] = []
+    for entry in entries:
+        device = ComputeCapability.parse(entry)
+        if device not in devices:
+            devices.append(device)
+    return tuple(devices)
+
+
+def default_devices(rules: Sequence[FamilyRule]) -> tuple[ComputeCapability, ...]:
+    """Every device some family is meant for, sorted."""
+    return tuple(sorted({device for rule in rules for device in rule.devices}))
+
+
+def library_filter(rules: Sequence[FamilyRule]) -> Callable[[str], bool] | None:
+    """Which library file names can hold a family's kernel: None (all of them)
+    unless every family restricts its ``libraries``."""
+    if not rules or any(not rule.libraries for rule in rules):
+        return None
+    globs = sorted({glob for rule in rules for glob in rule.libraries})
+    return lambda name: any(fnmatch.fnmatch(name, glob) for glob in globs)
+
+
+def narrow(inventory: Inventory, rule: FamilyRule) -> Inventory:
+    """The inventory with only ``rule``'s kernels (code objects and their sources
+    kept, so the family's own matching gives the same kernels on it)."""
+
+    def keep(code: CodeObject) -> CodeObject:
+        kernels = tuple(k for k in code.kernels if rule.matches_kernel(k.name, code.sources))
+        return replace(code, kernels=kernels)
+
+    return Inventory(
+        tuple(
+            Library(
+                library.path,
+                tuple(keep(c) for c in library.cubins),
+                tuple(keep(p) for p in library.ptx),
+            )
+            for library in inventory.libraries
+            if rule.matches_library(library.path)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    paths: tuple[str, ...]
+    engine: str
+    devices: tuple[ComputeCapability, ...]
+    families: tuple[str, ...]
+    built_for: dict[str, tuple[str, ...]]  # family -> every code object holding it
+    hollow_in: dict[str, tuple[str, ...]]  # family -> those where all its kernels are hollow
+    verdicts: tuple[Verdict, ...]
+    libraries_read: int
+    seconds: float
+
+    @property
+    def failing(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.failing]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_KERNEL_MISSING if self.failing else EXIT_OK
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(v.status for v in self.verdicts)
+        return {status: found[status] for status in STATUSES}
+
+    def verdict(self, family: str, device: ComputeCapability | str) -> Verdict:
+        for v in self.verdicts:
+            if v.family == family and v.device == str(device):
+                return v
+        raise KeyError((family, str(device)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paths": list(self.paths),
+            "engine": self.engine,
+            "devices": [str(d) for d in self.devices],
+            "families": {
+                name: {
+                    "built_for": list(self.built_for[name]),
+                    "hollow_in": list(self.hollow_in[name]),
+                }
+                for name in self.families
+            },
+            "verdicts": [v.to_json() for v in self.verdicts],
+            "counts": self.counts(),
+            "exit_code": self.exit_code,
+            "libraries_read": self.libraries_read,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Judged:
+    verdicts: tuple[Verdict, ...]  # family-major, devices in the order asked
+    built_for: dict[str, tuple[str, ...]]
+    hollow_in: dict[str, tuple[str, ...]]
+
+
+def check_inventory(
+    inventory: Inventory,
+    rules: Sequence[FamilyRule],
+    devices: Sequence[ComputeCapability],
+    *,
+    cuda: CudaVersion | None = None,
+    skip_lines: Sequence[str] = (),
+) -> Judged:
+    """``judge`` for every family × device, and per family the code objects that
+    hold it (and those in which every kernel of it is hollow)."""
+    verdicts: list[Verdict] = []
+    built_for: dict[str, tuple[str, ...]] = {}
+    hollow_in: dict[str, tuple[str, ...]] = {}
+    for rule in rules:
+        mine = narrow(inventory, rule)
+        copies = [(t, k) for entry in family_kernels(mine, rule) for t, k in entry.copies.items()]
+        targets = {t for t, _ in copies}
+        working = {t for t, k in copies if not is_hollow(k, rule)}
+        built_for[rule.name] = _names(targets)
+        hollow_in[rule.name] = _names(targets - working)
+        verdicts += [
+            judge(mine, rule, device, cuda=cuda, skip_lines=skip_lines) for device in devices
+        ]
+    return Judged(tuple(verdicts), built_for, hollow_in)
+
+
+def _names(targets: set[Target]) -> tuple[str, ...]:
+    return tuple(t.name for t in sorted(targets, key=Target.sort_key))
+
+
+def check_paths(
+    paths: Sequence[Path],
+    rules: Sequence[FamilyRule],
+    devices: Sequence[ComputeCapability] | None = None,
+    *,
+    engine: Engine = DEFAULT_ENGINE,
+    cuobjdump: Path | None = None,
+    cuda: CudaVersion | None = None,
+    skip_lines: Sequence[str] = (),
+) -> CheckResult:
+    """Probe ``paths`` (only the libraries a family can be in) and judge them."""
+    if not rules:
+        raise UsageError("the families file defines no family to check")
+    started = time.monotonic()
+    wanted = tuple(devices) if devices else default_devices(rules)
+    inventory = probe(paths, engine=engine, cuobjdump=cuobjdump, only=library_filter(rules))
+    judged = check_inventory(inventory, rules, wanted, cuda=cuda, skip_lines=skip_lines)
+    return CheckResult(
+        paths=tuple(str(p) for p in paths),
+        engine=engine,
+        devices=wanted,
+        families=tuple(rule.name for rule in rules),
+        built_for=judged.built_for,
+        hollow_in=judged.hollow_in,
+        verdicts=judged.verdicts,
+        libraries_read=len(inventory.libraries),
+        seconds=time.monotonic() - started,
+    )
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def verdict_line(result: CheckResult) -> str:
+    """The final line: ``kernel-matrix: FAILED — 24 family × device pairs missing ...``."""
+    count = result.counts()
+    word = "FAILED" if result.exit_code else "OK"
+    parts = [
+        f"{count[PRESENT]} present",
+        f"{count[MISSING]} missing",
+        f"{count[HOLLOW]} hollow",
+        f"{count[NOT_APPLICABLE]} not applicable",
+    ]
+    return (
+        f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
+        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {result.exit_code})"
+    )
+
+
+def print_check(result: CheckResult) -> None:
+    """The table (families × devices), the reason of every missing or hollow pair,
+    and the verdict line, last."""
+    out = console()
+    title = ", ".join(Path(p).name for p in result.paths)
+    table = Table(title=f"{title}: kernel families × devices (code the driver loads)")
+    table.add_column("family", no_wrap=True)
+    table.add_column("built for", overflow="fold")
+    for device in result.devices:
+        table.add_column(str(device), justify="center")
+    for family in result.families:
+        marks = [mark(result.verdict(family, d).status) for d in result.devices]
+        hollow = result.hollow_in[family]
+        built = " ".join(name for name in result.built_for[family] if name not in hollow)
+        if hollow:
+            built += ("; " if built else "") + "hollow in " + " ".join(hollow)
+        table.add_row(Text(family), Text(built or "(none)"), *(Text(m) for m in marks))
+    out.print(table)
+    out.print(
+        f"{mark(PRESENT)} present  {mark(MISSING)} missing  {mark(HOLLOW)} hollow  "
+        f"{mark(NOT_APPLICABLE)} not applicable (the family is not meant for that device)",
+        markup=False,
+    )
+    for verdict in result.failing:
+        out.print(f"{mark(verdict.status)} {verdict.reason}", markup=False, soft_wrap=True)
+    if result.libraries_read == 0:
+        out.print("note: no library that a family can be in was found", markup=False)
+    out.print(verdict_line(result), markup=False, soft_wrap=True)
