@@ -59,7 +59,7 @@ from orchestrator.elf import Blob, read_cubin, read_exact, read_header
 from orchestrator.errors import InputFileError
 from orchestrator.inventory import CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
-    count_working_sass,
+    count_working_sass_in,
     is_hollow,
     ptx_entries,
     sources_in,
@@ -287,13 +287,17 @@ def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
     """A cubin's kernels (size and working instructions of their ``.text``) and sources."""
     cubin = read_cubin(data, where)
     kernels = []
+    sm = target.cc.sm
     for symbol in cubin.kernels:
-        instructions = count_working_sass(cubin.code(symbol), target.cc.sm)
+        section = symbol.section
+        instructions = count_working_sass_in(
+            cubin.data, section.offset, section.offset + section.size, sm
+        )
         kernels.append(
             Kernel(
                 demangle(symbol.name),
                 symbol.name,
-                symbol.section.size,
+                section.size,
                 instructions,
                 is_hollow(instructions),
             )
