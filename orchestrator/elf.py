@@ -12,6 +12,7 @@ a wheel streamed by ``zipfile``), so a 300 MB library is never loaded whole.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -53,6 +54,37 @@ class BytesBlob:
 
     def read(self, offset: int, length: int) -> bytes | memoryview:
         return self.data[offset : offset + length]
+
+
+class FileBlob:
+    """A blob read from an open file with ``pread``: nothing is mapped, so this
+    process's memory holds only what is being read (a mapping's pages would count
+    in its resident size as they are touched). Worker processes read by ``path``."""
+
+    def __init__(self, name: str, fd: int, size: int, path: str) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = size
+        self.path = path
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        return self.pread(self.fd, offset, length)
+
+    @staticmethod
+    def pread(fd: int, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < length:
+            more = os.pread(fd, length - got, offset + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
 
 class StreamBlob:

@@ -245,7 +245,8 @@ def _build_and_probe(
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
     result.artifacts = [str(a) for a in artifacts]
-    result.inventory = probe(artifacts, engine=options.engine)
+    # The cell's share of the cores, as for its build: cells probe side by side.
+    result.inventory = probe(artifacts, engine=options.engine, jobs=options.threads_per_job)
 
 
 class _NoArtifacts(KernelMatrixError):

@@ -1,18 +1,37 @@
 """The native probe's fast paths give exactly what the plain definitions give: the
 one-pass PTX scan against the line-by-line reference, SASS counted in place
-against a copied slice."""
+against a copied slice, and entries decoded by worker processes against this
+process."""
 
 from __future__ import annotations
 
 import re
+import zipfile
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synth import (
+    KIND_ELF,
+    KIND_PTX,
+    MANGLED_HOLLOW,
+    MANGLED_WORK,
+    CubinSpec,
+    EntrySpec,
+    KernelSpec,
+    build_container,
+    build_cubin,
+    build_shared_object,
+    hollow_body,
     ptx_module,
+    working_body,
 )
 
+from orchestrator import fatbin
+from orchestrator.errors import InputFileError
 from orchestrator.kernelcode import count_working_sass, count_working_sass_in, ptx_entries
+from orchestrator.probe import probe
 
 # --- PTX: the reference definition, line by line ------------------------------------
 
@@ -159,3 +178,57 @@ def test_sass_counted_in_place_equals_a_copied_slice(
     assert count_working_sass_in(data, start, end + after + 99, sm) == count_working_sass(
         data[start:], sm
     )
+
+
+# --- entries decoded by worker processes ----------------------------------------------
+
+
+def many_entries() -> bytes:
+    entries = []
+    for index, compression in enumerate(["none", "zstd", "lz4"] * 4):
+        cubin = build_cubin(
+            CubinSpec(
+                [
+                    KernelSpec(MANGLED_WORK, working_body(10 + index)),
+                    KernelSpec(MANGLED_HOLLOW, hollow_body()),
+                ]
+            ),
+            90,
+        )
+        entries.append(EntrySpec(KIND_ELF, 90, cubin, "a", compression=compression))
+        body = "mov.u32 %r1, 1;\n" * index + "ret;"
+        ptx = ptx_module("sm_90a", {f"_Z{index + 1}k{'v' * index}": body})
+        entries.append(EntrySpec(KIND_PTX, 90, ptx, "a", compression=compression))
+    return build_shared_object([build_container(entries[:10]), build_container(entries[10:])])
+
+
+@pytest.fixture
+def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fatbin, "PARALLEL_MIN_BYTES", 0)
+
+
+@pytest.mark.usefixtures("always_parallel")
+def test_worker_processes_give_the_same_inventory(tmp_path: Path) -> None:
+    so = tmp_path / "_C.abi3.so"
+    so.write_bytes(many_entries())
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pkg/_C.abi3.so", so.read_bytes())
+    serial = probe([so, wheel], jobs=1).to_json()
+    parallel = probe([so, wheel], jobs=2).to_json()
+    assert parallel == serial
+    assert len(serial["libraries"][0]["cubins"]) == 12
+    assert [p["kernels"][0]["instructions"] for p in serial["libraries"][0]["ptx"]] == list(
+        range(12)
+    )
+
+
+@pytest.mark.usefixtures("always_parallel")
+def test_worker_errors_are_input_file_errors(tmp_path: Path) -> None:
+    good = many_entries()
+    start = good.index((0xBA55ED50).to_bytes(4, "little")) + 16
+    offset = good.index(b"\x28\xb5\x2f\xfd", start)  # the first zstd frame
+    so = tmp_path / "bad.so"
+    so.write_bytes(good[:offset] + b"\xff" * 16 + good[offset + 16 :])
+    with pytest.raises(InputFileError, match="corrupt zstd payload"):
+        probe([so], jobs=2)
