@@ -96,10 +96,14 @@ MAX_COMPRESSION_RATIO = 1024
 # Libraries whose fatbins are at least this large are decoded by worker processes
 # (when more than one is allowed): below it, starting them costs more than it saves.
 PARALLEL_MIN_BYTES = 8 << 20
-# Entries handed out ahead of the one being collected, per worker: enough to keep
-# every worker busy, few enough that memory stays bounded (each worker holds one
-# decompressed entry at a time; this process holds only stored payloads in flight).
-AHEAD_PER_WORKER = 2
+# Entries handed out ahead of the one being collected, per worker: enough that a
+# large entry (a PTX module decodes 20x slower than a cubin) does not leave the
+# other workers idle while the results are collected in order. Memory stays
+# bounded: each worker holds one decompressed entry at a time, and this process
+# holds the stored payloads in flight only for a wheel member (a worker reads a
+# file's payload itself), at most AHEAD_BYTES of them.
+AHEAD_PER_WORKER = 16
+AHEAD_BYTES = 64 << 20
 
 _CONTAINER = struct.Struct("<IHHQ")
 _ENTRY = struct.Struct("<HHIQIIHHIIIQQQ")
@@ -335,7 +339,8 @@ class EntryDecoder:
     Memory stays bounded whatever the library's size: entries are handed out at
     most ``AHEAD_PER_WORKER`` per worker ahead of the one being collected; a worker
     reads its payload itself when the library is a file (``FileBlob``), so only
-    wheel members' stored payloads travel through this process.
+    wheel members' stored payloads travel through this process, at most
+    ``AHEAD_BYTES`` of them at a time (and always at least one).
     """
 
     def __init__(self, workers: int = 1) -> None:
@@ -365,22 +370,31 @@ class EntryDecoder:
                 yield code_object(entry, raw_payload(blob, entry), blob.name)
             return
         pool = self._start()
-        window: deque[Future[CodeObject]] = deque()
+        window: deque[tuple[Future[CodeObject], int]] = deque()
+        in_flight = 0  # stored bytes held in this process for the window
         try:
             for entry in entries:
                 if isinstance(blob, FileBlob):
                     task = pool.submit(
                         _decode_file_entry, blob.path, entry, stored_length(entry), blob.name
                     )
+                    held = 0
                 else:
-                    task = pool.submit(code_object, entry, raw_payload(blob, entry), blob.name)
-                window.append(task)
-                if len(window) >= self.workers * AHEAD_PER_WORKER:
-                    yield window.popleft().result()
+                    stored = raw_payload(blob, entry)
+                    task = pool.submit(code_object, entry, stored, blob.name)
+                    held = len(stored)
+                window.append((task, held))
+                in_flight += held
+                while window and (
+                    len(window) >= self.workers * AHEAD_PER_WORKER or in_flight > AHEAD_BYTES
+                ):
+                    done, held = window.popleft()
+                    in_flight -= held
+                    yield done.result()
             while window:
-                yield window.popleft().result()
+                yield window.popleft()[0].result()
         finally:
-            for task in window:
+            for task, _ in window:
                 task.cancel()
 
     def _start(self) -> ProcessPoolExecutor:

@@ -208,7 +208,11 @@ def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("always_parallel")
-def test_worker_processes_give_the_same_inventory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ahead_bytes", [64 << 20, 1])
+def test_worker_processes_give_the_same_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_bytes: int
+) -> None:
+    monkeypatch.setattr(fatbin, "AHEAD_BYTES", ahead_bytes)  # 1: one payload at a time
     so = tmp_path / "_C.abi3.so"
     so.write_bytes(many_entries())
     wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
