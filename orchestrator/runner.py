@@ -318,7 +318,9 @@ def run_cells(
 
     with _sigterm_as_interrupt():
         executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
-        futures: dict[Future[CellResult], Cell] = {executor.submit(work, c): c for c in todo}
+        futures: dict[Future[CellResult], Cell] = {
+            executor.submit(work, c): c for c in schedule(todo)
+        }
         try:
             pending = set(futures)
             while pending:
@@ -343,6 +345,26 @@ def run_cells(
             raise
         executor.shutdown(wait=True)
     return [results[c.id] for c in cells]
+
+
+def schedule(cells: Sequence[Cell]) -> list[Cell]:
+    """The order in which cells start: longest expected build first (the LPT rule:
+    with J workers, no worker is left running one long cell alone at the end).
+    A cell's expected cost is its number of compile targets; ties keep file order.
+
+    >>> from orchestrator.archs import CudaVersion, parse_arch_list
+    >>> from orchestrator.matrix import CellSpec
+    >>> cells = [Cell(CellSpec(CudaVersion(13, 0), parse_arch_list(a)), "local")
+    ...          for a in ("9.0a", "9.0a;10.0f;12.1a", "12.0a", "10.0f;12.0f")]
+    >>> [c.id for c in schedule(cells)]
+    ['cu13.0-9.0a_10.0f_12.1a', 'cu13.0-10.0f_12.0f', 'cu13.0-9.0a', 'cu13.0-12.0a']
+    """
+    return sorted(cells, key=lambda cell: -expected_cost(cell))
+
+
+def expected_cost(cell: Cell) -> int:
+    """Compile targets of a runnable cell (0 for a cell that will not build)."""
+    return sum(len(arch.targets) for arch in cell.archs) if cell.runnable else 0
 
 
 def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:
