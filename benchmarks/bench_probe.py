@@ -44,7 +44,8 @@ import json, resource, sys, time
 start = time.perf_counter()
 from orchestrator.probe import probe
 imported = time.perf_counter()
-inventory = probe([sys.argv[1]], jobs=int(sys.argv[2]) if sys.argv[2] != "default" else None)
+options = {} if sys.argv[2] == "default" else {"jobs": int(sys.argv[2])}
+inventory = probe([sys.argv[1]], **options)
 done = time.perf_counter()
 digest = ""
 if sys.argv[3] == "hash":
