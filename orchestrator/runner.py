@@ -93,10 +93,26 @@ def source_digest(source: Path) -> str:
     return digest.hexdigest()
 
 
+# Variables of this process's environment that change what a local build compiles
+# (the local backend hands its environment to CMake and nvcc; a container does not
+# see it). The recipe sets CUDA_HOME, CUDACXX, the arch variable and the job counts.
+HOST_BUILD_ENV = (
+    "CC", "CXX", "CUDAHOSTCXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CUDAFLAGS",
+    "CUDAARCHS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS", "NVCC_CCBIN", "CMAKE_ARGS",
+    "CMAKE_TOOLCHAIN_FILE", "CMAKE_PREFIX_PATH",
+)  # fmt: skip
+
+
 def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: str) -> str:
     """Everything that decides what a build produces: sources, toolchain, archs,
-    options, environment, backend, build recipe and this tool's version."""
+    options, environment (the matrix's, and for a local build the variables of
+    HOST_BUILD_ENV), backend, build recipe and this tool's version."""
     project = matrix.project
+    host_env = (
+        sorted((k, os.environ[k]) for k in HOST_BUILD_ENV if k in os.environ)
+        if cell.backend == "local"
+        else []
+    )
     parts = [
         __version__,
         source_hash,
@@ -109,6 +125,7 @@ def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: 
         repr(sorted({**project.env, **cell.spec.env}.items())),
         repr(project.artifacts),
         str(project.cmake_target),
+        repr(host_env),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 

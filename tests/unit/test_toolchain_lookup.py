@@ -1,6 +1,7 @@
 """Toolchain lookups are done once per run: a system nvcc is asked its version once
 per file (again when the file changes), the local backend resolves a CUDA version
-once for every cell's cache key and build."""
+once for every cell's cache key and build. The cache key sees the host build
+environment of local cells."""
 
 from __future__ import annotations
 
@@ -62,3 +63,20 @@ def test_local_backend_resolves_each_cuda_version_once(
     keys = [backend.toolchain_key(c) for c in cells + cells]
     assert keys[0] == keys[1] != keys[2]
     assert resolved == [CudaVersion(13, 0), CudaVersion(13, 5)]
+
+
+def test_cache_key_covers_the_host_build_environment_of_local_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.runner import cell_cache_key
+
+    matrix = Matrix(tmp_path / "matrix.yaml", Project(tmp_path), (), ())
+    spec = CellSpec(CudaVersion(13, 0), parse_arch_list("12.1a"))
+    local, docker = Cell(spec, "local"), Cell(spec, "docker")
+    monkeypatch.delenv("CXXFLAGS", raising=False)
+    before = [cell_cache_key(matrix, c, "tc", "src") for c in (local, docker)]
+    monkeypatch.setenv("CXXFLAGS", "-O0")
+    monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    after = [cell_cache_key(matrix, c, "tc", "src") for c in (local, docker)]
+    assert after[0] != before[0]  # a local build sees CXXFLAGS
+    assert after[1] == before[1]  # a container does not
