@@ -6,6 +6,7 @@ nox -s cell -- ID          one cell of matrix.yaml
 nox -s probe -- PATH...    inventory of built libraries or wheels
 nox -s tests               unit + integration tests (what CI runs)
 nox -s lint                ruff + mypy
+nox -s bench               benchmarks, figures appended to BENCHMARKS.md (about 20 min)
 """
 
 from __future__ import annotations
@@ -81,3 +82,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("actionlint", "-no-color")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (benchmarks/run_all.py), appended to BENCHMARKS.md: nox -s bench [-- --quick]."""
+    _install(session)
+    session.run("python", "benchmarks/run_all.py", "--append", *session.posargs)

@@ -1,138 +1,310 @@
 """Speed and memory of the native probe against cuobjdump, on real vLLM libraries.
 
-    python benchmarks/bench_probe.py [--wheel vllm-*.whl] [--member NAME ...] [--append]
+    python benchmarks/bench_probe.py [--lib WHEEL:MEMBER ...] [--runs N] [--check] [--append]
 
-The wheel (``pip download vllm --no-deps -d ~/.cache/kernel-matrix/wheels``) is read
-from the cache; each library is extracted once to a temp dir so that both tools read
-the same file from disk. For each library: wall time of ``cuobjdump
---dump-elf-symbols`` (cuobjdump's cheapest full listing; it prints no instruction
-counts and does not decompress PTX), wall time and peak RSS of the native probe (a
-fresh process, so RSS is its own), and a check that both engines' inventories are
-equal (``--check``; slow: the cuobjdump engine dumps every section). ``--append``
-adds the figures to BENCHMARKS.md.
+Libraries come from the wheel cache (``~/.cache/kernel-matrix/wheels``; ``pip
+download vllm==X --no-deps -d`` there); each is extracted once to a temp dir so that
+both tools read the same file. Default: the largest library of the newest cached
+wheel, vLLM 0.19.0's ``_C.abi3.so`` (462 MB, the memory figure) and 0.33.0's
+``_C_stable_libtorch.abi3.so`` (the earlier entry of BENCHMARKS.md).
+
+Per library, ``--runs`` rounds, each running both tools back to back (ratios are
+taken within a round, then the median): the native probe's full inventory in a
+fresh interpreter (``probe()`` time and the whole process's wall time, CPU time of
+it and its worker processes, peak RSS of the process tree sampled every 10 ms), and
+``cuobjdump --dump-elf-symbols`` (its cheapest complete listing: symbols only, no
+instruction counts, no PTX). ``--check`` also times the cuobjdump *engine*, which
+yields the same inventory (``-elf`` and ``-ptx`` dumps parsed), once, and says
+whether both inventories are identical.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import resource
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, add_output_options, append_entry, median, usable_cpus
+
 sys.path.insert(0, str(ROOT))
+from orchestrator.toolchain import cache_root, cuobjdump
 
-from orchestrator.toolchain import cache_root, cuobjdump  # noqa: E402
+NATIVE = """
+import json, resource, sys, time
+start = time.perf_counter()
+from orchestrator.probe import probe
+imported = time.perf_counter()
+options = {} if sys.argv[2] == "default" else {"jobs": int(sys.argv[2])}
+inventory = probe([sys.argv[1]], **options)
+done = time.perf_counter()
+digest = ""
+if sys.argv[3] == "hash":
+    import hashlib
+    text = json.dumps(inventory.to_json(), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+me = resource.getrusage(resource.RUSAGE_SELF)
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({
+    "probe_s": done - imported, "import_s": imported - start, "digest": digest,
+    "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+    "main_rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024,
+}))
+"""
 
-RUNS = 3
+ENGINE = """
+import hashlib, json, sys, time
+from orchestrator.probe import probe
+start = time.perf_counter()
+inventory = probe([sys.argv[1]], engine="cuobjdump")
+seconds = time.perf_counter() - start
+text = json.dumps(inventory.to_json(), sort_keys=True)
+print(json.dumps({"seconds": seconds, "digest": hashlib.sha256(text.encode()).hexdigest()}))
+"""
 
 
-def native_run(path: Path) -> tuple[float, int]:
-    """(seconds, peak RSS in KiB) of probing ``path`` in a fresh interpreter."""
-    code = (
-        "import sys, time, resource\n"
-        "from orchestrator.probe import probe\n"
-        "t = time.perf_counter(); probe([sys.argv[1]]); t = time.perf_counter() - t\n"
-        "print(t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout.split()
-    return float(out[0]), int(out[1])
+def tree_rss_kib(pid: int) -> int:
+    """Resident KiB of a process and all its descendants (Linux /proc)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo.extend(int(c) for c in children.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
 
 
-def cuobjdump_run(tool: Path, path: Path) -> float:
+@dataclass
+class PeakSampler:
+    """Samples a process tree's total RSS until stopped; keeps the peak."""
+
+    pid: int
+    peak_kib: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pid))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+
+def native_run(path: Path, jobs: str, digest: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
-    subprocess.run(
-        [str(tool), "--dump-elf-symbols", str(path)], stdout=subprocess.DEVNULL, check=False
+    process = subprocess.Popen(
+        [sys.executable, "-c", NATIVE, str(path), jobs, "hash" if digest else "-"],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
     )
-    return time.perf_counter() - start
+    with PeakSampler(process.pid) as sampler:
+        out, _ = process.communicate()
+    wall = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"native probe of {path} failed ({process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    result["process_s"] = wall
+    result["tree_rss_mb"] = sampler.peak_kib / 1024
+    return result
+
+
+def cuobjdump_run(tool: Path, path: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [str(tool), "--dump-elf-symbols", str(path)], stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def engine_run(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", ENGINE, str(path)], capture_output=True, text=True, cwd=ROOT
+    )
+    if out.returncode:
+        raise SystemExit(f"cuobjdump engine on {path} failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def default_libraries(wheels: Path) -> list[tuple[Path, str]]:
+    found = sorted(wheels.glob("vllm-*.whl"), key=lambda p: _version(p.name))
+    chosen: list[tuple[Path, str]] = []
+    if found:
+        newest = found[-1]
+        with zipfile.ZipFile(newest) as zf:
+            largest = max(
+                (i for i in zf.infolist() if i.filename.endswith(".so")), key=lambda i: i.file_size
+            )
+        chosen.append((newest, largest.filename))
+    for wheel in found:
+        if wheel.name.startswith("vllm-0.19.0-"):
+            chosen.append((wheel, "vllm/_C.abi3.so"))
+        if wheel.name.startswith("vllm-0.33.0-"):
+            chosen.append((wheel, "vllm/_C_stable_libtorch.abi3.so"))
+    return list(dict.fromkeys(chosen))
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.split("-")[1].split(".") if p.isdigit())
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--wheel", type=Path)
-    parser.add_argument("--member", action="append", default=[])
-    parser.add_argument("--check", action="store_true", help="also compare both engines")
-    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lib", action="append", default=[], metavar="WHEEL:MEMBER")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", default="default", help="probe jobs (default: all CPUs)")
+    parser.add_argument(
+        "--check",
+        action="append",
+        nargs="?",
+        const="*",
+        default=[],
+        metavar="MEMBER",
+        help="also time the cuobjdump engine (slow) on this library's member name "
+        "(repeatable; without a name: on every library)",
+    )
+    add_output_options(parser)
     args = parser.parse_args()
-    wheel = args.wheel or sorted((cache_root() / "wheels").glob("vllm-*.whl"))[-1]
+    wheels = cache_root() / "wheels"
+    libraries = [
+        (Path(spec.split(":", 1)[0]).expanduser(), spec.split(":", 1)[1]) for spec in args.lib
+    ] or default_libraries(wheels)
+    if not libraries:
+        raise SystemExit(f"no vLLM wheel in {wheels}: pip download vllm --no-deps -d {wheels}")
     tool = cuobjdump()
     rows = []
-    with zipfile.ZipFile(wheel) as zf, tempfile.TemporaryDirectory() as tmp:
-        sos = sorted(
-            (i for i in zf.infolist() if i.filename.endswith(".so")), key=lambda i: -i.file_size
-        )
-        chosen = (
-            [i for i in sos if i.filename.split("/")[-1] in args.member] if args.member else sos[:2]
-        )
-        for info in chosen:
-            path = Path(zf.extract(info, tmp))
-            native = [native_run(path) for _ in range(RUNS)]
-            tool_times = [cuobjdump_run(tool, path) for _ in range(RUNS)]
-            n_time = statistics.median(t for t, _ in native)
-            c_time = statistics.median(tool_times)
-            row = {
-                "library": info.filename,
-                "size_mb": round(info.file_size / 1e6, 1),
-                "native_s": round(n_time, 3),
-                "cuobjdump_symbols_s": round(c_time, 3),
-                "speedup": round(c_time / n_time, 2),
-                "native_peak_rss_mb": round(max(r for _, r in native) / 1024),
-            }
-            if args.check:
-                sys.path.insert(0, str(ROOT))
-                from orchestrator.probe import probe
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        for wheel, member in libraries:
+            with zipfile.ZipFile(wheel) as zf:
+                path = Path(zf.extract(member, tmp))
+            native_runs, tool_runs, ratios = [], [], []
+            for _ in range(args.runs):
+                native = native_run(path, args.jobs)
+                symbols = cuobjdump_run(tool, path)
+                native_runs.append(native)
+                tool_runs.append(symbols)
+                ratios.append(symbols["wall_s"] / float(native["probe_s"]))
 
-                start = time.perf_counter()
-                same = probe([path]).to_json() == probe([path], engine="cuobjdump").to_json()
-                row["engines_identical"] = same
-                row["check_s"] = round(time.perf_counter() - start, 1)
+            def med(key: str, runs: list[dict[str, Any]]) -> float:
+                return median([float(r[key]) for r in runs])
+
+            row: dict[str, object] = {
+                "wheel": wheel.name,
+                "library": member,
+                "size_mb": round(path.stat().st_size / 1e6, 1),
+                "native_s": round(med("probe_s", native_runs), 3),
+                "native_process_s": round(med("process_s", native_runs), 3),
+                "native_cpu_s": round(med("cpu_s", native_runs), 2),
+                "symbols_s": round(med("wall_s", tool_runs), 3),
+                "symbols_cpu_s": round(med("cpu_s", tool_runs), 2),
+                "speedup": round(median(ratios), 2),
+                "speedup_process": round(
+                    median(
+                        [
+                            t["wall_s"] / float(n["process_s"])
+                            for n, t in zip(native_runs, tool_runs, strict=True)
+                        ]
+                    ),
+                    2,
+                ),
+                "tree_rss_mb": round(max(float(r["tree_rss_mb"]) for r in native_runs)),
+                "main_rss_mb": round(max(float(r["main_rss_mb"]) for r in native_runs)),
+                "worker_rss_mb": round(max(float(r["worker_rss_mb"]) for r in native_runs)),
+                "symbols_rss_mb": round(max(t["rss_mb"] for t in tool_runs)),
+            }
+            if "*" in args.check or member in args.check or Path(member).name in args.check:
+                engine = engine_run(path)
+                native = native_run(path, args.jobs, digest=True)
+                row["engine_s"] = round(float(engine["seconds"]), 1)
+                row["engine_ratio"] = round(float(engine["seconds"]) / float(native["probe_s"]), 1)
+                row["identical"] = engine["digest"] == native["digest"]
+                row["digest"] = str(native["digest"])[:16]
             rows.append(row)
             print(json.dumps(row), flush=True)
+            path.unlink()
     if args.append:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        load = (
-            Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-        )
-        lines = [
-            f"\n## probe: native vs cuobjdump --dump-elf-symbols ({datetime.date.today()})\n",
-            f"- wheel: `{wheel.name}`; commit `{commit}`; machine: {platform.machine()}, "
-            f"{_cpus()} CPUs, Python {platform.python_version()}, load average {load} at the end",
-            f"- command: `python benchmarks/bench_probe.py {' '.join(sys.argv[1:])}`",
-            f"- median of {RUNS} runs; RSS is the native probe process's peak (ru_maxrss)\n",
-            "| library | MB | native s | cuobjdump -symbols s | speed-up | native peak RSS MB | engines identical |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['library']} | {r['size_mb']} | {r['native_s']} | {r['cuobjdump_symbols_s']} "
-                f"| {r['speedup']}x | {r['native_peak_rss_mb']} | {r.get('engines_identical', 'not checked')} |"
-            )
-        with (ROOT / "BENCHMARKS.md").open("a") as f:
-            f.write("\n".join(lines) + "\n")
-    _ = resource  # peak RSS is measured in the child processes
+        append(rows, args)
     return 0
 
 
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
+def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    body = [
+        "| library | MB | native probe s | cuobjdump -symbols s | speed-up | native process s "
+        "| speed-up (process) | native CPU s | cuobjdump CPU s | peak RSS MB (tree / main / "
+        "largest worker) | cuobjdump RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        body.append(
+            f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['size_mb']} | {r['native_s']} "
+            f"| {r['symbols_s']} | {r['speedup']}x | {r['native_process_s']} "
+            f"| {r['speedup_process']}x | {r['native_cpu_s']} | {r['symbols_cpu_s']} "
+            f"| {r['tree_rss_mb']} / {r['main_rss_mb']} / {r['worker_rss_mb']} "
+            f"| {r['symbols_rss_mb']} |"
+        )
+    checked = [r for r in rows if "engine_s" in r]
+    if checked:
+        body += [
+            "",
+            "| library | cuobjdump engine s (same inventory) | native probe s "
+            "| native faster by | inventories identical |",
+            "| --- | ---: | ---: | ---: | --- |",
+        ]
+        for r in checked:
+            body.append(
+                f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['engine_s']} "
+                f"| {r['native_s']} | {r['engine_ratio']}x | {r['identical']} "
+                f"(sha256 {r['digest']}) |"
+            )
+    append_entry(
+        args,
+        "probe: native vs cuobjdump --dump-elf-symbols",
+        [
+            f"- median of {args.runs} rounds, each running both tools back to back; speed-up = "
+            "median per-round ratio of cuobjdump's wall time to the native `probe()` time "
+            "(process: to the native interpreter's whole wall time, start and imports included)",
+            f"- native probe jobs: {args.jobs} ({usable_cpus()} usable CPUs); CPU s = user + "
+            "system time of the process and its workers; peak RSS of the process tree sampled "
+            "every 10 ms (main and largest worker: ru_maxrss)",
+        ],
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -238,7 +238,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from orchestrator.probe import family_presence, inventory_json, probe
 
     rules = load_families_or_matrix(args.families) if args.families else ()
-    inventory = probe(args.paths, engine=args.engine, cuobjdump=args.cuobjdump)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    inventory = probe(args.paths, engine=args.engine, cuobjdump=args.cuobjdump, jobs=args.jobs)
     presence = family_presence(inventory, rules)
     if args.json:
         print(json.dumps(inventory_json(inventory, presence), indent=2))
@@ -424,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=Path, metavar="FILE", help="families file or matrix file")
     _add_engine(p)
     p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        help="processes that read a large library (native engine; default: all CPUs)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable inventory")
     p.set_defaults(handler=cmd_probe)
 

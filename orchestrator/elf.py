@@ -12,6 +12,7 @@ a wheel streamed by ``zipfile``), so a 300 MB library is never loaded whole.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -53,6 +54,37 @@ class BytesBlob:
 
     def read(self, offset: int, length: int) -> bytes | memoryview:
         return self.data[offset : offset + length]
+
+
+class FileBlob:
+    """A blob read from an open file with ``pread``: nothing is mapped, so this
+    process's memory holds only what is being read (a mapping's pages would count
+    in its resident size as they are touched). Worker processes read by ``path``."""
+
+    def __init__(self, name: str, fd: int, size: int, path: str) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = size
+        self.path = path
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        return self.pread(self.fd, offset, length)
+
+    @staticmethod
+    def pread(fd: int, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < length:
+            more = os.pread(fd, length - got, offset + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
 
 class StreamBlob:
@@ -115,6 +147,32 @@ def is_elf(head: bytes | memoryview) -> bool:
 def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
     """The ELF header and section table of ``blob`` (ELF64 little-endian only);
     ``names=False`` skips decoding section names (a cubin needs none)."""
+    machine, flags, raw, table_names = _section_table(blob, names=names)
+    sections = [
+        Section(
+            index,
+            _cstr(table_names, name_off, blob.name) if names else "",
+            typ,
+            sflags,
+            offset,
+            size,
+            link,
+            info,
+            entsize,
+        )
+        for index, (name_off, typ, sflags, _, offset, size, link, info, _, entsize) in enumerate(
+            raw
+        )
+    ]
+    return ElfHeader(machine, flags, tuple(sections))
+
+
+_RawSection = tuple[int, int, int, int, int, int, int, int, int, int]
+
+
+def _section_table(blob: Blob, *, names: bool) -> tuple[int, int, list[_RawSection], bytes]:
+    """(machine, e_flags, raw section headers, section name table) of ``blob``, every
+    section checked to lie inside the file."""
     ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
     if bytes(ident[:4]) != ELF_MAGIC:
         raise InputFileError(f"{blob.name}: not an ELF file (no ELF magic)")
@@ -133,13 +191,13 @@ def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
         if shstrndx == 0xFFFF:
             shstrndx = first[6]
     if shnum == 0:
-        return ElfHeader(machine, flags, ())
+        return machine, flags, [], b""
     if shentsize != _SHDR.size:
         raise InputFileError(f"{blob.name}: corrupt ELF: section header size {shentsize}")
     if shnum > MAX_SECTIONS or shnum * shentsize > blob.size:
         raise InputFileError(f"{blob.name}: corrupt ELF: {shnum} section headers")
     table = bytes(read_exact(blob, shoff, shnum * shentsize, "the section header table"))
-    raw = [_SHDR.unpack_from(table, i * shentsize) for i in range(shnum)]
+    raw: list[_RawSection] = list(_SHDR.iter_unpack(table))
     if shstrndx >= shnum:
         raise InputFileError(f"{blob.name}: corrupt ELF: section name table index {shstrndx}")
     names_hdr = raw[shstrndx]
@@ -148,27 +206,14 @@ def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
         if names
         else b""
     )
-    sections = []
-    for index, (name_off, typ, sflags, _, offset, size, link, info, _, entsize) in enumerate(raw):
-        if typ != SHT_NOBITS and index and offset + size > blob.size:
+    size = blob.size
+    for index, (_, typ, _, _, offset, length, _, _, _, _) in enumerate(raw):
+        if offset + length > size and typ != SHT_NOBITS and index:
             raise InputFileError(
-                f"{blob.name}: truncated or corrupt: section {index} ends at {offset + size}, "
+                f"{blob.name}: truncated or corrupt: section {index} ends at {offset + length}, "
                 f"after the end of the file ({blob.size} bytes)"
             )
-        sections.append(
-            Section(
-                index,
-                _cstr(table_names, name_off, blob.name) if names else "",
-                typ,
-                sflags,
-                offset,
-                size,
-                link,
-                info,
-                entsize,
-            )
-        )
-    return ElfHeader(machine, flags, tuple(sections))
+    return machine, flags, raw, table_names
 
 
 def _cstr(table: bytes, offset: int, where: str) -> str:
@@ -202,23 +247,37 @@ class Cubin:
 
 def read_cubin(data: bytes, name: str) -> Cubin:
     """Parse a (decompressed) cubin held in memory: its kernels (``STT_FUNC`` symbols
-    with the CUDA entry bit in ``st_other``) and its symbol names."""
-    header = read_header(BytesBlob(name, data), names=False)
-    if header.machine != EM_CUDA:
-        raise InputFileError(f"{name}: not a CUDA cubin (ELF machine {header.machine})")
+    with the CUDA entry bit in ``st_other``) and its symbol names. Only the sections
+    that hold kernels become :class:`Section` records (a cubin has several sections
+    per kernel)."""
+    machine, _, raw, _ = _section_table(BytesBlob(name, data), names=False)
+    if machine != EM_CUDA:
+        raise InputFileError(f"{name}: not a CUDA cubin (ELF machine {machine})")
     kernels: list[Kernel] = []
     strings: list[bytes] = []
-    for table in (s for s in header.sections if s.type == SHT_SYMTAB):
-        if table.entsize != _SYM.size or not 0 < table.link < len(header.sections):
-            raise InputFileError(f"{name}: corrupt cubin: bad symbol table {table.index}")
-        strtab = header.sections[table.link]
-        names = data[strtab.offset : strtab.offset + strtab.size]
+    count = len(raw)
+    sections: dict[int, Section] = {}
+    for index, (_, typ, _, _, offset, size, link, _, _, entsize) in enumerate(raw):
+        if typ != SHT_SYMTAB:
+            continue
+        if entsize != _SYM.size or not 0 < link < count:
+            raise InputFileError(f"{name}: corrupt cubin: bad symbol table {index}")
+        strtab = raw[link]
+        names = data[strtab[4] : strtab[4] + strtab[5]]
         strings.append(names)
-        raw = data[table.offset : table.offset + table.size - table.size % _SYM.size]
-        for name_off, info, other, shndx, _, _ in _SYM.iter_unpack(raw):
+        table = data[offset : offset + size - size % _SYM.size]
+        for name_off, info, other, shndx, _, _ in _SYM.iter_unpack(table):
             if info & 0xF != STT_FUNC or not other & STO_CUDA_ENTRY:
                 continue
-            if not 0 < shndx < len(header.sections):
+            if not 0 < shndx < count:
                 raise InputFileError(f"{name}: corrupt cubin: kernel in section {shndx}")
-            kernels.append(Kernel(_cstr(names, name_off, name), header.sections[shndx]))
+            section = sections.get(shndx)
+            if section is None:
+                section = sections[shndx] = _section(shndx, raw[shndx])
+            kernels.append(Kernel(_cstr(names, name_off, name), section))
     return Cubin(tuple(kernels), b"\0".join(strings), data)
+
+
+def _section(index: int, raw: _RawSection) -> Section:
+    _, typ, flags, _, offset, size, link, info, _, entsize = raw
+    return Section(index, "", typ, flags, offset, size, link, info, entsize)

@@ -45,21 +45,27 @@ sm_100a and sm_100f (``0x6006402``) and ``.nv.compat`` marks only ``a``.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import struct
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 
 import lz4.block
 import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
-from orchestrator.elf import Blob, read_cubin, read_exact, read_header
+from orchestrator.elf import Blob, FileBlob, read_cubin, read_exact, read_header
 from orchestrator.errors import InputFileError
 from orchestrator.inventory import CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
-    count_working_sass,
+    count_working_sass_in,
     is_hollow,
     ptx_entries,
     sources_in,
@@ -87,8 +93,17 @@ MAX_ENTRY_HEADER = 4096
 MAX_UNCOMPRESSED = (1 << 31) - 1
 MAX_COMPRESSION_RATIO = 1024
 
-DECOMPRESS_THREADS = 2
-PREFETCH = 4
+# Libraries whose fatbins are at least this large are decoded by worker processes
+# (when more than one is allowed): below it, starting them costs more than it saves.
+PARALLEL_MIN_BYTES = 8 << 20
+# Entries handed out ahead of the one being collected, per worker: enough that a
+# large entry (a PTX module decodes 20x slower than a cubin) does not leave the
+# other workers idle while the results are collected in order. Memory stays
+# bounded: each worker holds one decompressed entry at a time, and this process
+# holds the stored payloads in flight only for a wheel member (a worker reads a
+# file's payload itself), at most AHEAD_BYTES of them.
+AHEAD_PER_WORKER = 16
+AHEAD_BYTES = 64 << 20
 
 _CONTAINER = struct.Struct("<IHHQ")
 _ENTRY = struct.Struct("<HHIQIIHHIIIQQQ")
@@ -262,38 +277,21 @@ def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
     return data
 
 
-def iter_payloads(blob: Blob, entries: Iterator[Entry]) -> Iterator[tuple[Entry, bytes]]:
-    """Entries with their decompressed payloads, in order. Reads stay in this thread
-    (a zip stream is sequential); decompression runs ahead in a worker thread,
-    at most PREFETCH entries ahead, so memory stays bounded."""
-    window: deque[tuple[Entry, Future[bytes]]] = deque()
-    with ThreadPoolExecutor(max_workers=DECOMPRESS_THREADS) as pool:
-        try:
-            for entry in entries:
-                raw = raw_payload(blob, entry)
-                window.append((entry, pool.submit(decompress, raw, entry, blob.name)))
-                if len(window) > PREFETCH:
-                    done, future = window.popleft()
-                    yield done, future.result()
-            while window:
-                done, future = window.popleft()
-                yield done, future.result()
-        finally:
-            for _, future in window:
-                future.cancel()
-
-
 def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
     """A cubin's kernels (size and working instructions of their ``.text``) and sources."""
     cubin = read_cubin(data, where)
     kernels = []
+    sm = target.cc.sm
     for symbol in cubin.kernels:
-        instructions = count_working_sass(cubin.code(symbol), target.cc.sm)
+        section = symbol.section
+        instructions = count_working_sass_in(
+            cubin.data, section.offset, section.offset + section.size, sm
+        )
         kernels.append(
             Kernel(
                 demangle(symbol.name),
                 symbol.name,
-                symbol.section.size,
+                section.size,
                 instructions,
                 is_hollow(instructions),
             )
@@ -316,16 +314,139 @@ def kernel_order(kernel: Kernel) -> tuple[str, int]:
     return (kernel.mangled, kernel.size)
 
 
-def read_library(blob: Blob, path: str) -> Library:
-    """The inventory of one shared object (or any ELF file) with the native reader."""
+def code_object(entry: Entry, stored: bytes, name: str) -> CodeObject:
+    """One entry's code object, from its payload as stored in the fatbin."""
+    data = decompress(stored, entry, name)
+    if entry.kind == KIND_ELF:
+        where = f"{name}: {entry.target.name} cubin at offset {entry.payload_offset}"
+        return cubin_object(data, entry.target, where)
+    return ptx_object(data, entry.target)
+
+
+def stored_length(entry: Entry) -> int:
+    """Bytes of the payload as stored (its compressed size when compressed)."""
+    return entry.compressed_size if entry.flags & (FLAG_ZSTD | FLAG_LZ4) else entry.payload_size
+
+
+# --- decoding entries, here or in worker processes ----------------------------------
+
+
+class EntryDecoder:
+    """Turns fatbin entries into code objects, in order: in this process, or, for a
+    large library and ``workers`` > 1, in a pool of worker processes (started on
+    first use, kept for the next libraries, stopped on leaving the ``with`` block).
+
+    Memory stays bounded whatever the library's size: entries are handed out at
+    most ``AHEAD_PER_WORKER`` per worker ahead of the one being collected; a worker
+    reads its payload itself when the library is a file (``FileBlob``), so only
+    wheel members' stored payloads travel through this process, at most
+    ``AHEAD_BYTES`` of them at a time (and always at least one).
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> EntryDecoder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def decode(self, blob: Blob, entries: Iterator[Entry], size: int) -> Iterator[CodeObject]:
+        """The code object of every entry, in order; ``size`` is the fatbin's size."""
+        if self.workers == 1 or size < PARALLEL_MIN_BYTES:
+            for entry in entries:
+                yield code_object(entry, raw_payload(blob, entry), blob.name)
+            return
+        pool = self._start()
+        window: deque[tuple[Future[CodeObject], int]] = deque()
+        in_flight = 0  # stored bytes held in this process for the window
+        try:
+            for entry in entries:
+                if isinstance(blob, FileBlob):
+                    task = pool.submit(
+                        _decode_file_entry, blob.path, entry, stored_length(entry), blob.name
+                    )
+                    held = 0
+                else:
+                    stored = raw_payload(blob, entry)
+                    task = pool.submit(code_object, entry, stored, blob.name)
+                    held = len(stored)
+                window.append((task, held))
+                in_flight += held
+                while window and (
+                    len(window) >= self.workers * AHEAD_PER_WORKER or in_flight > AHEAD_BYTES
+                ):
+                    done, held = window.popleft()
+                    in_flight -= held
+                    yield done.result()
+            while window:
+                yield window.popleft()[0].result()
+        finally:
+            for task, _ in window:
+                task.cancel()
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=_context(), initializer=_worker_init
+            )
+        return self._pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork where it is safe (Linux, this process single-threaded): workers start in
+    milliseconds; else forkserver (or spawn), which never forks a threaded process."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _worker_init() -> None:
+    # Ctrl-C is for the main process, which stops the pool; a worker only finishes
+    # its entry.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_file_entry(path: str, entry: Entry, length: int, name: str) -> CodeObject:
+    """In a worker: read an entry's stored payload from the file, then decode it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stored = FileBlob.pread(fd, entry.payload_offset, length)
+    finally:
+        os.close(fd)
+    if len(stored) != length:
+        raise InputFileError(
+            f"{name}: truncated: could not read a payload at {entry.payload_offset}"
+        )
+    return code_object(entry, stored, name)
+
+
+def read_library(blob: Blob, path: str, decoder: EntryDecoder | None = None) -> Library:
+    """The inventory of one shared object (or any ELF file) with the native reader;
+    ``decoder`` may spread the work over processes."""
     header = read_header(blob)
+    decoder = decoder or EntryDecoder()
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
     for section in header.named(FATBIN_SECTION):
-        for entry, data in iter_payloads(blob, iter_entries(blob, section.offset, section.size)):
-            where = f"{blob.name}: {entry.target.name} cubin at offset {entry.payload_offset}"
-            if entry.kind == KIND_ELF:
-                cubins.append(cubin_object(data, entry.target, where))
-            else:
-                ptx.append(ptx_object(data, entry.target))
+        entries = iter_entries(blob, section.offset, section.size)
+        for code in decoder.decode(blob, entries, section.size):
+            (ptx if code.arch.ptx else cubins).append(code)
     return Library(path, tuple(cubins), tuple(ptx))

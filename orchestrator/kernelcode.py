@@ -23,6 +23,7 @@ body compiled out by ``#if __CUDA_ARCH__`` is just ``ret;``.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -84,16 +85,35 @@ def count_working_sass(code: bytes | memoryview, sm: int) -> int:
     >>> count_working_sass(ffma + exit_ + nop * 2, 90)
     1
     """
-    data = bytes(code)
+    view = memoryview(code).cast("B")
+    return count_working_sass_in(view, 0, len(view), sm)
+
+
+def count_working_sass_in(
+    data: bytes | bytearray | memoryview, start: int, end: int, sm: int
+) -> int:
+    """:func:`count_working_sass` of ``data[start:end]``, without copying that range:
+    only the two bytes of each instruction that hold its opcode are gathered
+    (strided slices), then classified with two ``bytes.translate`` tables.
+
+    >>> ffma = (0x0D067823).to_bytes(8, "little") + bytes(8)
+    >>> trap = (0x795C).to_bytes(8, "little") + bytes(8)
+    >>> count_working_sass_in(bytes(4) + ffma + trap + ffma, 4, 52, 90)
+    2
+    """
+    end = min(end, len(data))
+    size = max(0, end - start)
     if sm < FIRST_128_BIT_SM:
-        return len(data) // 8 - len(data) // 32  # one scheduling word per 3 instructions
-    count = len(data) // SASS_INSTRUCTION_BYTES
+        return size // 8 - size // 32  # one scheduling word per 3 instructions
+    count = size // SASS_INSTRUCTION_BYTES
     if count == 0:
         return 0
-    data = data[: count * SASS_INSTRUCTION_BYTES]
-    low = int.from_bytes(data[0::SASS_INSTRUCTION_BYTES].translate(_LOW_TABLE), "little")
-    high = int.from_bytes(data[1::SASS_INSTRUCTION_BYTES].translate(_HIGH_TABLE), "little")
-    matches = (low & high).to_bytes(count, "little")
+    stop = start + count * SASS_INSTRUCTION_BYTES
+    low = bytes(data[start:stop:SASS_INSTRUCTION_BYTES]).translate(_LOW_TABLE)
+    high = bytes(data[start + 1 : stop : SASS_INSTRUCTION_BYTES]).translate(_HIGH_TABLE)
+    matches = (int.from_bytes(low, "little") & int.from_bytes(high, "little")).to_bytes(
+        count, "little"
+    )
     return matches.count(0)
 
 
@@ -109,8 +129,10 @@ def is_hollow(instructions: int, threshold: int = DEFAULT_HOLLOW_MAX_INSTRUCTION
 _PTX_FUNCTION = re.compile(rb"\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$%][\w$%]*)")
 _LINKAGE = re.compile(rb"[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*")
 # Statements that are no instruction (declarations) or do no work (control flow),
-# matched at the start of a line. Lines are pre-selected by their first character
-# with one fast scan (most PTX lines start with other letters: mov, ld, st, add...).
+# matched at the start of a line: the definition is _PTX_NOT_WORK applied to the
+# first 81 characters of each line that starts with one of these characters (most
+# PTX lines start with other letters: mov, ld, st, add...). _scan_lines finds the
+# same lines in one pass over the module.
 _PTX_LINE_CANDIDATE = re.compile(rb"\n([.@rebt{ \t][^\n]{0,80})")
 _PTX_NOT_WORK = re.compile(
     rb"[ \t]*(?:\{[ \t]*)?(?:\.(?:reg|local|shared|param|pragma)\b|"
@@ -152,53 +174,98 @@ def ptx_entries(text: bytes) -> list[PtxEntry]:
     >>> ptx_entries(ptx)
     [PtxEntry(mangled='_Z5emptyPf', instructions=0), PtxEntry(mangled='_Z4workPf', instructions=3)]
     """
-    headers = _function_headers(text)
+    headers, not_work = _scan_lines(text)
     entries = []
-    for index, header in enumerate(headers):
-        if header.group(1) != b"entry":
+    for index, (kind, name, _, end_of_header) in enumerate(headers):
+        if kind != b"entry":
             continue
-        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        end = headers[index + 1][2] if index + 1 < len(headers) else len(text)
         entries.append(
-            PtxEntry(header.group(2).decode("ascii"), _ptx_body_count(text, header.end(), end))
+            PtxEntry(name.decode("ascii"), _ptx_body_count(text, end_of_header, end, not_work))
         )
     return entries
 
 
-def _function_headers(text: bytes) -> list[re.Match[bytes]]:
-    """Function headers in order: ``.entry``/``.func`` found with fast substring
-    search, kept only where the line before them holds nothing but linkage."""
-    found = []
-    for keyword in (b".entry", b".func"):
-        position = text.find(keyword)
-        while position >= 0:
-            line_start = text.rfind(b"\n", 0, position) + 1
-            if _LINKAGE.fullmatch(text, line_start, position):
-                match = _PTX_FUNCTION.match(text, position)
-                if match:
-                    found.append(match)
-            position = text.find(keyword, position + len(keyword))
-    return sorted(found, key=lambda m: m.start())
+# What one pass over a PTX module finds at line starts: a function header, or a
+# statement that does no work. Both begin with one of the candidate characters
+# (the lookahead rejects every other line at once). The no-work keywords are matched
+# without their closing word boundary, which ``_scan_lines`` checks, so that the
+# count stays exactly that of ``_PTX_NOT_WORK`` applied to each candidate line.
+_PTX_LINE_START = re.compile(
+    rb"\n(?=[.@rebt{ \t])(?:"
+    rb"[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*(?P<header>\.(?:entry|func)[ \t])"
+    rb"|[ \t]*(?:\{[ \t]*)?(?:\.(?:reg|local|shared|param|pragma)|(?:@!?%\w+[ \t]+)?"
+    rb"(?:ret|exit|trap|brkpt|bra))(?P<more>\w)?)"
+)
+_CANDIDATE_WINDOW = 81  # the characters of a line _PTX_LINE_CANDIDATE looks at
 
 
-def _ptx_body_count(text: bytes, start: int, end: int) -> int:
+def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[int]]:
+    """Function headers ``(kind, name, start, end)`` in order, and the positions of
+    the newlines that start a line doing no work (to be counted per body)."""
+    headers: list[tuple[bytes, bytes, int, int]] = []
+    not_work: list[int] = []
+    first = _LINKAGE.match(text, 0)
+    if first is not None:
+        _add_header(text, first.end(), headers)
+    for match in _PTX_LINE_START.finditer(text):
+        keyword = match.start("header")
+        if keyword >= 0:
+            _add_header(text, keyword, headers)
+            continue
+        newline = match.start()
+        # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on
+        # the line's first _CANDIDATE_WINDOW characters. Anything else (rare) is
+        # checked exactly so.
+        plain = match.end() - newline - 1 <= _CANDIDATE_WINDOW and match.start("more") < 0
+        if plain or _line_does_no_work(text, newline + 1, len(text)):
+            not_work.append(newline)
+    return headers, not_work
+
+
+def _add_header(text: bytes, keyword: int, headers: list[tuple[bytes, bytes, int, int]]) -> None:
+    match = _PTX_FUNCTION.match(text, keyword)
+    if match:
+        headers.append((match.group(1), match.group(2), keyword, match.end()))
+
+
+def _line_does_no_work(text: bytes, start: int, end: int) -> bool:
+    """Whether the line at ``start`` (a candidate line, looked at up to ``end`` and
+    through its first _CANDIDATE_WINDOW characters) declares or branches only."""
+    if start >= end or text[start] not in _CANDIDATE_FIRST:
+        return False
+    eol = text.find(b"\n", start, end)
+    stop = min(eol if eol >= 0 else end, start + _CANDIDATE_WINDOW)
+    return _PTX_NOT_WORK.match(text, start, stop) is not None
+
+
+_CANDIDATE_FIRST = frozenset(b".@rebt{ \t")
+
+
+def _ptx_body_count(text: bytes, start: int, end: int, not_work: list[int]) -> int:
     """Working instructions between a function header and the next one (or EOF).
 
     The body runs from the first ``{`` after the parameter list to the last ``}``
     at the start of a line before the next function (embedded PTX is compacted,
-    inner blocks also close at column 0, so the last one is the body's)."""
+    inner blocks also close at column 0, so the last one is the body's): its
+    statements (``;``) less the lines in it that do no work."""
     params_end = text.find(b")", start, end)
     opening = text.find(b"{", params_end if params_end >= 0 else start, end)
     if opening < 0:
         return 0  # a declaration without a body
     closing = text.rfind(b"\n}", opening, end)
     if closing < 0:
-        closing = end
-    body = text[opening + 1 : closing + 1]
-    statements = body.count(b";")
-    not_work = sum(
-        1 for line in _PTX_LINE_CANDIDATE.findall(b"\n" + body) if _PTX_NOT_WORK.match(line)
-    )
-    return max(0, statements - not_work)
+        # No closing line: the body runs to the next header (truncated or odd PTX),
+        # counted line by line.
+        body = text[opening + 1 : end + 1]
+        lines = _PTX_LINE_CANDIDATE.findall(b"\n" + body)
+        idle = sum(1 for line in lines if _PTX_NOT_WORK.match(line))
+        return max(0, body.count(b";") - idle)
+    low, high = opening + 1, closing + 1
+    idle = bisect_left(not_work, high) - bisect_left(not_work, low)
+    # The body's first line follows the "{" (usually nothing, or a newline).
+    idle += _line_does_no_work(text, low, high)
+    return max(0, text.count(b";", low, high) - idle)
 
 
 def ptx_target(text: bytes) -> str | None:
@@ -215,11 +282,9 @@ def ptx_target(text: bytes) -> str | None:
 # CUDA 13: _GLOBAL__N__<hash>_<len>_<file>_cu_<hash>; CUDA 12 and others:
 # _INTERNAL_<hash>_<len>_<file>_cu_<hash>. <len> counts "<file>_cu".
 _TU_MARKER = re.compile(r"(?:_GLOBAL__N__|_INTERNAL_)[0-9a-f]+_(\d+)_")
-# One pattern per spelling: a literal prefix lets the regex engine skip ahead fast.
-_TU_MARKERS_BYTES = (
-    re.compile(rb"_GLOBAL__N__[0-9a-f]+_(\d+)_"),
-    re.compile(rb"_INTERNAL_[0-9a-f]+_(\d+)_"),
-)
+# Both spellings in one pass (a match of one cannot overlap one of the other: the
+# hex digits are lowercase).
+_TU_MARKER_BYTES = re.compile(rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_(\d+)_")
 
 
 def source_of(name: str) -> Iterator[str]:
@@ -258,10 +323,9 @@ def sources_in(text: bytes) -> tuple[str, ...]:
     """Source files that the names in a PTX module or a cubin's string table carry
     (every name, not only kernels: internal variables carry the file too)."""
     found: set[str] = set()
-    for marker in _TU_MARKERS_BYTES:
-        for match in marker.finditer(text):
-            length = int(match.group(1))
-            start = match.end()
-            encoded = text[start : start + length + 1]
-            found.update(_decode(encoded.decode("latin-1"), 0, length))
+    for match in _TU_MARKER_BYTES.finditer(text):
+        length = int(match.group(1))
+        start = match.end()
+        encoded = text[start : start + length + 1]
+        found.update(_decode(encoded.decode("latin-1"), 0, length))
     return tuple(sorted(found))

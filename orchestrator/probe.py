@@ -13,7 +13,7 @@ devices the driver would load one.
 
 from __future__ import annotations
 
-import mmap
+import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -22,10 +22,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from orchestrator.archs import DEVICES, ComputeCapability, Target
-from orchestrator.elf import ELF_MAGIC, Blob, BytesBlob, StreamBlob
+from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
 from orchestrator.expect import HOLLOW, PRESENT, family_kernels, is_hollow, serve
-from orchestrator.fatbin import read_library
+from orchestrator.fatbin import EntryDecoder, read_library
 from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
 
@@ -39,20 +39,36 @@ def probe(
     *,
     engine: Engine = DEFAULT_ENGINE,
     cuobjdump: Path | None = None,
+    jobs: int | None = None,
     only: Callable[[str], bool] | None = None,
 ) -> Inventory:
     """The inventory of every shared object under ``paths`` (files, wheels, dirs),
     in the order given (directories and wheels sorted by member path).
 
+    ``jobs``: processes the native engine may use for a large library (default:
+    this machine's usable CPUs; 1 reads everything in this process).
     ``only``: when given, a shared object found inside a wheel or a directory is
     read only if ``only(its file name)`` is true (``check`` skips the libraries no
     family can be in); a file named in ``paths`` is always read."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
-    for path in paths:
-        libraries.extend(probe_path(Path(path), engine=engine, cuobjdump=cuobjdump, only=only))
+    with EntryDecoder(default_probe_jobs() if jobs is None else jobs) as decoder:
+        for path in paths:
+            libraries.extend(
+                probe_path(
+                    Path(path), engine=engine, cuobjdump=cuobjdump, decoder=decoder, only=only
+                )
+            )
     return Inventory(tuple(libraries))
+
+
+def default_probe_jobs() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def probe_path(
@@ -60,12 +76,14 @@ def probe_path(
     *,
     engine: Engine = DEFAULT_ENGINE,
     cuobjdump: Path | None = None,
+    decoder: EntryDecoder | None = None,
     only: Callable[[str], bool] | None = None,
 ) -> list[Library]:
     """The libraries of one path: a shared object, a wheel or a directory."""
-    wanted = only or (lambda _name: True)
     if not path.exists():
         raise InputFileError(f"{path}: no such file or directory")
+    decoder = decoder or EntryDecoder()
+    wanted = only or (lambda _name: True)
     if path.is_dir():
         found = sorted(
             p
@@ -73,10 +91,10 @@ def probe_path(
             if _is_shared_object_name(p.name) and wanted(p.name) and p.is_file()
         )
         unique = _dedup_links(found)
-        return [_probe_file(p, str(p), engine, cuobjdump) for p in unique]
+        return [_probe_file(p, str(p), engine, cuobjdump, decoder) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
-        return _probe_wheel(path, engine, cuobjdump, wanted)
-    return [_probe_file(path, str(path), engine, cuobjdump)]
+        return _probe_wheel(path, engine, cuobjdump, decoder, wanted)
+    return [_probe_file(path, str(path), engine, cuobjdump, decoder)]
 
 
 def _is_shared_object_name(name: str) -> bool:
@@ -105,14 +123,16 @@ def _starts_with_elf(path: Path) -> bool:
         return f.read(4) == ELF_MAGIC
 
 
-def _probe_file(path: Path, label: str, engine: Engine, cuobjdump: Path | None) -> Library:
+def _probe_file(
+    path: Path, label: str, engine: Engine, cuobjdump: Path | None, decoder: EntryDecoder
+) -> Library:
     if engine == "cuobjdump":
         from orchestrator.cuobjdump import probe_file
 
         _check_elf_file(path)
         return probe_file(path, label, cuobjdump)
-    with _mapped(path) as blob:
-        return read_library(blob, label)
+    with _opened(path) as blob:
+        return read_library(blob, label, decoder)
 
 
 def _check_elf_file(path: Path) -> None:
@@ -126,22 +146,30 @@ def _check_elf_file(path: Path) -> None:
 
 
 @contextmanager
-def _mapped(path: Path) -> Iterator[Blob]:
-    """The file as a blob backed by mmap: pages are read on demand, so memory stays
-    small whatever the library's size."""
+def _opened(path: Path) -> Iterator[Blob]:
+    """The file as a blob read piece by piece (``pread``): memory stays small
+    whatever the library's size."""
     try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            if size == 0:
-                raise InputFileError(f"{path}: empty file, not an ELF shared object")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                yield BytesBlob(str(path), mapped)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise InputFileError(f"{path}: empty file, not an ELF shared object")
+        yield FileBlob(str(path), fd, size, str(path))
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def _probe_wheel(
-    path: Path, engine: Engine, cuobjdump: Path | None, wanted: Callable[[str], bool]
+    path: Path,
+    engine: Engine,
+    cuobjdump: Path | None,
+    decoder: EntryDecoder,
+    wanted: Callable[[str], bool],
 ) -> list[Library]:
     """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
     try:
@@ -158,7 +186,7 @@ def _probe_wheel(
                 members.append(info)
         for info in sorted(members, key=lambda i: i.filename):
             label = f"{path}!{info.filename}"
-            libraries.append(_probe_member(archive, info, label, engine, cuobjdump))
+            libraries.append(_probe_member(archive, info, label, engine, cuobjdump, decoder))
     return libraries
 
 
@@ -174,6 +202,7 @@ def _probe_member(
     label: str,
     engine: Engine,
     cuobjdump: Path | None,
+    decoder: EntryDecoder,
 ) -> Library:
     try:
         with ExitStack() as stack:
@@ -182,7 +211,7 @@ def _probe_member(
                 from orchestrator.cuobjdump import probe_stream
 
                 return probe_stream(stream, label, cuobjdump)
-            return read_library(StreamBlob(label, stream, info.file_size), label)
+            return read_library(StreamBlob(label, stream, info.file_size), label, decoder)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
     except Exception as exc:  # zlib.error and friends from a damaged deflate stream

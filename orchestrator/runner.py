@@ -93,10 +93,26 @@ def source_digest(source: Path) -> str:
     return digest.hexdigest()
 
 
+# Variables of this process's environment that change what a local build compiles
+# (the local backend hands its environment to CMake and nvcc; a container does not
+# see it). The recipe sets CUDA_HOME, CUDACXX, the arch variable and the job counts.
+HOST_BUILD_ENV = (
+    "CC", "CXX", "CUDAHOSTCXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CUDAFLAGS",
+    "CUDAARCHS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS", "NVCC_CCBIN", "CMAKE_ARGS",
+    "CMAKE_TOOLCHAIN_FILE", "CMAKE_PREFIX_PATH",
+)  # fmt: skip
+
+
 def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: str) -> str:
     """Everything that decides what a build produces: sources, toolchain, archs,
-    options, environment, backend, build recipe and this tool's version."""
+    options, environment (the matrix's, and for a local build the variables of
+    HOST_BUILD_ENV), backend, build recipe and this tool's version."""
     project = matrix.project
+    host_env = (
+        sorted((k, os.environ[k]) for k in HOST_BUILD_ENV if k in os.environ)
+        if cell.backend == "local"
+        else []
+    )
     parts = [
         __version__,
         source_hash,
@@ -109,6 +125,7 @@ def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: 
         repr(sorted({**project.env, **cell.spec.env}.items())),
         repr(project.artifacts),
         str(project.cmake_target),
+        repr(host_env),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -245,7 +262,8 @@ def _build_and_probe(
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
     result.artifacts = [str(a) for a in artifacts]
-    result.inventory = probe(artifacts, engine=options.engine)
+    # The cell's share of the cores, as for its build: cells probe side by side.
+    result.inventory = probe(artifacts, engine=options.engine, jobs=options.threads_per_job)
 
 
 class _NoArtifacts(KernelMatrixError):
@@ -317,7 +335,9 @@ def run_cells(
 
     with _sigterm_as_interrupt():
         executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
-        futures: dict[Future[CellResult], Cell] = {executor.submit(work, c): c for c in todo}
+        futures: dict[Future[CellResult], Cell] = {
+            executor.submit(work, c): c for c in schedule(todo)
+        }
         try:
             pending = set(futures)
             while pending:
@@ -342,6 +362,26 @@ def run_cells(
             raise
         executor.shutdown(wait=True)
     return [results[c.id] for c in cells]
+
+
+def schedule(cells: Sequence[Cell]) -> list[Cell]:
+    """The order in which cells start: longest expected build first (the LPT rule:
+    with J workers, no worker is left running one long cell alone at the end).
+    A cell's expected cost is its number of compile targets; ties keep file order.
+
+    >>> from orchestrator.archs import CudaVersion, parse_arch_list
+    >>> from orchestrator.matrix import CellSpec
+    >>> cells = [Cell(CellSpec(CudaVersion(13, 0), parse_arch_list(a)), "local")
+    ...          for a in ("9.0a", "9.0a;10.0f;12.1a", "12.0a", "10.0f;12.0f")]
+    >>> [c.id for c in schedule(cells)]
+    ['cu13.0-9.0a_10.0f_12.1a', 'cu13.0-10.0f_12.0f', 'cu13.0-9.0a', 'cu13.0-12.0a']
+    """
+    return sorted(cells, key=lambda cell: -expected_cost(cell))
+
+
+def expected_cost(cell: Cell) -> int:
+    """Compile targets of a runnable cell (0 for a cell that will not build)."""
+    return sum(len(arch.targets) for arch in cell.archs) if cell.runnable else 0
 
 
 def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:

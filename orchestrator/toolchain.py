@@ -13,6 +13,7 @@ nvvm and headers): those cells need a system toolkit (``--cuda-home``,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -64,10 +65,21 @@ class Toolchain:
 
 
 def nvcc_version(nvcc: Path) -> tuple[CudaVersion, str]:
-    """Ask a real nvcc for its version: ``(13.0, "13.0.88")``."""
+    """Ask a real nvcc for its version: ``(13.0, "13.0.88")``. Asked once per file
+    and process (planning and every cell look at the same system toolkits); a
+    replaced file (other inode, size or mtime) is asked again."""
+    try:
+        info = Path(nvcc).stat()
+    except OSError as exc:
+        raise ToolchainError(f"{nvcc}: cannot run nvcc --version: {exc}") from None
+    return _nvcc_version(str(nvcc), info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _nvcc_version(nvcc: str, inode: int, size: int, mtime_ns: int) -> tuple[CudaVersion, str]:
     try:
         out = subprocess.run(
-            [str(nvcc), "--version"], capture_output=True, text=True, timeout=60, check=True
+            [nvcc, "--version"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise ToolchainError(f"{nvcc}: cannot run nvcc --version: {exc}") from None

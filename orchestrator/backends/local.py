@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 from orchestrator import toolchain
+from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
 from orchestrator.build import BuildPaths, file_api_query, recipe, run_logged, run_recipe
 from orchestrator.errors import ToolchainError
@@ -20,12 +22,25 @@ class LocalBackend:
     def __init__(self, matrix: Matrix, *, cuda_homes: list[Path]) -> None:
         self.matrix = matrix
         self.cuda_homes = cuda_homes
+        self._lock = threading.Lock()
+        self._cuda_locks: dict[CudaVersion, threading.Lock] = {}
+        self._resolved: dict[CudaVersion, toolchain.Toolchain] = {}
 
     def _toolchain(self, cell: Cell) -> toolchain.Toolchain:
-        found = toolchain.resolve(cell.cuda, self.cuda_homes)
-        if found is None:
-            raise ToolchainError(toolchain.unavailable_remedy(cell.cuda))
-        return found
+        """The toolchain of the cell's CUDA version, resolved once per run (it may be
+        installed, and system toolkits are asked their version), not for each cell's
+        cache key and again for its build."""
+        with self._lock:
+            if cell.cuda in self._resolved:
+                return self._resolved[cell.cuda]
+            lock = self._cuda_locks.setdefault(cell.cuda, threading.Lock())
+        with lock:
+            if cell.cuda not in self._resolved:
+                found = toolchain.resolve(cell.cuda, self.cuda_homes)
+                if found is None:
+                    raise ToolchainError(toolchain.unavailable_remedy(cell.cuda))
+                self._resolved[cell.cuda] = found
+            return self._resolved[cell.cuda]
 
     def toolchain_key(self, cell: Cell) -> str:
         return self._toolchain(cell).describe()

@@ -1,0 +1,47 @@
+"""Every benchmark, with the settings BENCHMARKS.md records:
+
+    python benchmarks/run_all.py [--append] [--quick] [--note TEXT]
+    nox -s bench                       # the same, figures appended to BENCHMARKS.md
+
+1. probe: native vs ``cuobjdump --dump-elf-symbols`` on the largest library of the
+   newest cached vLLM wheel, vLLM 0.19.0's ``_C.abi3.so`` (462 MB: peak memory) and
+   0.33.0's ``_C_stable_libtorch.abi3.so`` (also against the cuobjdump engine, which
+   yields the same inventory);
+2.-4. matrix: orchestration overhead (J=1), scheduling (J=1, J=2) and the result
+   cache on the default matrix.
+
+Takes about 20 minutes on 2 cores (``--quick``: about 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    common = ["--append"] if args.append else []
+    if args.note:
+        common += ["--note", args.note]
+    probe = [str(HERE / "bench_probe.py"), "--runs", "3" if args.quick else "5"]
+    probe += ["--check", "_C_stable_libtorch.abi3.so"]
+    matrix = [str(HERE / "bench_matrix.py"), "--repeats", "1" if args.quick else "3"]
+    for command in (probe, matrix):
+        print("$", " ".join(["python", *command, *common]), flush=True)
+        subprocess.run([sys.executable, *command, *common], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
