@@ -70,12 +70,14 @@ class Workspace:
     def write_matrix(self) -> None:
         self.matrix.write_text(yaml.safe_dump(self.data, sort_keys=False))
 
-    def run(self, name: str, jobs: int, *, timed: bool = False) -> dict[str, Any]:
+    def run(
+        self, name: str, jobs: int, *, timed: bool = False, tier: str = "build"
+    ) -> dict[str, Any]:
         """One ``kernel-matrix run``; its wall time and its cells' results."""
         out = self.root / f"out-{name}"
         build = self.root / f"build-{name}"
         argv = ["run", str(self.matrix), "--out", str(out), "--build-dir", str(build)]
-        argv += ["--jobs", str(jobs)]
+        argv += ["--jobs", str(jobs), "--tier", tier]
         stages = self.root / f"stages-{name}.json"
         if timed:
             command = [sys.executable, str(TIMED_RUN), str(stages), *argv]
@@ -115,6 +117,12 @@ class Workspace:
             "compiling_edited": compiling,
             "build_s": sum(c["build_s"] for c in cells if not c["cached"]),
             "durations": [c["duration_s"] for c in cells],
+            "verdicts": {
+                c["cell"]["id"]: sorted(
+                    (v["family"], v["device"], v["status"]) for v in c["verdicts"]
+                )
+                for c in cells
+            },
             "load": (load_before, os.getloadavg()[0]),
         }
         if timed and stages.is_file():

@@ -37,7 +37,8 @@ def main() -> int:
     probe = [str(HERE / "bench_probe.py"), "--runs", "3" if args.quick else "5"]
     probe += ["--check", "_C_stable_libtorch.abi3.so"]
     matrix = [str(HERE / "bench_matrix.py"), "--repeats", "1" if args.quick else "3"]
-    for command in (probe, matrix):
+    configure = [str(HERE / "bench_configure.py"), "--repeats", "1" if args.quick else "3"]
+    for command in (probe, matrix, configure):
         print("$", " ".join(["python", *command, *common]), flush=True)
         subprocess.run([sys.executable, *command, *common], check=True)
     return 0
