@@ -115,9 +115,9 @@ def is_elf(head: bytes | memoryview) -> bool:
 def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
     """The ELF header and section table of ``blob`` (ELF64 little-endian only);
     ``names=False`` skips decoding section names (a cubin needs none)."""
-    ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
-    if bytes(ident[:4]) != ELF_MAGIC:
+    if bytes(blob.read(0, min(4, blob.size))) != ELF_MAGIC:
         raise InputFileError(f"{blob.name}: not an ELF file (no ELF magic)")
+    ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
     if ident[4] != ELFCLASS64 or ident[5] != ELFDATA2LSB:
         raise InputFileError(
             f"{blob.name}: unsupported ELF class/encoding ({ident[4]}/{ident[5]}); "

@@ -58,6 +58,9 @@ def probe_path(
         raise InputFileError(f"{path}: no such file or directory")
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file())
+        if not found:
+            # Probing nothing must not look like a clean probe.
+            raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
         unique = _dedup_links(found)
         return [_probe_file(p, str(p), engine, cuobjdump) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
