@@ -123,12 +123,27 @@ class ProcessRegistry:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._stoppers: set[Callable[[], None]] = set()
+        # After kill_all, until reopen: a build thread that starts its next step a
+        # moment after Ctrl-C must not get a process that nobody will stop.
+        self._closed = False
+
+    def reopen(self) -> None:
+        """Accept new processes again (a new run starts)."""
+        with self._lock:
+            self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @contextlib.contextmanager
     def track(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
         with self._lock:
             self._procs.add(proc)
+            closed = self._closed
         try:
+            if closed:
+                kill_tree(proc)
             yield
         finally:
             with self._lock:
@@ -139,14 +154,19 @@ class ProcessRegistry:
         """While inside, ``kill_all`` also calls ``stop`` (it must not raise)."""
         with self._lock:
             self._stoppers.add(stop)
+            closed = self._closed
         try:
+            if closed:
+                stop()
             yield
         finally:
             with self._lock:
                 self._stoppers.discard(stop)
 
     def kill_all(self) -> None:
+        """Stop every build process and container, and any started from now on."""
         with self._lock:
+            self._closed = True
             procs = list(self._procs)
             stoppers = list(self._stoppers)
         for proc in procs:
@@ -162,12 +182,102 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """Stop a process and everything it started (its process group)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
+    # Whatever of the group outlived its leader (a compiler ignoring SIGTERM) goes too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+# --- processes left by a killed run ----------------------------------------------------
+
+# Every build process (and all it starts: they inherit the environment) carries the
+# build directory and the pid of the kernel-matrix that started it. A run killed
+# with SIGKILL cannot stop its builds; the next run (``--resume``) finds them by this
+# mark in /proc and stops them before it builds in the same directory again.
+BUILD_DIR_ENV = "KERNEL_MATRIX_BUILD_DIR"
+OWNER_ENV = "KERNEL_MATRIX_OWNER_PID"
+
+
+def ownership_env(build_dir: Path) -> dict[str, str]:
+    """The environment marks of a build this process runs in ``build_dir``."""
+    return {BUILD_DIR_ENV: str(build_dir.absolute()), OWNER_ENV: str(os.getpid())}
+
+
+def processes_building_in(build_dir: Path) -> dict[int, int]:
+    """``{pid: owner pid}`` of every live process marked as building in ``build_dir``
+    (Linux /proc; elsewhere, and for processes we may not read, nothing)."""
+    wanted = f"{BUILD_DIR_ENV}={build_dir.absolute()}".encode()
+    found: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if wanted not in environ:
+            continue
+        owner = next((v for v in environ if v.startswith(f"{OWNER_ENV}=".encode())), b"=0")
+        try:
+            found[int(name)] = int(owner.split(b"=", 1)[1])
+        except ValueError:
+            found[int(name)] = 0
+    return found
+
+
+def _is_kernel_matrix(pid: int) -> bool:
+    """Whether ``pid`` is a live kernel-matrix process (not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except OSError:
+        return False
+    return b"orchestrator" in cmdline or b"kernel-matrix" in cmdline
+
+
+def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
+    """Stop the processes that a killed kernel-matrix left building in ``build_dir``,
+    so that two builds never write one tree. A live owner is another run using
+    the same build directory: that is refused, not killed."""
+    found = processes_building_in(build_dir)
+    owners = {owner for owner in found.values() if owner != os.getpid()}
+    for owner in owners:
+        if _is_kernel_matrix(owner):
+            raise BuildError(
+                f"{build_dir} is being built by another kernel-matrix run (pid {owner}); "
+                "give this run its own --build-dir"
+            )
+    leftovers = [pid for pid, owner in found.items() if owner != os.getpid()]
+    if not leftovers:
+        return
+    log.write(
+        f"# kernel-matrix: stopping {len(leftovers)} processes that a killed run "
+        f"(pid {', '.join(map(str, sorted(owners)))}) left building here\n".encode()
+    )
+    log.flush()
+    for pid in leftovers:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in leftovers):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def run_logged(
