@@ -28,6 +28,9 @@ from orchestrator.plan import Cell
 # and the sample extension's).
 SKIP_LINE = re.compile(r"\bnot building\b|\bskipping\b.*\b(kernels?|archs?)\b", re.IGNORECASE)
 WARNING_LINE = re.compile(r"\bwarning\b", re.IGNORECASE)
+# The first line that says why a build failed: a compiler's "file(1): error: ...",
+# "fatal error:", "CMake Error at ...".
+ERROR_LINE = re.compile(r"\b(error|fatal)\b\s*:|^CMake Error\b", re.IGNORECASE)
 MAX_WARNINGS_KEPT = 50
 
 
@@ -323,6 +326,7 @@ class LogFindings:
     skip_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_lines: list[str] = field(default_factory=list)
+    first_error: str | None = None
 
 
 def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
@@ -335,6 +339,12 @@ def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
         for raw in handle:
             line = raw.rstrip("\n")
             text = line.lstrip("- ").strip()
+            if (
+                findings.first_error is None
+                and not line.startswith("$ ")  # the command line, as logged
+                and ERROR_LINE.search(text)
+            ):
+                findings.first_error = text[:300]
             if SKIP_LINE.search(text) and text not in findings.skip_lines:
                 findings.skip_lines.append(text)
             elif WARNING_LINE.search(text) and len(findings.warnings) < MAX_WARNINGS_KEPT:

@@ -30,6 +30,7 @@ from orchestrator.build import PROCESSES, collect_artifacts, scan_log
 from orchestrator.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    BuildError,
     Interrupted,
     KernelMatrixError,
 )
@@ -164,8 +165,11 @@ def run_cell(
     except (KernelMatrixError, OSError) as exc:
         # OSError: this machine (a full disk, a directory we may not write), not a bug.
         reason = str(exc) if isinstance(exc, KernelMatrixError) else _os_error(exc)
+        findings = scan_log(log_path)
+        if isinstance(exc, BuildError) and findings.first_error:
+            reason += f": {findings.first_error}"  # the compiler's own words
         result.status, result.reason = ERROR, reason
-        result.log_tail = scan_log(log_path).last_lines
+        result.log_tail = findings.last_lines
         if STOP.is_set():
             result.status, result.reason = NOT_RUN, "interrupted before the cell finished"
     else:
