@@ -133,6 +133,7 @@ def cache_path(key: str, tier: str) -> Path:
 
 
 STOP = threading.Event()
+NOT_STARTED = "the run stopped before this cell ran"
 
 
 def run_cell(
@@ -365,11 +366,12 @@ def run_cells(
             todo.append(cell)
 
     def work(cell: Cell, source_hash: str) -> CellResult:
-        if STOP.is_set():
-            return CellResult(cell=cell.to_json(), status=NOT_RUN, reason="interrupted")
-        if cell.runnable:
-            on_start(cell)
-        result = run_cell(matrix, cell, backend, options, source_hash)
+        if STOP.is_set():  # a queued cell that a free thread picked up after the stop
+            result = CellResult(cell=cell.to_json(), status=NOT_RUN, reason=NOT_STARTED)
+        else:
+            if cell.runnable:
+                on_start(cell)
+            result = run_cell(matrix, cell, backend, options, source_hash)
         result.write(options.out_dir)
         return result
 
@@ -424,9 +426,7 @@ def _stop(
             results[cell.id] = future.result()
     for cell in todo:
         if cell.id not in results:
-            stub = CellResult(
-                cell=cell.to_json(), status=NOT_RUN, reason="the run stopped before this cell ran"
-            )
+            stub = CellResult(cell=cell.to_json(), status=NOT_RUN, reason=NOT_STARTED)
             with contextlib.suppress(KernelMatrixError):  # (a full disk: resume rebuilds it)
                 stub.write(options.out_dir)
             results[cell.id] = stub
