@@ -124,7 +124,7 @@ class ProcessRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._procs: dict[subprocess.Popen[bytes], str | None] = {}
         self._stoppers: set[Callable[[], None]] = set()
         # After kill_all, until reopen: a build thread that starts its next step a
         # moment after Ctrl-C must not get a process that nobody will stop.
@@ -140,17 +140,19 @@ class ProcessRegistry:
         return self._closed
 
     @contextlib.contextmanager
-    def track(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    def track(self, proc: subprocess.Popen[bytes], build_dir: str | None = None) -> Iterator[None]:
+        """While inside, ``kill_all`` stops ``proc`` and all it started (``build_dir``:
+        the ``BUILD_DIR_ENV`` mark its processes carry, see :func:`kill_tree`)."""
         with self._lock:
-            self._procs.add(proc)
+            self._procs[proc] = build_dir
             closed = self._closed
         try:
             if closed:
-                kill_tree(proc)
+                kill_tree(proc, build_dir)
             yield
         finally:
             with self._lock:
-                self._procs.discard(proc)
+                self._procs.pop(proc, None)
 
     @contextlib.contextmanager
     def track_stopper(self, stop: Callable[[], None]) -> Iterator[None]:
@@ -170,10 +172,10 @@ class ProcessRegistry:
         """Stop every build process and container, and any started from now on."""
         with self._lock:
             self._closed = True
-            procs = list(self._procs)
+            procs = list(self._procs.items())
             stoppers = list(self._stoppers)
-        for proc in procs:
-            kill_tree(proc)
+        for proc, build_dir in procs:
+            kill_tree(proc, build_dir)
         for stop in stoppers:
             stop()
 
@@ -181,16 +183,61 @@ class ProcessRegistry:
 PROCESSES = ProcessRegistry()
 
 
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process and everything it started (its process group)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
+def kill_tree(proc: subprocess.Popen[bytes], build_dir: str | None = None) -> None:
+    """Stop a process and everything it started, and return only when all of it is
+    gone: a run that says it stopped leaves nothing building behind.
+
+    Everything it started is its process group -- and, since a process can leave the
+    group (ninja runs each command in a group of its own, so a SIGKILLed ninja leaves
+    its compilers running), every process that carries this process's mark for
+    ``build_dir`` (:func:`ownership_env`). SIGTERM first; after 10 s, SIGKILL."""
+
+    def members() -> set[int]:
+        found = set(_group_members(proc.pid))
+        if build_dir:
+            found |= {pid for pid, owner in _marked(build_dir).items() if owner == os.getpid()}
+        return found
+
+    _signal(proc.pid, members(), signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    # Whatever of the group outlived its leader (a compiler ignoring SIGTERM) goes too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = members()
+        if not left and proc.poll() is not None:
+            break
+        _signal(proc.pid, left, signal.SIGKILL)
+        time.sleep(0.02)
     proc.wait()
+
+
+def _signal(pgid: int, pids: set[int], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (Linux /proc; zombies, which only
+    wait for their parent to reap them, do not count; elsewhere: none known)."""
+    members: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
 
 
 # --- processes left by a killed run ----------------------------------------------------
@@ -211,7 +258,11 @@ def ownership_env(build_dir: Path) -> dict[str, str]:
 def processes_building_in(build_dir: Path) -> dict[int, int]:
     """``{pid: owner pid}`` of every live process marked as building in ``build_dir``
     (Linux /proc; elsewhere, and for processes we may not read, nothing)."""
-    wanted = f"{BUILD_DIR_ENV}={build_dir.absolute()}".encode()
+    return _marked(str(build_dir.absolute()))
+
+
+def _marked(build_dir: str) -> dict[int, int]:
+    wanted = f"{BUILD_DIR_ENV}={build_dir}".encode()
     found: dict[int, int] = {}
     try:
         entries = os.listdir("/proc")
@@ -307,15 +358,14 @@ def run_logged(
         )
     except OSError as exc:
         raise BuildError(f"cannot run {argv[0]}: {exc}") from None
-    with PROCESSES.track(proc):
+    build_dir = env.get(BUILD_DIR_ENV)
+    with PROCESSES.track(proc, build_dir):
         try:
-            return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            kill_tree(proc)
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:  # the deadline, or anything else: nothing goes on building
+            kill_tree(proc, build_dir)
             raise
-        except BaseException:
-            kill_tree(proc)
-            raise
+    return status
 
 
 # --- reading the log ------------------------------------------------------------------
