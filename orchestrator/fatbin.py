@@ -247,6 +247,15 @@ def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
     where = f"{name}: {entry.target.name} entry at offset {entry.payload_offset}"
     if entry.flags & FLAG_ZSTD:
         try:
+            # The frame's own content size, when it has one, is what the decompressor
+            # allocates (max_output_size does not bound it): it must be the header's.
+            # (Found by fuzz/fuzz_fatbin.py: a frame claiming 9e18 bytes, MemoryError.)
+            claimed = zstandard.get_frame_parameters(raw).content_size
+            if claimed not in (zstandard.CONTENTSIZE_UNKNOWN, entry.uncompressed_size):
+                raise InputFileError(
+                    f"{where}: corrupt zstd payload: the frame says {claimed} bytes, "
+                    f"the entry header {entry.uncompressed_size}"
+                )
             data = zstandard.ZstdDecompressor().decompress(
                 raw, max_output_size=entry.uncompressed_size
             )

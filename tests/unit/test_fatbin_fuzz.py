@@ -4,7 +4,9 @@ and quickly (every loop is bounded by the data size)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import (
@@ -79,3 +81,15 @@ def test_truncated_libraries(cut: int) -> None:
 @given(st.binary(max_size=512))
 def test_random_bytes(data: bytes) -> None:
     run(b"\x7fELF\x02\x01\x01" + data)
+
+
+REGRESSIONS = sorted((Path(__file__).parent / "fuzz_regressions").glob("*"))
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
+def test_inputs_the_atheris_fuzzer_found(path: Path) -> None:
+    """Each file once crashed the reader under ``fuzz/fuzz_fatbin.py``; now it is one
+    InputFileError (``run`` also bounds the time)."""
+    with pytest.raises(InputFileError):
+        read_library(BytesBlob(path.name, path.read_bytes()), path.name)
+    run(path.read_bytes())
