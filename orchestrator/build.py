@@ -168,10 +168,11 @@ class ProcessRegistry:
             with self._lock:
                 self._stoppers.discard(stop)
 
-    def kill_all(self) -> None:
-        """Stop every build process and container, and any started from now on."""
+    def kill_all(self, *, close: bool = False) -> None:
+        """Stop every build process and container; with ``close``, also any started
+        from now on, until :meth:`reopen`."""
         with self._lock:
-            self._closed = True
+            self._closed = self._closed or close
             procs = list(self._procs.items())
             stoppers = list(self._stoppers)
         for proc, build_dir in procs:
@@ -286,7 +287,7 @@ def _marked(build_dir: str) -> dict[int, int]:
     return found
 
 
-def _is_kernel_matrix(pid: int) -> bool:
+def is_kernel_matrix(pid: int) -> bool:
     """Whether ``pid`` is a live kernel-matrix process (not a reused pid)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -301,14 +302,15 @@ def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
     so that two builds never write one tree. A live owner is another run using
     the same build directory: that is refused, not killed."""
     found = processes_building_in(build_dir)
-    owners = {owner for owner in found.values() if owner != os.getpid()}
+    live = {os.getpid()}
+    owners = {owner for owner in found.values() if owner not in live}
     for owner in owners:
-        if _is_kernel_matrix(owner):
+        if is_kernel_matrix(owner):
             raise BuildError(
                 f"{build_dir} is being built by another kernel-matrix run (pid {owner}); "
                 "give this run its own --build-dir"
             )
-    leftovers = [pid for pid, owner in found.items() if owner != os.getpid()]
+    leftovers = [pid for pid, owner in found.items() if owner not in live]
     if not leftovers:
         return
     log.write(
@@ -316,22 +318,15 @@ def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
         f"(pid {', '.join(map(str, sorted(owners)))}) left building here\n".encode()
     )
     log.flush()
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for pid in leftovers):
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+    while leftovers and time.monotonic() < deadline:
+        for pid in leftovers:  # (a dying parent may still start one more: scan again)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+        leftovers = [
+            pid for pid, owner in processes_building_in(build_dir).items() if owner not in live
+        ]
 
 
 def run_logged(

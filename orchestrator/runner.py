@@ -419,8 +419,9 @@ def _stop(
     """Stop every build, wait for the cell threads, and write each unfinished cell
     as not-run (a finished one keeps the result it wrote)."""
     STOP.set()
-    PROCESSES.kill_all()
+    PROCESSES.kill_all(close=True)
     executor.shutdown(wait=True, cancel_futures=True)
+    PROCESSES.reopen()  # every cell thread has ended
     for future, cell in futures.items():
         if future.done() and not future.cancelled() and future.exception() is None:
             results[cell.id] = future.result()
