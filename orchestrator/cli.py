@@ -90,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runner import (
         RunOptions,
         default_jobs,
+        kept_on_resume,
         latest_run_dir,
         new_run_id,
     )
@@ -122,8 +123,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         configure_only=args.tier == "configure",
     )
     out = console()
+    kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
     out.print(
-        f"kernel-matrix: {len(cells)} cells ({runnable} to run, {len(cells) - runnable} skipped), "
+        f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
+        + (f"{kept} finished earlier and kept, " if args.resume else "")
+        + f"{len(cells) - runnable} skipped), "
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
     )
     backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)

@@ -444,6 +444,18 @@ def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:
         previous = load_cell_result(path)
     except KernelMatrixError:
         return None
-    if previous.status in FINAL_STATUSES and previous.cell.get("archs") == cell.to_json()["archs"]:
+    if previous.status in FINAL_STATUSES and _same_cell(previous.cell, cell.to_json()):
         return previous
     return None
+
+
+def _same_cell(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """The same cell: CUDA, archs, backend, options and environment (a changed
+    CMake option in the matrix means the earlier result no longer applies)."""
+    keys = ("cuda", "archs", "backend", "cmake_options", "env")
+    return all(before.get(key) == now.get(key) for key in keys)
+
+
+def kept_on_resume(options: RunOptions, cells: Sequence[Cell]) -> list[str]:
+    """The cells whose finished result ``--resume`` keeps (none without it)."""
+    return [cell.id for cell in cells if _previous_result(options, cell) is not None]
