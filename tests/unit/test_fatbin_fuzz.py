@@ -1,5 +1,10 @@
 """Fuzzing the native reader: whatever the bytes, it returns or raises InputFileError,
-and quickly (every loop is bounded by the data size)."""
+and quickly (every loop is bounded by the data size).
+
+These few hundred examples run in CI; ``fuzz/fuzz_fatbin.py`` (atheris, coverage
+guided; ``nox -s fuzz``) runs for as long as one likes, and every input it ever
+crashed on is kept in ``fuzz_regressions/`` and replayed here. BENCHMARKS.md
+records how many inputs its runs tried."""
 
 from __future__ import annotations
 
