@@ -18,12 +18,17 @@ above it is reported too).
 (zstd cubins and PTX, LZ4 with ``--compress-mode=speed``) wrapped in small host
 ELFs; ``--make-corpus`` adds hand-made ones (``tests/unit/synth.py``): every entry
 kind, both compressions, several containers, an ELF without device code.
-Findings and what a run tried are recorded in BENCHMARKS.md.
+With ``KERNEL_MATRIX_FUZZ=wheel`` the input is a whole wheel given to ``probe``
+(seeds: ``--make-corpus`` writes stored, deflated and LZMA wheels of those
+libraries). Findings and what the runs tried are recorded in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import atheris
@@ -32,13 +37,22 @@ with atheris.instrument_imports(include=["orchestrator"]):
     from orchestrator.elf import BytesBlob
     from orchestrator.errors import InputFileError
     from orchestrator.fatbin import read_library
+    from orchestrator.probe import probe_path
 
 HERE = Path(__file__).resolve().parent
+# KERNEL_MATRIX_FUZZ=wheel: the bytes are a whole wheel (zip) given to ``probe``,
+# which reads its members in place (zipfile + the same reader).
+WHEEL = os.environ.get("KERNEL_MATRIX_FUZZ") == "wheel"
+WHEEL_PATH = Path(tempfile.mkdtemp(prefix="fuzz-wheel-")) / "pkg-1.0-py3-none-any.whl"
 
 
 def test_one_input(data: bytes) -> None:
     try:
-        read_library(BytesBlob("fuzz.so", data), "fuzz.so")
+        if WHEEL:
+            WHEEL_PATH.write_bytes(data)
+            probe_path(WHEEL_PATH)
+        else:
+            read_library(BytesBlob("fuzz.so", data), "fuzz.so")
     except InputFileError as exc:
         if "\n" in str(exc):
             raise AssertionError(f"a multi-line error: {exc!r}") from None
@@ -91,9 +105,18 @@ def make_corpus(target: Path) -> None:
         ],
     }
     target.mkdir(parents=True, exist_ok=True)
-    for name, containers in seeds.items():
-        (target / f"synth-{name}.so").write_bytes(build_shared_object(containers))
-    (target / "synth-no-fatbin.so").write_bytes(build_shared_object([], with_fatbin=False))
+    libraries = {f"synth-{n}.so": build_shared_object(c) for n, c in seeds.items()}
+    libraries["synth-no-fatbin.so"] = build_shared_object([], with_fatbin=False)
+    if not WHEEL:
+        for name, data in libraries.items():
+            (target / name).write_bytes(data)
+        return
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA):
+        with zipfile.ZipFile(target / f"wheel-{method}.whl", "w", compression=method) as zf:
+            zf.writestr("pkg/__init__.py", "")
+            for name, data in libraries.items():
+                zf.writestr(f"pkg/{name}", data)
+            zf.writestr("pkg-1.0.dist-info/RECORD", "")
 
 
 def seed_from_library(library: Path, target: Path) -> None:

@@ -13,8 +13,11 @@ devices the driver would load one.
 
 from __future__ import annotations
 
+import lzma
 import mmap
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -133,7 +136,7 @@ def _probe_wheel(path: Path, engine: Engine, cuobjdump: Path | None) -> list[Lib
     """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise InputFileError(f"{path}: not a readable wheel (zip): {exc}") from None
     libraries = []
     with archive:
@@ -154,6 +157,21 @@ def _check_member_name(wheel: Path, name: str) -> None:
         raise InputFileError(f"{wheel}: unsafe member path '{name}' (zip-slip); refusing the wheel")
 
 
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+# What reading a damaged zip raises: zipfile's own errors, and its decompressors'
+# (deflate: zlib.error; LZMA: LZMAError, found by fuzz/fuzz_fatbin.py; bzip2: OSError).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,  # UnicodeDecodeError of a member name too
+    NotImplementedError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+
 def _probe_member(
     archive: zipfile.ZipFile,
     info: zipfile.ZipInfo,
@@ -161,6 +179,13 @@ def _probe_member(
     engine: Engine,
     cuobjdump: Path | None,
 ) -> Library:
+    # What zipfile refuses with NotImplementedError / RuntimeError (a traceback before).
+    if info.flag_bits & 0x1:
+        raise InputFileError(f"{label}: encrypted wheel member; wheels are never encrypted")
+    if info.compress_type not in ZIP_METHODS:
+        raise InputFileError(
+            f"{label}: corrupt wheel member: unknown compression method {info.compress_type}"
+        )
     try:
         with ExitStack() as stack:
             stream = stack.enter_context(archive.open(info))
@@ -169,12 +194,8 @@ def _probe_member(
 
                 return probe_stream(stream, label, cuobjdump)
             return read_library(StreamBlob(label, stream, info.file_size), label)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-    except Exception as exc:  # zlib.error and friends from a damaged deflate stream
-        if type(exc).__module__ in ("zlib", "zipfile"):
-            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-        raise
 
 
 # --- kernel families ----------------------------------------------------------------

@@ -31,6 +31,7 @@ from synth import (
 from orchestrator.elf import BytesBlob
 from orchestrator.errors import InputFileError
 from orchestrator.fatbin import read_library
+from orchestrator.probe import probe_path
 
 SEED = build_shared_object(
     [
@@ -93,8 +94,14 @@ REGRESSIONS = sorted((Path(__file__).parent / "fuzz_regressions").glob("*"))
 
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
 def test_inputs_the_atheris_fuzzer_found(path: Path) -> None:
-    """Each file once crashed the reader under ``fuzz/fuzz_fatbin.py``; now it is one
+    """Each file once crashed the reader (``.so``) or ``probe`` of a wheel (``.whl``)
+    under ``fuzz/fuzz_fatbin.py``, or was made by hand like one; now it is one
     InputFileError (``run`` also bounds the time)."""
+    if path.suffix == ".whl":
+        with pytest.raises(InputFileError) as caught:
+            probe_path(path)
+        assert "\n" not in str(caught.value)
+        return
     with pytest.raises(InputFileError):
         read_library(BytesBlob(path.name, path.read_bytes()), path.name)
     run(path.read_bytes())
