@@ -46,6 +46,7 @@ from orchestrator.cli import main
 
 EXIT_USAGE, EXIT_INFRA = 2, 3
 REPO = Path(__file__).resolve().parents[2]
+REGRESSIONS = Path(__file__).resolve().parent / "fuzz_regressions"
 Maker = Callable[[Path], None]
 
 # --- inputs ---------------------------------------------------------------------------
@@ -360,6 +361,24 @@ CATALOGUE: dict[str, Case] = {
         wheel(("/tmp/evil.so", GOOD)),
         2,
         "unsafe member path '/tmp/evil.so'",
+    ),
+    "probe: wheel with an encrypted member": Case(
+        ("probe", "{tmp}/x.whl"),
+        files(**{"x.whl": (REGRESSIONS / "encrypted-member.whl").read_bytes()}),
+        2,
+        "{tmp}/x.whl!pkg/_C.so: encrypted wheel member",
+    ),
+    "probe: wheel member of an unknown compression": Case(
+        ("probe", "{tmp}/x.whl"),
+        files(**{"x.whl": (REGRESSIONS / "compression-method-99.whl").read_bytes()}),
+        2,
+        "unknown compression method 99",
+    ),
+    "probe: wheel member with a corrupt LZMA stream": Case(
+        ("probe", "{tmp}/x.whl"),
+        files(**{"x.whl": (REGRESSIONS / "lzma-member-corrupt.whl").read_bytes()}),
+        2,
+        "corrupt wheel member: Corrupt input data",
     ),
     "probe: wheel that is not a zip": Case(
         ("probe", "{tmp}/x.whl"), files(**{"x.whl": b"PK\x03\x04junk"}), 2, "not a readable wheel"
