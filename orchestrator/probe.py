@@ -152,6 +152,8 @@ def _probe_wheel(path: Path, engine: Engine, cuobjdump: Path | None) -> list[Lib
 
 
 def _check_member_name(wheel: Path, name: str) -> None:
+    if not name:  # (zipfile's own is_dir() fails on it: found by fuzz/fuzz_fatbin.py)
+        raise InputFileError(f"{wheel}: corrupt wheel: a member without a name")
     member = PurePosixPath(name.replace("\\", "/"))
     if member.is_absolute() or ".." in member.parts or (name[1:2] == ":"):
         raise InputFileError(f"{wheel}: unsafe member path '{name}' (zip-slip); refusing the wheel")
