@@ -288,3 +288,24 @@ def test_workflows_pass_only_options_that_exist(workflow: tuple[Path, dict[Any, 
                     checked += 1
     if any("kernel-matrix" in s.get("run", "") for s in steps(data)):
         assert checked
+
+
+def test_build_containers_are_unprivileged_and_run_as_the_invoking_user(tmp_path: Path) -> None:
+    """The options themselves are checked against a fake engine in
+    test_docker_engine.py; here: the defaults that decide them."""
+    import os
+
+    from orchestrator.backends.container import Engine
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.matrix import load_matrix
+
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        f"project: {{source: {REPO / 'examples/sample_ext'}}}\ncuda: ['13.0']\n"
+        f"archs: ['9.0a']\nfamilies: {REPO / 'examples/sample_ext/families.yaml'}\n"
+    )
+    backend = DockerBackend(load_matrix(matrix), engine=Engine.__new__(Engine))
+    assert backend.user == (os.getuid(), os.getgid())
+    container = (PACKAGE / "backends" / "container.py").read_text()
+    for option in ('"privileged": False', '"cap_drop": ["ALL"]', '"no-new-privileges"'):
+        assert option in container
