@@ -7,6 +7,7 @@ nox -s probe -- PATH...    inventory of built libraries or wheels
 nox -s tests               unit + integration tests (what CI runs)
 nox -s lint                ruff + mypy
 nox -s bench               benchmarks, figures appended to BENCHMARKS.md (about 20 min)
+nox -s fuzz -- -max_total_time=1200   fuzz the native fatbin reader (atheris)
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests (integration tests compile real CUDA code)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the native fatbin/ELF reader with atheris (default 10 minutes; libFuzzer
+    options after --). A crash is written to fuzz/artifacts/ and fails the session."""
+    _install(session, "test")
+    session.install("atheris")
+    os.makedirs("fuzz/artifacts", exist_ok=True)
+    session.run("python", "fuzz/fuzz_fatbin.py", "--make-corpus", "fuzz/corpus-run")
+    session.run(
+        "python", "fuzz/fuzz_fatbin.py", "fuzz/corpus-run", "fuzz/seeds",
+        "tests/unit/fuzz_regressions", "-rss_limit_mb=1024", "-timeout=5",
+        "-artifact_prefix=fuzz/artifacts/", "-print_final_stats=1",
+        *(session.posargs or ["-max_total_time=600"]),
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

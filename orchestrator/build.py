@@ -28,6 +28,9 @@ from orchestrator.plan import Cell
 # and the sample extension's).
 SKIP_LINE = re.compile(r"\bnot building\b|\bskipping\b.*\b(kernels?|archs?)\b", re.IGNORECASE)
 WARNING_LINE = re.compile(r"\bwarning\b", re.IGNORECASE)
+# The first line that says why a build failed: a compiler's "file(1): error: ...",
+# "fatal error:", "CMake Error at ...".
+ERROR_LINE = re.compile(r"\b(error|fatal)\b\s*:|^CMake Error\b", re.IGNORECASE)
 MAX_WARNINGS_KEPT = 50
 
 
@@ -164,36 +167,59 @@ class ProcessRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._procs: dict[subprocess.Popen[bytes], str | None] = {}
         self._stoppers: set[Callable[[], None]] = set()
+        # After kill_all, until reopen: a build thread that starts its next step a
+        # moment after Ctrl-C must not get a process that nobody will stop.
+        self._closed = False
+
+    def reopen(self) -> None:
+        """Accept new processes again (a new run starts)."""
+        with self._lock:
+            self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @contextlib.contextmanager
-    def track(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    def track(self, proc: subprocess.Popen[bytes], build_dir: str | None = None) -> Iterator[None]:
+        """While inside, ``kill_all`` stops ``proc`` and all it started (``build_dir``:
+        the ``BUILD_DIR_ENV`` mark its processes carry, see :func:`kill_tree`)."""
         with self._lock:
-            self._procs.add(proc)
+            self._procs[proc] = build_dir
+            closed = self._closed
         try:
+            if closed:
+                kill_tree(proc, build_dir)
             yield
         finally:
             with self._lock:
-                self._procs.discard(proc)
+                self._procs.pop(proc, None)
 
     @contextlib.contextmanager
     def track_stopper(self, stop: Callable[[], None]) -> Iterator[None]:
         """While inside, ``kill_all`` also calls ``stop`` (it must not raise)."""
         with self._lock:
             self._stoppers.add(stop)
+            closed = self._closed
         try:
+            if closed:
+                stop()
             yield
         finally:
             with self._lock:
                 self._stoppers.discard(stop)
 
-    def kill_all(self) -> None:
+    def kill_all(self, *, close: bool = False) -> None:
+        """Stop every build process and container; with ``close``, also any started
+        from now on, until :meth:`reopen`."""
         with self._lock:
-            procs = list(self._procs)
+            self._closed = self._closed or close
+            procs = list(self._procs.items())
             stoppers = list(self._stoppers)
-        for proc in procs:
-            kill_tree(proc)
+        for proc, build_dir in procs:
+            kill_tree(proc, build_dir)
         for stop in stoppers:
             stop()
 
@@ -201,16 +227,149 @@ class ProcessRegistry:
 PROCESSES = ProcessRegistry()
 
 
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process and everything it started (its process group)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
+def kill_tree(proc: subprocess.Popen[bytes], build_dir: str | None = None) -> None:
+    """Stop a process and everything it started, and return only when all of it is
+    gone: a run that says it stopped leaves nothing building behind.
+
+    Everything it started is its process group -- and, since a process can leave the
+    group (ninja runs each command in a group of its own, so a SIGKILLed ninja leaves
+    its compilers running), every process that carries this process's mark for
+    ``build_dir`` (:func:`ownership_env`). SIGTERM first; after 10 s, SIGKILL."""
+
+    def members() -> set[int]:
+        found = set(_group_members(proc.pid))
+        if build_dir:
+            found |= {pid for pid, owner in _marked(build_dir).items() if owner == os.getpid()}
+        return found
+
+    _signal(proc.pid, members(), signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = members()
+        if not left and proc.poll() is not None:
+            break
+        _signal(proc.pid, left, signal.SIGKILL)
+        time.sleep(0.02)
+    proc.wait()
+
+
+def _signal(pgid: int, pids: set[int], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.kill(pid, signum)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (Linux /proc; zombies, which only
+    wait for their parent to reap them, do not count; elsewhere: none known)."""
+    members: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
+
+
+# --- processes left by a killed run ----------------------------------------------------
+
+# Every build process (and all it starts: they inherit the environment) carries the
+# build directory and the pid of the kernel-matrix that started it. A run killed
+# with SIGKILL cannot stop its builds; the next run (``--resume``) finds them by this
+# mark in /proc and stops them before it builds in the same directory again.
+BUILD_DIR_ENV = "KERNEL_MATRIX_BUILD_DIR"
+OWNER_ENV = "KERNEL_MATRIX_OWNER_PID"
+
+
+def ownership_env(build_dir: Path) -> dict[str, str]:
+    """The environment marks of a build this process runs in ``build_dir``."""
+    return {BUILD_DIR_ENV: str(build_dir.absolute()), OWNER_ENV: str(os.getpid())}
+
+
+def processes_building_in(build_dir: Path) -> dict[int, int]:
+    """``{pid: owner pid}`` of every live process marked as building in ``build_dir``
+    (Linux /proc; elsewhere, and for processes we may not read, nothing)."""
+    return _marked(str(build_dir.absolute()))
+
+
+def _marked(build_dir: str) -> dict[int, int]:
+    wanted = f"{BUILD_DIR_ENV}={build_dir}".encode()
+    found: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if wanted not in environ:
+            continue
+        owner = next((v for v in environ if v.startswith(f"{OWNER_ENV}=".encode())), b"=0")
+        try:
+            found[int(name)] = int(owner.split(b"=", 1)[1])
+        except ValueError:
+            found[int(name)] = 0
+    return found
+
+
+def is_kernel_matrix(pid: int) -> bool:
+    """Whether ``pid`` is a live kernel-matrix process (not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except OSError:
+        return False
+    return b"orchestrator" in cmdline or b"kernel-matrix" in cmdline
+
+
+def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
+    """Stop the processes that a killed kernel-matrix left building in ``build_dir``,
+    so that two builds never write one tree. A live owner is another run using
+    the same build directory: that is refused, not killed."""
+    found = processes_building_in(build_dir)
+    live = {os.getpid()}
+    owners = {owner for owner in found.values() if owner not in live}
+    for owner in owners:
+        if is_kernel_matrix(owner):
+            raise BuildError(
+                f"{build_dir} is being built by another kernel-matrix run (pid {owner}); "
+                "give this run its own --build-dir"
+            )
+    leftovers = [pid for pid, owner in found.items() if owner not in live]
+    if not leftovers:
+        return
+    log.write(
+        f"# kernel-matrix: stopping {len(leftovers)} processes that a killed run "
+        f"(pid {', '.join(map(str, sorted(owners)))}) left building here\n".encode()
+    )
+    log.flush()
+    deadline = time.monotonic() + 10
+    while leftovers and time.monotonic() < deadline:
+        for pid in leftovers:  # (a dying parent may still start one more: scan again)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+        leftovers = [
+            pid for pid, owner in processes_building_in(build_dir).items() if owner not in live
+        ]
 
 
 def run_logged(
@@ -237,15 +396,14 @@ def run_logged(
         )
     except OSError as exc:
         raise BuildError(f"cannot run {argv[0]}: {exc}") from None
-    with PROCESSES.track(proc):
+    build_dir = env.get(BUILD_DIR_ENV)
+    with PROCESSES.track(proc, build_dir):
         try:
-            return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            kill_tree(proc)
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:  # the deadline, or anything else: nothing goes on building
+            kill_tree(proc, build_dir)
             raise
-        except BaseException:
-            kill_tree(proc)
-            raise
+    return status
 
 
 # --- reading the log ------------------------------------------------------------------
@@ -256,6 +414,7 @@ class LogFindings:
     skip_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_lines: list[str] = field(default_factory=list)
+    first_error: str | None = None
 
 
 def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
@@ -268,6 +427,12 @@ def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
         for raw in handle:
             line = raw.rstrip("\n")
             text = line.lstrip("- ").strip()
+            if (
+                findings.first_error is None
+                and not line.startswith("$ ")  # the command line, as logged
+                and ERROR_LINE.search(text)
+            ):
+                findings.first_error = text[:300]
             if SKIP_LINE.search(text) and text not in findings.skip_lines:
                 findings.skip_lines.append(text)
             elif WARNING_LINE.search(text) and len(findings.warnings) < MAX_WARNINGS_KEPT:

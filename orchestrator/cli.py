@@ -4,16 +4,29 @@ system can run stages on different machines (plan -> cells -> report)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from orchestrator.results import CellResult
+
 from orchestrator import __version__
-from orchestrator.errors import EXIT_OK, EXIT_USAGE, KernelMatrixError, UsageError
+from orchestrator.errors import (
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CellErrors,
+    KernelMatrixError,
+    UsageError,
+)
 from orchestrator.matrix import BACKENDS, load_matrix
 from orchestrator.plan import github_matrix, plan
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
@@ -89,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runner import (
         RunOptions,
         default_jobs,
+        kept_on_resume,
         latest_run_dir,
         new_run_id,
     )
@@ -97,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     if args.jobs is not None:
         if args.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
@@ -119,27 +135,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         configure_only=args.tier == "configure",
     )
     out = console()
+    kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
     out.print(
-        f"kernel-matrix: {len(cells)} cells ({runnable} to run, {len(cells) - runnable} skipped), "
+        f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
+        + (f"{kept} finished earlier and kept, " if args.resume else "")
+        + f"{len(cells) - runnable} skipped), "
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
     )
     backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
-    from orchestrator.runner import run_cells
-
-    results = run_cells(
-        matrix,
-        cells,
-        backend,
-        options,
-        on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
-        on_done=lambda result: out.print(cell_line(result)),
-    )
     from orchestrator.reporting.writers import write_reports
+    from orchestrator.runner import RunInterrupted, run_cells
 
+    try:
+        results = run_cells(
+            matrix,
+            cells,
+            backend,
+            options,
+            on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
+            on_done=lambda result: out.print(cell_line(result)),
+        )
+    except RunInterrupted as stopped:
+        # The reports show what finished and what did not; the exit code stays 130/143.
+        with contextlib.suppress(KernelMatrixError, OSError):
+            write_reports(stopped.results, out_dir, strict=args.strict)
+        raise
     write_reports(results, out_dir, strict=args.strict)
     print_summary(results)
     code = exit_code(results, strict=args.strict)
     out.print(verdict_line(results, code), markup=False, soft_wrap=True)
+    return _with_error_line(code, results, strict=args.strict)
+
+
+def _with_error_line(code: int, results: Sequence[CellResult], *, strict: bool) -> int:
+    """Exit 3 from cell results comes with the one stderr error line every fatal error
+    has (``kernel-matrix: error: ...``), naming the first broken cell and its cause."""
+    if code == EXIT_INFRA:
+        from orchestrator.results import infra_summary
+
+        raise CellErrors(infra_summary(results, strict=strict))
     return code
 
 
@@ -177,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     written = ", ".join(p.name for p in reports.paths)
     out.print(f"reports in {out_dir}: {written}", markup=False, soft_wrap=True)
     out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
-    return reports.exit_code
+    return _with_error_line(reports.exit_code, results, strict=args.strict)
 
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:
@@ -217,7 +251,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     print_diff(diff, against=str(args.baseline))
     code = combined_exit_code(exit_code(results, strict=args.strict), diff)
     console().print(verdict_line(results, code, diff), markup=False, soft_wrap=True)
-    return code
+    return _with_error_line(code, results, strict=args.strict)
 
 
 def _add_results_args(parser: argparse.ArgumentParser) -> None:
@@ -487,9 +521,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kernel-matrix: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("kernel-matrix: interrupted", file=sys.stderr)
-        return 130
+        # Outside a run (which turns it into errors.Interrupted): nothing was in flight.
+        print("kernel-matrix: error: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:
+        # The machine, not the input and not a bug: a disk that is full, a directory
+        # that cannot be created or read. One line, like every other fatal error.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kernel-matrix: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INFRA
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE

@@ -173,9 +173,9 @@ _RawSection = tuple[int, int, int, int, int, int, int, int, int, int]
 def _section_table(blob: Blob, *, names: bool) -> tuple[int, int, list[_RawSection], bytes]:
     """(machine, e_flags, raw section headers, section name table) of ``blob``, every
     section checked to lie inside the file."""
-    ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
-    if bytes(ident[:4]) != ELF_MAGIC:
+    if bytes(blob.read(0, min(4, blob.size))) != ELF_MAGIC:
         raise InputFileError(f"{blob.name}: not an ELF file (no ELF magic)")
+    ident = read_exact(blob, 0, _EHDR.size, "the ELF header")
     if ident[4] != ELFCLASS64 or ident[5] != ELFDATA2LSB:
         raise InputFileError(
             f"{blob.name}: unsupported ELF class/encoding ({ident[4]}/{ident[5]}); "

@@ -4,10 +4,14 @@ All of them live here so that exit codes stay unique and greppable; ``cli.main``
 turns any of them into one clean line on stderr and ``sys.exit(error.exit_code)``.
 
 Exit codes (also in README):
-    0  all expectations met
-    1  a kernel missing, hollow, or a regression against the baseline
-    2  bad usage or bad configuration (the user's input)
-    3  infrastructure failure (toolchain, docker, build crash, probe tool crash)
+    0    all expectations met
+    1    a kernel missing, hollow, or a regression against the baseline
+    2    bad usage or bad configuration (the user's input)
+    3    infrastructure failure (toolchain, docker, build crash, probe tool crash,
+         a file that cannot be written)
+    130  interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM (what CI systems send
+         on a timeout or a cancel). Either way every finished cell's result is kept,
+         the others are written as not-run, and ``run --resume`` continues the run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ EXIT_OK = 0
 EXIT_KERNEL_MISSING = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class KernelMatrixError(Exception):
@@ -81,3 +87,24 @@ class DockerError(InfraError):
 
 class BuildError(InfraError):
     """A cell's build failed or timed out."""
+
+
+class FileSystemError(InfraError):
+    """A file or directory could not be written (disk full, permissions, read-only)."""
+
+
+class CellErrors(InfraError):
+    """Cells could not be built or checked (their results say why); one line for all."""
+
+
+# --- interruption (130 / 143) ----------------------------------------------------
+
+
+class Interrupted(KernelMatrixError):
+    """The run was stopped by a signal; finished results are kept on disk."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, *, exit_code: int = EXIT_INTERRUPTED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

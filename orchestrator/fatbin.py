@@ -86,12 +86,16 @@ FLAG_FAMILY = 0x200000
 
 ENTRY_HEADER_MIN = 64
 MAX_ENTRY_HEADER = 4096
-# No real cubin or PTX comes near this; it bounds what a corrupt header can make
-# us allocate.
-# No real entry comes near these; a corrupt size field must not make us allocate
-# gigabytes (and zstd takes at most a signed 32-bit output size).
+# zstd takes at most a signed 32-bit output size; no real entry comes near it.
 MAX_UNCOMPRESSED = (1 << 31) - 1
-MAX_COMPRESSION_RATIO = 1024
+# The most either format can expand: an LZ4 block at most 255:1 (a match grows by
+# 255 bytes per length byte), a zstd frame at most 32768:1 (an RLE block of 128 KiB
+# costs 4 bytes). A header claiming more than its payload can hold is corrupt, and
+# this bounds what a hostile header can make us allocate by the file's own size.
+# (Real cubins do reach thousands to one: a 16 MiB initialised __device__ array
+# compresses about 7800:1, so the bound must be the format's, not a guess.)
+MAX_RATIO = {FLAG_LZ4: 255, FLAG_ZSTD: 1 << 15}
+RATIO_SLACK = 4096  # frame and block headers of a tiny payload
 
 # Libraries whose fatbins are at least this large are decoded by worker processes
 # (when more than one is allowed): below it, starting them costs more than it saves.
@@ -226,10 +230,11 @@ def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
     if flags & (FLAG_LZ4 | FLAG_ZSTD):
         if flags & FLAG_LZ4 and flags & FLAG_ZSTD:
             raise InputFileError(f"{where}: entry marked both LZ4 and zstd compressed")
+        ratio = MAX_RATIO[flags & (FLAG_LZ4 | FLAG_ZSTD)]
         if (
             not 0 < compressed <= payload_size
             or not 0 < uncompressed <= MAX_UNCOMPRESSED
-            or uncompressed > compressed * MAX_COMPRESSION_RATIO + 4096
+            or uncompressed > compressed * ratio + RATIO_SLACK
         ):
             raise InputFileError(
                 f"{where}: corrupt compressed sizes ({compressed} of {payload_size} bytes, "
@@ -257,6 +262,15 @@ def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
     where = f"{name}: {entry.target.name} entry at offset {entry.payload_offset}"
     if entry.flags & FLAG_ZSTD:
         try:
+            # The frame's own content size, when it has one, is what the decompressor
+            # allocates (max_output_size does not bound it): it must be the header's.
+            # (Found by fuzz/fuzz_fatbin.py: a frame claiming 9e18 bytes, MemoryError.)
+            claimed = zstandard.get_frame_parameters(raw).content_size
+            if claimed not in (zstandard.CONTENTSIZE_UNKNOWN, entry.uncompressed_size):
+                raise InputFileError(
+                    f"{where}: corrupt zstd payload: the frame says {claimed} bytes, "
+                    f"the entry header {entry.uncompressed_size}"
+                )
             data = zstandard.ZstdDecompressor().decompress(
                 raw, max_output_size=entry.uncompressed_size
             )

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import FileSystemError
+
 
 def _umask() -> int:
     # Read once, at import (single-threaded): os.umask can only be read by setting it.
@@ -21,6 +23,15 @@ _UMASK = _umask()
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all; a failure (disk full, no permission) is one
+    :class:`FileSystemError` naming the file (exit 3), never a traceback."""
+    try:
+        _write_atomic(path, text)
+    except OSError as exc:
+        raise FileSystemError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

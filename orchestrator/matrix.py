@@ -22,7 +22,7 @@ from orchestrator.archs import (
 )
 from orchestrator.errors import ConfigError
 from orchestrator.symbols import FamilyRule, families_from_document, load_families
-from orchestrator.yamlfile import Document, load_document
+from orchestrator.yamlfile import Document, JsonPath, format_path, load_document
 
 DEFAULT_ARTIFACTS = ("**/*.so",)
 DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
@@ -121,10 +121,13 @@ def load_matrix(path: Path) -> Matrix:
     excludes = [_exclude(document, i) for i in range(len(data.get("exclude", [])))]
 
     cells: list[CellSpec] = []
-    for version in versions:
-        for archs in arch_lists:
+    # Where each cell comes from: a duplicate is reported at the entry that repeats.
+    origins: list[tuple[JsonPath, JsonPath]] = []
+    for v, version in enumerate(versions):
+        for a, archs in enumerate(arch_lists):
             if not any(_excluded(version, archs, ex) for ex in excludes):
                 cells.append(CellSpec(version, archs))
+                origins.append((("cuda", v), ("archs", a)))
     for index, raw in enumerate(data.get("include", [])):
         here = ("include", index)
         cells.append(
@@ -136,9 +139,10 @@ def load_matrix(path: Path) -> Matrix:
                 env=_options(raw.get("env")),
             )
         )
+        origins.append((here, here))
     if not cells:
         raise document.error((), "the matrix has no cells: give 'cuda' and 'archs', or 'include'")
-    _check_unique(document, cells)
+    _check_unique(document, cells, origins)
 
     raw_docker = data.get("docker", {})
     return Matrix(
@@ -181,18 +185,22 @@ def _excluded(version: CudaVersion, archs: tuple[ArchSpec, ...], rule: dict[str,
     return bool(rule.get("cuda", version) == version and rule.get("archs", archs) == archs)
 
 
-def _check_unique(document: Document, cells: list[CellSpec]) -> None:
+def _check_unique(
+    document: Document, cells: list[CellSpec], origins: list[tuple[JsonPath, JsonPath]]
+) -> None:
+    """Two cells with one id would share a result file and a build directory."""
     seen: dict[str, int] = {}
     for index, cell in enumerate(cells):
         if cell.id in seen:
-            n_product = len(cells) - len(document.data.get("include", []))
-            path: tuple[str | int, ...] = (
-                ("include", index - n_product) if index >= n_product else ("archs",)
-            )
+            (cuda, archs), (first_cuda, first_archs) = origins[index], origins[seen[cell.id]]
+            # The entry that repeats an earlier one: the CUDA version or the arch list.
+            path = cuda if cuda[0] == "include" or archs == first_archs else archs
             raise document.error(
                 path,
                 f"duplicate cell '{cell.id}' (CUDA {cell.cuda}, archs "
-                f"{format_arch_list(cell.archs)}); give include entries a distinct 'name'",
+                f"{format_arch_list(cell.archs)}, as {format_path(first_cuda)}"
+                f"{'' if first_cuda == first_archs else ' × ' + format_path(first_archs)}); "
+                "remove the repeat, or give include entries a distinct 'name'",
             )
         seen[cell.id] = index
 

@@ -13,8 +13,11 @@ devices the driver would load one.
 
 from __future__ import annotations
 
+import lzma
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -85,11 +88,13 @@ def probe_path(
     decoder = decoder or EntryDecoder()
     wanted = only or (lambda _name: True)
     if path.is_dir():
-        found = sorted(
-            p
-            for p in path.rglob("*")
-            if _is_shared_object_name(p.name) and wanted(p.name) and p.is_file()
+        shared = sorted(
+            p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file()
         )
+        if not shared:
+            # Probing nothing must not look like a clean probe.
+            raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
+        found = [p for p in shared if wanted(p.name)]
         unique = _dedup_links(found)
         return [_probe_file(p, str(p), engine, cuobjdump, decoder) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
@@ -174,7 +179,7 @@ def _probe_wheel(
     """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise InputFileError(f"{path}: not a readable wheel (zip): {exc}") from None
     libraries = []
     with archive:
@@ -191,9 +196,26 @@ def _probe_wheel(
 
 
 def _check_member_name(wheel: Path, name: str) -> None:
+    if not name:  # (zipfile's own is_dir() fails on it: found by fuzz/fuzz_fatbin.py)
+        raise InputFileError(f"{wheel}: corrupt wheel: a member without a name")
     member = PurePosixPath(name.replace("\\", "/"))
     if member.is_absolute() or ".." in member.parts or (name[1:2] == ":"):
         raise InputFileError(f"{wheel}: unsafe member path '{name}' (zip-slip); refusing the wheel")
+
+
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+# What reading a damaged zip raises: zipfile's own errors, and its decompressors'
+# (deflate: zlib.error; LZMA: LZMAError, found by fuzz/fuzz_fatbin.py; bzip2: OSError).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,  # UnicodeDecodeError of a member name too
+    NotImplementedError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def _probe_member(
@@ -204,6 +226,13 @@ def _probe_member(
     cuobjdump: Path | None,
     decoder: EntryDecoder,
 ) -> Library:
+    # What zipfile refuses with NotImplementedError / RuntimeError (a traceback before).
+    if info.flag_bits & 0x1:
+        raise InputFileError(f"{label}: encrypted wheel member; wheels are never encrypted")
+    if info.compress_type not in ZIP_METHODS:
+        raise InputFileError(
+            f"{label}: corrupt wheel member: unknown compression method {info.compress_type}"
+        )
     try:
         with ExitStack() as stack:
             stream = stack.enter_context(archive.open(info))
@@ -212,12 +241,8 @@ def _probe_member(
 
                 return probe_stream(stream, label, cuobjdump)
             return read_library(StreamBlob(label, stream, info.file_size), label, decoder)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-    except Exception as exc:  # zlib.error and friends from a damaged deflate stream
-        if type(exc).__module__ in ("zlib", "zipfile"):
-            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-        raise
 
 
 # --- kernel families ----------------------------------------------------------------

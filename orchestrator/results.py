@@ -102,9 +102,14 @@ class CellResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CellResult:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         version = data.get("schema_version")
         if version != RESULT_SCHEMA_VERSION:
             raise ValueError(f"unsupported result schema_version {version!r}")
+        cell = data["cell"]
+        if not isinstance(cell, dict) or not isinstance(cell.get("id"), str):
+            raise ValueError("'cell' must be an object with a string 'id'")
         return cls(
             cell=data["cell"],
             status=data["status"],
@@ -206,3 +211,24 @@ def exit_code(results: Sequence[CellResult], *, strict: bool = False) -> int:
     ):
         return EXIT_INFRA
     return EXIT_OK
+
+
+def infra_summary(results: Sequence[CellResult], *, strict: bool = False) -> str:
+    """One line for a run whose exit code is 3: which cells could not be built or
+    checked, and why the first one failed (its log and result say the rest)."""
+    broken = [r for r in results if r.status in (ERROR, NOT_RUN) or r.status not in STATUSES]
+    if strict:
+        broken += [
+            r
+            for r in results
+            if r.status == SKIPPED and r.cell.get("status") == "toolchain-unavailable"
+        ]
+    if not broken:
+        return "infrastructure failure"
+    first = broken[0]
+    reason = first.reason or first.status
+    if not reason.startswith(first.id):
+        reason = f"{first.id}: {reason}"
+    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+    noun = "cell" if len(broken) == 1 else "cells"
+    return f"{len(broken)} {noun} could not be built or checked{more}: {reason}"

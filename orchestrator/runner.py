@@ -16,17 +16,24 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from orchestrator import __version__
 from orchestrator.backends import Backend, BuildJob
 from orchestrator.build import PROCESSES, collect_artifacts, scan_log
-from orchestrator.errors import KernelMatrixError
+from orchestrator.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    BuildError,
+    Interrupted,
+    KernelMatrixError,
+)
 from orchestrator.expect import archs_without_code, check_cell, compare_with_prediction
 from orchestrator.fsutil import write_json
 from orchestrator.inventory import Inventory
@@ -58,6 +65,11 @@ class RunOptions:
     resume: bool = False
     use_cache: bool = True
     configure_only: bool = False
+
+    def __post_init__(self) -> None:
+        # Builds run *in* their directory: a relative one would nest inside itself.
+        self.out_dir = Path(self.out_dir).absolute()
+        self.build_root = Path(self.build_root).absolute()
 
 
 def default_jobs(cells: int) -> tuple[int, int]:
@@ -137,11 +149,8 @@ def cache_path(key: str, tier: str) -> Path:
 # --- one cell -----------------------------------------------------------------------
 
 
-class Interrupted(Exception):
-    """The run was interrupted while this cell was building."""
-
-
 STOP = threading.Event()
+NOT_STARTED = "the run stopped before this cell ran"
 
 
 def run_cell(
@@ -169,12 +178,16 @@ def run_cell(
         else:
             result.log = str(log_path.relative_to(options.out_dir))
             _build_and_probe(matrix, cell, backend, options, result, log_path)
-            write_json(cache_path(key, tier), result.to_json())
-            shutil.copyfile(log_path, cache_path(key, tier).with_suffix(".log"))
+            _store_in_cache(key, tier, result, log_path)
         result.cache_key = key
-    except KernelMatrixError as exc:
-        result.status, result.reason = ERROR, str(exc)
-        result.log_tail = scan_log(log_path).last_lines
+    except (KernelMatrixError, OSError) as exc:
+        # OSError: this machine (a full disk, a directory we may not write), not a bug.
+        reason = str(exc) if isinstance(exc, KernelMatrixError) else _os_error(exc)
+        findings = scan_log(log_path)
+        if isinstance(exc, BuildError) and findings.first_error:
+            reason += f": {findings.first_error}"  # the compiler's own words
+        result.status, result.reason = ERROR, reason
+        result.log_tail = findings.last_lines
         if STOP.is_set():
             result.status, result.reason = NOT_RUN, "interrupted before the cell finished"
     else:
@@ -206,6 +219,25 @@ def _check_prediction(
         predicted, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
     )
     return compare_with_prediction(verdicts, result.verdicts)
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _store_in_cache(key: str, tier: str, result: CellResult, log_path: Path) -> None:
+    """Keep a finished result for later runs. The cache is an optimisation: when it
+    cannot be written (its disk is full), the cell's own result still stands, with a
+    warning, and the run goes on."""
+    try:
+        write_json(cache_path(key, tier), result.to_json())
+        shutil.copyfile(log_path, cache_path(key, tier).with_suffix(".log"))
+    except (KernelMatrixError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, KernelMatrixError) else _os_error(exc)
+        with contextlib.suppress(OSError):
+            cache_path(key, tier).unlink(missing_ok=True)  # never a result without its log
+        result.warnings.append(f"kernel-matrix: result cache not written: {reason}")
 
 
 def _restore_log(key: str, tier: str, log_path: Path) -> None:
@@ -272,22 +304,47 @@ class _NoArtifacts(KernelMatrixError):
 
 # --- the whole run -------------------------------------------------------------------
 
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+SIGNAL_EXIT_CODES = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """CI systems stop jobs with SIGTERM: treat it like Ctrl-C, so results are kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+class RunInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run; ``results`` is every cell as left on disk
+    (finished ones as they finished, the others not-run)."""
+
+    def __init__(self, message: str, *, exit_code: int, results: list[CellResult]) -> None:
+        super().__init__(message, exit_code=exit_code)
+        self.results = results
+
+
+class _Signals:
+    """While a run is on (main thread only): SIGINT and SIGTERM (what CI systems send
+    on a timeout) both stop it the same way, and which one came is remembered for
+    the exit code. ``defer()`` then ignores further ones until the results are safe:
+    a second Ctrl-C must not cut the clean-up short."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNAL_NAMES:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def defer(self) -> None:
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def run_cells(
@@ -299,9 +356,11 @@ def run_cells(
     on_start: Callable[[Cell], None] = lambda cell: None,
     on_done: Callable[[CellResult], None] = lambda result: None,
 ) -> list[CellResult]:
-    """Run every cell, writing each result as it finishes. On KeyboardInterrupt,
-    every build is stopped and unfinished cells are written as not-run; then the
-    interrupt propagates."""
+    """Run every cell, writing each result as it finishes.
+
+    On Ctrl-C or SIGTERM every build is stopped, cells that did not finish are
+    written as not-run, and :class:`RunInterrupted` (exit 130 / 143) carries all
+    results. Any other exception stops the run the same way, then propagates."""
     options.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         options.out_dir / "run.json",
@@ -313,6 +372,7 @@ def run_cells(
         },
     )
     STOP.clear()
+    PROCESSES.reopen()
     results: dict[str, CellResult] = {}
     todo: list[Cell] = []
     for cell in cells:
@@ -322,23 +382,23 @@ def run_cells(
             on_done(previous)
         else:
             todo.append(cell)
-    source_hash = source_digest(matrix.project.source)
 
-    def work(cell: Cell) -> CellResult:
-        if STOP.is_set():
-            return CellResult(cell=cell.to_json(), status=NOT_RUN, reason="interrupted")
-        if cell.runnable:
-            on_start(cell)
-        result = run_cell(matrix, cell, backend, options, source_hash)
+    def work(cell: Cell, source_hash: str) -> CellResult:
+        if STOP.is_set():  # a queued cell that a free thread picked up after the stop
+            result = CellResult(cell=cell.to_json(), status=NOT_RUN, reason=NOT_STARTED)
+        else:
+            if cell.runnable:
+                on_start(cell)
+            result = run_cell(matrix, cell, backend, options, source_hash)
         result.write(options.out_dir)
         return result
 
-    with _sigterm_as_interrupt():
-        executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
-        futures: dict[Future[CellResult], Cell] = {
-            executor.submit(work, c): c for c in schedule(todo)
-        }
+    futures: dict[Future[CellResult], Cell] = {}
+    executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    with _Signals() as signals:
         try:
+            source_hash = source_digest(matrix.project.source)
+            futures = {executor.submit(work, c, source_hash): c for c in schedule(todo)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -346,20 +406,23 @@ def run_cells(
                     result = future.result()
                     results[result.id] = result
                     on_done(result)
-        except BaseException:
-            STOP.set()
-            PROCESSES.kill_all()
-            executor.shutdown(wait=True, cancel_futures=True)
-            for future, cell in futures.items():
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    results[cell.id] = future.result()
-                if cell.id not in results:
-                    stub = CellResult(
-                        cell=cell.to_json(), status=NOT_RUN, reason="interrupted before it ran"
-                    )
-                    stub.write(options.out_dir)
-                    results[cell.id] = stub
-            raise
+        except BaseException as exc:
+            signals.defer()
+            _stop(executor, futures, todo, results, options)
+            received = signals.received
+            if received is None and isinstance(exc, KeyboardInterrupt):
+                received = signal.SIGINT  # raised by someone else's handler
+            if received is None:
+                raise
+            finished = sum(r.status != NOT_RUN for r in results.values())
+            raise RunInterrupted(
+                f"interrupted by {SIGNAL_NAMES[signal.Signals(received)]}: "
+                f"{finished} of {len(cells)} cells finished and kept, "
+                f"{len(cells) - finished} not run; results in {options.out_dir}; "
+                f"continue with: kernel-matrix run {matrix.path} --resume --out {options.out_dir}",
+                exit_code=SIGNAL_EXIT_CODES[signal.Signals(received)],
+                results=[results[c.id] for c in cells],
+            ) from None
         executor.shutdown(wait=True)
     return [results[c.id] for c in cells]
 
@@ -384,6 +447,30 @@ def expected_cost(cell: Cell) -> int:
     return sum(len(arch.targets) for arch in cell.archs) if cell.runnable else 0
 
 
+def _stop(
+    executor: ThreadPoolExecutor,
+    futures: dict[Future[CellResult], Cell],
+    todo: Sequence[Cell],
+    results: dict[str, CellResult],
+    options: RunOptions,
+) -> None:
+    """Stop every build, wait for the cell threads, and write each unfinished cell
+    as not-run (a finished one keeps the result it wrote)."""
+    STOP.set()
+    PROCESSES.kill_all(close=True)
+    executor.shutdown(wait=True, cancel_futures=True)
+    PROCESSES.reopen()  # every cell thread has ended
+    for future, cell in futures.items():
+        if future.done() and not future.cancelled() and future.exception() is None:
+            results[cell.id] = future.result()
+    for cell in todo:
+        if cell.id not in results:
+            stub = CellResult(cell=cell.to_json(), status=NOT_RUN, reason=NOT_STARTED)
+            with contextlib.suppress(KernelMatrixError):  # (a full disk: resume rebuilds it)
+                stub.write(options.out_dir)
+            results[cell.id] = stub
+
+
 def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:
     """With --resume, a finished result of an earlier attempt of this run."""
     if not options.resume:
@@ -395,6 +482,18 @@ def _previous_result(options: RunOptions, cell: Cell) -> CellResult | None:
         previous = load_cell_result(path)
     except KernelMatrixError:
         return None
-    if previous.status in FINAL_STATUSES and previous.cell.get("archs") == cell.to_json()["archs"]:
+    if previous.status in FINAL_STATUSES and _same_cell(previous.cell, cell.to_json()):
         return previous
     return None
+
+
+def _same_cell(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """The same cell: CUDA, archs, backend, options and environment (a changed
+    CMake option in the matrix means the earlier result no longer applies)."""
+    keys = ("cuda", "archs", "backend", "cmake_options", "env")
+    return all(before.get(key) == now.get(key) for key in keys)
+
+
+def kept_on_resume(options: RunOptions, cells: Sequence[Cell]) -> list[str]:
+    """The cells whose finished result ``--resume`` keeps (none without it)."""
+    return [cell.id for cell in cells if _previous_result(options, cell) is not None]

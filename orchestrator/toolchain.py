@@ -207,10 +207,45 @@ def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
     except subprocess.TimeoutExpired:
         raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s") from None
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        if "No space left" in result.stderr:
-            last = f"no space left on device in {target.parent}"
-        raise ToolchainError(f"installing {what} ({' '.join(requirements)}) failed: {last}")
+        raise ToolchainError(
+            f"installing {what} ({' '.join(requirements)}) into {target.parent} failed: "
+            f"{pip_failure(result.stderr)}"
+        )
+
+
+# pip's words for a package index it could not reach (it then says only "No matching
+# distribution found", as if the version did not exist).
+_UNREACHABLE = (  # the most telling first
+    re.compile(
+        r"Connection refused|Temporary failure in name resolution|Name or service not known|"
+        r"Network is unreachable|SSLError|ProxyError|timed out",
+        re.IGNORECASE,
+    ),
+    re.compile(r"NewConnectionError|Max retries exceeded|Could not fetch URL", re.IGNORECASE),
+)
+
+
+def pip_failure(stderr: str) -> str:
+    r"""The cause of a failed ``pip install``, in one line.
+
+    >>> pip_failure("ERROR: Could not install packages due to an OSError: "
+    ...             "[Errno 28] No space left on device")
+    'no space left on device (free some, or set KERNEL_MATRIX_CACHE to a larger disk)'
+    >>> pip_failure("WARNING: Retrying ... NewConnectionError(...: Failed to establish a "
+    ...             "new connection: [Errno 111] Connection refused')': /simple/cuda-toolkit/\n"
+    ...             "ERROR: No matching distribution found for cuda-toolkit==13.0.*")
+    'the package index is unreachable (Connection refused); check the network, PIP_INDEX_URL or the proxy'
+    """
+    if "No space left" in stderr:
+        return "no space left on device (free some, or set KERNEL_MATRIX_CACHE to a larger disk)"
+    for pattern in _UNREACHABLE:
+        unreachable = pattern.search(stderr)
+        if unreachable:
+            return (
+                f"the package index is unreachable ({unreachable[0]}); check the network, "
+                "PIP_INDEX_URL or the proxy"
+            )
+    return (stderr.strip().splitlines() or ["(no output)"])[-1]
 
 
 def _write_json(path: Path, data: dict[str, str]) -> None:

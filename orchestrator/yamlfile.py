@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,10 @@ from orchestrator.errors import ArchSpecError, ConfigError
 
 JsonPath = tuple[str | int, ...]
 T = TypeVar("T")
+# YAML aliases share one node: a few lines can name billions of values ("billion
+# laughs") or a value that contains itself. Real configuration files have a few
+# hundred values; walking more than this many is refused, like a cycle.
+MAX_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def load_document(path: Path, schema_name: str) -> Document:
             raise ConfigError(f"{path}: the file is empty")
         positions: dict[JsonPath, Position] = {}
         key_positions: dict[JsonPath, Position] = {}
-        _record(path, node, (), positions, key_positions)
+        _record(path, node, (), positions, key_positions, _Walk())
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -103,17 +107,59 @@ def load_document(path: Path, schema_name: str) -> Document:
     return document
 
 
+@dataclass
+class _Walk:
+    """What the walk over a node tree has seen: the nodes on the current path (an
+    alias that refers to one of them is a cycle) and how many it has visited."""
+
+    open: set[int] = field(default_factory=set)
+    visited: int = 0
+
+
 def _record(
     file: Path,
     node: yaml.Node,
     path: JsonPath,
     positions: dict[JsonPath, Position],
     key_positions: dict[JsonPath, Position],
+    walk: _Walk,
 ) -> None:
+    where = f"{file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    if id(node) in walk.open:
+        raise ConfigError(f"{where}: {format_path(path) or 'value'}: an alias refers to itself")
+    walk.visited += 1
+    if walk.visited > MAX_NODES:
+        raise ConfigError(
+            f"{where}: {format_path(path) or 'value'}: more than {MAX_NODES} values "
+            "(aliases expanding without end?); refusing the file"
+        )
     positions[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1)
+    if not isinstance(node, yaml.CollectionNode):
+        return
+    walk.open.add(id(node))
+    try:
+        _record_children(file, node, path, positions, key_positions, walk)
+    finally:
+        walk.open.discard(id(node))
+
+
+def _record_children(
+    file: Path,
+    node: yaml.CollectionNode,
+    path: JsonPath,
+    positions: dict[JsonPath, Position],
+    key_positions: dict[JsonPath, Position],
+    walk: _Walk,
+) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"{file}:{mark.line + 1}:{mark.column + 1}: {format_path(path) or 'top level'}: "
+                    "a key must be a plain name, not a list or a mapping"
+                )
             key = str(key_node.value)
             child = (*path, key)
             if key in seen:
@@ -126,10 +172,10 @@ def _record(
             key_positions[child] = Position(
                 key_node.start_mark.line + 1, key_node.start_mark.column + 1
             )
-            _record(file, value_node, child, positions, key_positions)
+            _record(file, value_node, child, positions, key_positions, walk)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record(file, item, (*path, index), positions, key_positions)
+            _record(file, item, (*path, index), positions, key_positions, walk)
 
 
 @cache

@@ -168,6 +168,15 @@ class Engine:
             raise DockerError(f"cannot list containers: {exc}") from None
         return [str(c.id) for c in found]
 
+    def labelled(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """``{id: its labels}`` of this tool's containers (any state) carrying ``labels``."""
+        wanted = [LABEL, *(f"{k}={v}" for k, v in labels.items())]
+        try:
+            found = self._control.containers.list(all=True, filters={"label": wanted})
+        except ENGINE_ERRORS as exc:
+            raise DockerError(f"cannot list containers: {exc}") from None
+        return {str(c.id): dict(c.labels or {}) for c in found}
+
     def remove_containers(self, labels: Mapping[str, str] | None = None) -> int:
         """Kill and remove this tool's containers carrying ``labels``; how many."""
         ids = self.containers(labels)

@@ -28,12 +28,14 @@ import importlib.util
 import io
 import os
 import re
+import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from filelock import FileLock, Timeout
 
@@ -41,12 +43,13 @@ from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
 from orchestrator.backends.container import BuildContainer, ContainerSpec, Engine, Mount
-from orchestrator.build import BuildPaths, file_api_query, recipe, run_recipe
-from orchestrator.errors import ConfigError, DockerError, ToolchainError
+from orchestrator.build import BuildPaths, file_api_query, is_kernel_matrix, recipe, run_recipe
+from orchestrator.errors import BuildError, ConfigError, DockerError, ToolchainError
 from orchestrator.matrix import DockerSettings, Matrix
 from orchestrator.plan import Cell
 
 IMAGE_REPOSITORY = "kernel-matrix-build"
+BUILD_DIR_LABEL = "kernel-matrix.build-dir"
 TOOLCHAINS = ("image", "mount")
 OFFLINE_ENV = "KERNEL_MATRIX_DOCKER_OFFLINE"
 DOCKER_DIR_ENV = "KERNEL_MATRIX_DOCKER_DIR"
@@ -385,7 +388,28 @@ class DockerBackend:
 
     @staticmethod
     def _labels() -> dict[str, str]:
-        return {"kernel-matrix.pid": str(os.getpid())}
+        return {"kernel-matrix.pid": str(os.getpid()), "kernel-matrix.host": socket.gethostname()}
+
+    def _stop_leftovers(self, build_dir: Path, log: IO[bytes]) -> None:
+        """A run that was SIGKILLed cannot remove its build container, which goes on
+        building (until its lifetime ends) in the directory a resumed run builds in
+        again: remove it first. A container of a live run on this host is another run
+        using the same build directory: refused, not removed."""
+        here = socket.gethostname()
+        for ident, labels in self.engine.labelled({BUILD_DIR_LABEL: str(build_dir)}).items():
+            owner = labels.get("kernel-matrix.pid", "")
+            if labels.get("kernel-matrix.host") != here or owner == str(os.getpid()):
+                continue
+            if owner.isdigit() and is_kernel_matrix(int(owner)):
+                raise BuildError(
+                    f"{build_dir} is being built by another kernel-matrix run (pid {owner}, "
+                    f"container {ident[:12]}); give this run its own --build-dir"
+                )
+            log.write(
+                f"# kernel-matrix docker: removing container {ident[:12]}, left building "
+                f"here by a killed run (pid {owner})\n".encode()
+            )
+            self.engine.discard(ident)
 
     # --- one cell --------------------------------------------------------------------
 
@@ -404,6 +428,7 @@ class DockerBackend:
     def build(self, job: BuildJob) -> BuildOutcome:
         image = self.prepare(job.cell.cuda)
         project = self.matrix.project
+        self._stop_leftovers(job.build_dir.resolve(), job.log)
         job.build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(job.build_dir)
         self._hand_over(job.build_dir)
@@ -429,7 +454,11 @@ class DockerBackend:
             cpus=self.settings.cpus,
             memory=self.settings.memory,
             network=self.network,
-            labels={"kernel-matrix.cell": job.cell.id, **self._labels()},
+            labels={
+                "kernel-matrix.cell": job.cell.id,
+                BUILD_DIR_LABEL: str(job.build_dir.resolve()),
+                **self._labels(),
+            },
             name=re.sub(r"[^a-zA-Z0-9_.-]", "_", f"kernel-matrix-{job.cell.id}"),
             lifetime_s=max(1.0, job.deadline - time.monotonic()) + LIFETIME_GRACE_S,
         )

@@ -10,7 +10,15 @@ from pathlib import Path
 from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
-from orchestrator.build import BuildPaths, file_api_query, recipe, run_logged, run_recipe
+from orchestrator.build import (
+    BuildPaths,
+    file_api_query,
+    ownership_env,
+    recipe,
+    run_logged,
+    run_recipe,
+    stop_leftovers,
+)
 from orchestrator.errors import ToolchainError
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
@@ -47,9 +55,11 @@ class LocalBackend:
 
     def build(self, job: BuildJob) -> BuildOutcome:
         tc = self._toolchain(job.cell)
-        job.build_dir.mkdir(parents=True, exist_ok=True)
-        file_api_query(job.build_dir)
-        paths = BuildPaths(self.matrix.project.source, job.build_dir, tc.nvcc, tc.home)
+        build_dir = job.build_dir.absolute()  # the steps run in it: a relative one nests
+        stop_leftovers(build_dir, job.log)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        file_api_query(build_dir)
+        paths = BuildPaths(self.matrix.project.source, build_dir, tc.nvcc, tc.home)
         commands = recipe(
             self.matrix.project,
             job.cell,
@@ -59,7 +69,12 @@ class LocalBackend:
         )
         # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
         tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
-        env = {**os.environ, **commands.env, "PATH": tools + os.pathsep + os.environ["PATH"]}
+        env = {
+            **os.environ,
+            **commands.env,
+            **ownership_env(build_dir),
+            "PATH": tools + os.pathsep + os.environ["PATH"],
+        }
         spent = run_recipe(
             job.cell.id,
             commands,

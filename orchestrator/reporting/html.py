@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -308,6 +309,24 @@ def diff_view(diff: Diff, title: str) -> DiffView:
     return DiffView(title, diff.line(), tuple(sections), diff.exit_code)
 
 
+def relative_href(path: str) -> str:
+    """A link to another report, relative and percent-encoded: text from a history
+    file can never become a ``javascript:`` or off-site URL (autoescaping stops
+    markup, not a hostile URL scheme).
+
+    >>> relative_href("../2026-01-02/index.html")
+    '../2026-01-02/index.html'
+    >>> relative_href("javascript:alert(1)//index.html")
+    'javascript%3Aalert%281%29/index.html'
+    >>> relative_href("//evil.example/x")
+    './evil.example/x'
+    """
+    parts = [quote(part, safe="-._~") for part in path.split("/")]
+    href = "/".join(parts)
+    href = re.sub("/{2,}", "/", href)
+    return "./" + href.lstrip("/") if href.startswith("/") else href
+
+
 def trend_view(
     history: Sequence[HistoryEntry], current_dir: str | None, history_href: str = ""
 ) -> TrendView | None:
@@ -344,7 +363,7 @@ def trend_view(
         height=height,
         bars=bars,
         failing_points=" ".join(points),
-        rows=[(e, f"{history_href}{e.dir}/index.html") for e in reversed(runs)],
+        rows=[(e, relative_href(f"{history_href}{e.dir}/index.html")) for e in reversed(runs)],
         max_cells=max_cells,
         max_failing=max_failing,
         bar=bar,

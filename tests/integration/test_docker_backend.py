@@ -39,7 +39,7 @@ from orchestrator.errors import DockerError, ToolchainError, ToolError
 from orchestrator.matrix import Matrix, load_matrix
 from orchestrator.plan import Cell, plan
 from orchestrator.results import ERROR, NOT_RUN, CellResult
-from orchestrator.runner import RunOptions, run_cells
+from orchestrator.runner import RunInterrupted, RunOptions, run_cells
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -396,9 +396,10 @@ def test_ctrl_c_kills_and_removes_the_container(
 
     threading.Thread(target=interrupt_once_building, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted) as stopped:
         run_cells(matrix, cells, backend, options)
         time.sleep(5)  # (only reached if the build ended first: the test fails)
+    assert stopped.value.exit_code == 130
     assert sent.is_set()
     assert time.monotonic() - started < 100
     assert wait_until(lambda: not engine.containers(mine))

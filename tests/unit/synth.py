@@ -121,6 +121,7 @@ class KernelSpec:
 class CubinSpec:
     kernels: list[KernelSpec] = field(default_factory=list)
     other_symbols: list[str] = field(default_factory=list)  # OBJECT symbols
+    data: bytes = b""  # contents of an initialised-data section (.nv.global.init)
 
 
 def build_cubin(spec: CubinSpec, sm: int = 100) -> bytes:
@@ -146,6 +147,8 @@ def build_cubin(spec: CubinSpec, sm: int = 100) -> bytes:
     sections.append(ElfSection(".symtab", 2, b"".join(symbols), link=1, entsize=24))
     for kernel in spec.kernels:
         sections.append(ElfSection(".text." + kernel.mangled, 1, kernel.code, flags=6, align=128))
+    if spec.data:
+        sections.append(ElfSection(".nv.global.init", 1, spec.data, flags=3))
     return build_elf(EM_CUDA, sections, flags=0x6000002 | (sm << 8))
 
 

@@ -219,8 +219,35 @@ def test_entry_header_payload_sizes_are_bounded() -> None:
     # size field must never make the reader allocate gigabytes.
     data = good_library()
     entry = fatbin_offset(data) + 16
-    for size in (1 << 63, 1 << 62, 3 << 30, (1 << 31) + 5, 10_000_000):
+    (compressed,) = struct.unpack_from("<I", data, entry + 16)
+    beyond_zstd = compressed * (1 << 15) + 4097  # more than any zstd frame can expand
+    for size in (1 << 63, 1 << 62, 3 << 30, (1 << 31) + 5, beyond_zstd):
         expect_error(patch(data, entry + 56, struct.pack("<Q", size)), "corrupt compressed sizes")
+    # Within what zstd can do, but not what this payload holds: caught after decompressing.
+    expect_error(patch(data, entry + 56, struct.pack("<Q", 10_000_000)), "corrupt")
+
+
+def test_highly_compressible_cubins_are_read() -> None:
+    """Found by the bad-input catalogue: nvcc 13.0 compresses a cubin holding an
+    initialised 16 MiB ``__device__`` array about 7800:1; a fixed 1024:1 bound called
+    that real library corrupt. The bound is now each format's own maximum."""
+    cubin = build_cubin(CubinSpec([KernelSpec("_Z1kv", working_body(3))], data=bytes(16 << 20)))
+    data = build_shared_object(
+        [
+            build_container(
+                [
+                    EntrySpec(KIND_ELF, 100, cubin, "a", compression="zstd"),
+                    EntrySpec(KIND_ELF, 90, cubin, "a", compression="lz4"),
+                ]
+            )
+        ]
+    )
+    entry = fatbin_offset(data) + 16
+    compressed, _ = struct.unpack_from("<IQ", data, entry + 16)
+    assert (16 << 20) / compressed > 5000  # far beyond the old 1024:1 bound
+    lib = library(data)
+    assert [c.arch.name for c in lib.cubins] == ["sm_100a", "sm_90a"]
+    assert all(len(c.kernels) == 1 for c in lib.cubins)
 
 
 # --- wheels, directories, files --------------------------------------------------------

@@ -1,10 +1,17 @@
 """Fuzzing the native reader: whatever the bytes, it returns or raises InputFileError,
-and quickly (every loop is bounded by the data size)."""
+and quickly (every loop is bounded by the data size).
+
+These few hundred examples run in CI; ``fuzz/fuzz_fatbin.py`` (atheris, coverage
+guided; ``nox -s fuzz``) runs for as long as one likes, and every input it ever
+crashed on is kept in ``fuzz_regressions/`` and replayed here. BENCHMARKS.md
+records how many inputs its runs tried."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import (
@@ -24,6 +31,7 @@ from synth import (
 from orchestrator.elf import BytesBlob
 from orchestrator.errors import InputFileError
 from orchestrator.fatbin import read_library
+from orchestrator.probe import probe_path
 
 SEED = build_shared_object(
     [
@@ -79,3 +87,21 @@ def test_truncated_libraries(cut: int) -> None:
 @given(st.binary(max_size=512))
 def test_random_bytes(data: bytes) -> None:
     run(b"\x7fELF\x02\x01\x01" + data)
+
+
+REGRESSIONS = sorted((Path(__file__).parent / "fuzz_regressions").glob("*"))
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
+def test_inputs_the_atheris_fuzzer_found(path: Path) -> None:
+    """Each file once crashed the reader (``.so``) or ``probe`` of a wheel (``.whl``)
+    under ``fuzz/fuzz_fatbin.py``, or was made by hand like one; now it is one
+    InputFileError (``run`` also bounds the time)."""
+    if path.suffix == ".whl":
+        with pytest.raises(InputFileError) as caught:
+            probe_path(path)
+        assert "\n" not in str(caught.value)
+        return
+    with pytest.raises(InputFileError):
+        read_library(BytesBlob(path.name, path.read_bytes()), path.name)
+    run(path.read_bytes())

@@ -6,18 +6,16 @@ the only cell of the run, so nothing else can carry the failure."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from junitparser import Error, Failure, JUnitXml
+from report_checks import assert_reports_fail
 from report_data import error_cell, failed_cell, not_run_cell, passed_cell
 
 from orchestrator.cli import main
 from orchestrator.expect import HOLLOW, MISSING
-from orchestrator.results import ERROR, NOT_RUN, CellResult
+from orchestrator.results import ERROR, CellResult
 
 
 def build_crash() -> CellResult:
@@ -93,28 +91,7 @@ def test_never_a_false_pass(make: Callable[[], CellResult], tmp_path: Path) -> N
     code = main(["report", str(tmp_path / "run"), "--out", str(out)])
     assert code != 0
 
-    # JUnit: an error or a failure
-    xml = JUnitXml.fromfile(str(out / "junit.xml"))
-    results = [r for suite in xml for case in suite for r in case.result]
-    assert any(isinstance(r, Failure | Error) for r in results)
-
-    # Markdown: the verdict is not OK; the row is marked 💥, ❌, ⚠️ or ⏸️, never ✅ alone
-    md = (out / "summary.md").read_text()
-    assert "✅ OK" not in md.splitlines()[0]
-    (row,) = [line for line in md.splitlines() if line.startswith(f"| {cell.id}")]
-    assert re.search("💥|❌|⚠️|⏸️", row)
-
-    # HTML: the verdict badge is not OK, and the cell is marked as a problem
-    html = (out / "index.html").read_text()
-    assert 'class="verdict ok"' not in html
-    heatmap = html.split('id="heatmap"')[1].split("</table>")[0]
-    assert 'data-status="passed"' not in heatmap
-    assert re.search(r'class="badge s-(failed|error|not-run)"', heatmap)
-    if cell.status in (ERROR, NOT_RUN):
-        assert "s-present" not in heatmap
-
-    # JSON: the recorded exit code is not 0
-    assert json.loads((out / "results.json").read_text())["run"]["exit_code"] != 0
+    assert_reports_fail(out, cell.id, cell.status)
 
     # Baseline diff: a previously good cell that now fails is never "no regression, exit 0"
     good = tmp_path / "good"
