@@ -161,12 +161,7 @@ class Engine:
 
     def containers(self, labels: Mapping[str, str] | None = None) -> list[str]:
         """Ids of this tool's containers (any state) that carry all of ``labels``."""
-        wanted = [LABEL, *(f"{k}={v}" for k, v in (labels or {}).items())]
-        try:
-            found = self._control.containers.list(all=True, filters={"label": wanted})
-        except ENGINE_ERRORS as exc:
-            raise DockerError(f"cannot list containers: {exc}") from None
-        return [str(c.id) for c in found]
+        return list(self.labelled(labels or {}))
 
     def labelled(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
         """``{id: its labels}`` of this tool's containers (any state) carrying ``labels``."""

@@ -107,6 +107,9 @@ class RecordingEngine(Engine):
     def image_env(self, ref: str) -> dict[str, str]:
         return {"PATH": "/opt/kernel-matrix/venv/bin:/usr/local/cuda/bin:/usr/bin:/bin"}
 
+    def labelled(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        return {}  # no container left over from an earlier run
+
     def build_image(
         self,
         context: Path,
