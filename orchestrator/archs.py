@@ -341,19 +341,28 @@ def parse_arch_list(text: str | Sequence[str]) -> tuple[ArchSpec, ...]:
     >>> [str(s) for s in parse_arch_list("9.0a;10.0f 12.1a,sm_121a")]
     ['9.0a', '10.0f', '12.1a']
     """
-    entries = (
-        [e for e in _LIST_SEPARATORS.split(text) if e]
-        if isinstance(text, str)
-        else [e for item in text for e in _LIST_SEPARATORS.split(str(item)) if e]
-    )
+    entries = _split_list(text)
     if not entries:
         raise ArchSpecError(f"empty architecture list '{text}'")
-    specs: list[ArchSpec] = []
-    for entry in entries:
-        spec = ArchSpec.parse(entry)
-        if spec not in specs:
-            specs.append(spec)
-    return tuple(specs)
+    return tuple(dict.fromkeys(ArchSpec.parse(entry) for entry in entries))
+
+
+def parse_device_list(text: str) -> tuple[ComputeCapability, ...]:
+    """``9.0,10.3 12.1`` -> compute capabilities, in the order given, no duplicates.
+    A spelling that is not a device (``9.0a``, ``9.5``) is an error.
+
+    >>> [str(d) for d in parse_device_list("10.3, 12.1;sm_90,12.1")]
+    ['10.3', '12.1', '9.0']
+    """
+    entries = _split_list(text)
+    if not entries:
+        raise ArchSpecError(f"empty device list '{text}' (write e.g. 9.0,10.3,12.1)")
+    return tuple(dict.fromkeys(ComputeCapability.parse(entry) for entry in entries))
+
+
+def _split_list(text: str | Sequence[str]) -> list[str]:
+    items = [text] if isinstance(text, str) else [str(item) for item in text]
+    return [e for item in items for e in _LIST_SEPARATORS.split(item) if e]
 
 
 def format_arch_list(specs: Iterable[ArchSpec]) -> str:

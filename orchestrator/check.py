@@ -16,7 +16,6 @@ and how to show it:
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,24 +44,6 @@ from orchestrator.reporting.console import console, mark
 from orchestrator.symbols import FamilyRule
 
 STATUSES = (PRESENT, MISSING, HOLLOW, NOT_APPLICABLE)
-
-
-def parse_devices(text: str) -> tuple[ComputeCapability, ...]:
-    """``9.0,10.3 12.1`` -> compute capabilities, in the order given, no duplicates.
-    A spelling that is not a device (``9.0a``, ``9.5``) raises ``ArchSpecError``.
-
-    >>> [str(d) for d in parse_devices("10.3, 12.1;sm_90,12.1")]
-    ['10.3', '12.1', '9.0']
-    """
-    entries = [e for e in re.split(r"[;,\s]+", text) if e]
-    if not entries:
-        raise UsageError(f"--devices: no device in '{text}' (write e.g. 9.0,10.3,12.1)")
-    devices: list[ComputeCapability] = []
-    for entry in entries:
-        device = ComputeCapability.parse(entry)
-        if device not in devices:
-            devices.append(device)
-    return tuple(devices)
 
 
 def default_devices(rules: Sequence[FamilyRule]) -> tuple[ComputeCapability, ...]:

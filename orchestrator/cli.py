@@ -352,13 +352,13 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Family × device verdicts for built wheels/libraries/dirs: table or --json."""
-    from orchestrator.archs import CudaVersion, check_cuda_version
+    from orchestrator.archs import CudaVersion, check_cuda_version, parse_device_list
     from orchestrator.build import scan_log
-    from orchestrator.check import check_paths, parse_devices, print_check
+    from orchestrator.check import check_paths, print_check
     from orchestrator.matrix import load_families_or_matrix
 
     rules = load_families_or_matrix(args.families)
-    devices = parse_devices(args.devices) if args.devices is not None else None
+    devices = parse_device_list(args.devices) if args.devices is not None else None
     cuda = CudaVersion.parse(args.cuda) if args.cuda else None
     if cuda is not None:
         check_cuda_version(cuda)

@@ -23,13 +23,12 @@ from synth import (
     working_body,
 )
 
-from orchestrator.archs import ComputeCapability, Target
+from orchestrator.archs import ComputeCapability, Target, parse_device_list
 from orchestrator.check import (
     check_inventory,
     default_devices,
     library_filter,
     narrow,
-    parse_devices,
 )
 from orchestrator.cli import main
 from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, EXIT_USAGE, ArchSpecError
@@ -247,7 +246,7 @@ def test_min_cuda_makes_a_family_not_applicable(
     [
         ("12.1a", "'12.1a' is not a device compute capability"),
         ("9.5", "unknown architecture '9.5'"),
-        (",", "no device"),
+        (",", "empty device list"),
     ],
 )
 def test_bad_device_spellings_are_one_line_and_exit_2(
@@ -292,9 +291,9 @@ def test_a_family_without_libraries_makes_check_read_every_library(
 
 
 def test_parse_and_default_devices() -> None:
-    assert parse_devices("12.1 10.3,12.1;90") == (CC("12.1"), CC("10.3"), CC("9.0"))
+    assert parse_device_list("12.1 10.3,12.1;90") == (CC("12.1"), CC("10.3"), CC("9.0"))
     with pytest.raises(ArchSpecError):
-        parse_devices("sm_90a")
+        parse_device_list("sm_90a")
     rules = [
         FamilyRule("a", (CC("12.1"), CC("9.0"))),
         FamilyRule("b", (CC("10.0"), CC("9.0"))),
