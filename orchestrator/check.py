@@ -8,9 +8,8 @@ and how to show it:
 
 * only the libraries some family can live in are read (every family names its
   ``libraries``: vLLM's flash-attention libraries, half of a wheel, are skipped);
-* ``judge`` scans the inventory it is given once per (family, device), so each
-  family is judged on an inventory narrowed to its own kernels -- the same
-  verdict, without rescanning thousands of unrelated kernels per device.
+* each family's kernels are found once (``family_kernels``) and judged on every
+  device, instead of rescanning thousands of unrelated kernels per device.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import fnmatch
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from orchestrator.expect import (
     is_hollow,
     judge,
 )
-from orchestrator.inventory import CodeObject, Inventory, Library
+from orchestrator.inventory import Inventory
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
 from orchestrator.reporting.console import console, mark
 from orchestrator.symbols import FamilyRule
@@ -58,27 +57,6 @@ def library_filter(rules: Sequence[FamilyRule]) -> Callable[[str], bool] | None:
         return None
     globs = sorted({glob for rule in rules for glob in rule.libraries})
     return lambda name: any(fnmatch.fnmatch(name, glob) for glob in globs)
-
-
-def narrow(inventory: Inventory, rule: FamilyRule) -> Inventory:
-    """The inventory with only ``rule``'s kernels (code objects and their sources
-    kept, so the family's own matching gives the same kernels on it)."""
-
-    def keep(code: CodeObject) -> CodeObject:
-        kernels = tuple(k for k in code.kernels if rule.matches_kernel(k.name, code.sources))
-        return replace(code, kernels=kernels)
-
-    return Inventory(
-        tuple(
-            Library(
-                library.path,
-                tuple(keep(c) for c in library.cubins),
-                tuple(keep(p) for p in library.ptx),
-            )
-            for library in inventory.libraries
-            if rule.matches_library(library.path)
-        )
-    )
 
 
 @dataclass(frozen=True)
@@ -152,14 +130,15 @@ def check_inventory(
     built_for: dict[str, tuple[str, ...]] = {}
     hollow_in: dict[str, tuple[str, ...]] = {}
     for rule in rules:
-        mine = narrow(inventory, rule)
-        copies = [(t, k) for entry in family_kernels(mine, rule) for t, k in entry.copies.items()]
+        kernels = family_kernels(inventory, rule)
+        copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
         targets = {t for t, _ in copies}
         working = {t for t, k in copies if not is_hollow(k, rule)}
         built_for[rule.name] = _names(targets)
         hollow_in[rule.name] = _names(targets - working)
         verdicts += [
-            judge(mine, rule, device, cuda=cuda, skip_lines=skip_lines) for device in devices
+            judge(inventory, rule, device, cuda=cuda, skip_lines=skip_lines, kernels=kernels)
+            for device in devices
         ]
     return Judged(tuple(verdicts), built_for, hollow_in)
 

@@ -144,8 +144,10 @@ def judge(
     *,
     cuda: CudaVersion | None = None,
     skip_lines: Sequence[str] = (),
+    kernels: Sequence[_FamilyKernel] | None = None,
 ) -> Verdict:
-    """The verdict for one family on one device."""
+    """The verdict for one family on one device. ``kernels``: the family's kernels
+    in ``inventory`` (``family_kernels``), when the caller judges several devices."""
     name = family.name
     if not family.applies_to(device, cuda):
         why = (
@@ -155,7 +157,8 @@ def judge(
         )
         return Verdict(name, str(device), NOT_APPLICABLE, reason=why)
 
-    kernels = family_kernels(inventory, family)
+    if kernels is None:
+        kernels = family_kernels(inventory, family)
     built_for = tuple(sorted({t.name for k in kernels for t in k.copies}, key=_target_order))
     status, chosen_set = serve(kernels, family, device)
     cause = next((line for line in skip_lines if family.explains(line)), None)
@@ -209,11 +212,14 @@ def check_cell(
     skip_lines: Sequence[str] = (),
 ) -> list[Verdict]:
     """Verdicts for every family × every device the arch list asks for."""
-    return [
-        judge(inventory, family, device, cuda=cuda, skip_lines=skip_lines)
-        for family in families
-        for device in requested_devices(archs)
-    ]
+    verdicts = []
+    for family in families:
+        kernels = family_kernels(inventory, family)
+        verdicts += [
+            judge(inventory, family, device, cuda=cuda, skip_lines=skip_lines, kernels=kernels)
+            for device in requested_devices(archs)
+        ]
+    return verdicts
 
 
 def compare_with_prediction(predicted: Sequence[Verdict], built: Sequence[Verdict]) -> list[str]:
