@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from orchestrator.errors import (
     KernelMatrixError,
     UsageError,
 )
-from orchestrator.matrix import BACKENDS, load_matrix
+from orchestrator.matrix import BACKENDS, Matrix, load_matrix
 from orchestrator.plan import github_matrix, plan
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
@@ -95,6 +96,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
+    """The matrix's docker settings, with --docker-base-image / --docker-toolchain."""
+    changes = {}
+    if args.docker_base_image:
+        changes["base_image"] = args.docker_base_image
+    if args.docker_toolchain:
+        changes["toolchain"] = args.docker_toolchain
+    if not changes:
+        return matrix
+    return dataclasses.replace(matrix, docker=dataclasses.replace(matrix.docker, **changes))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.backends import make_backend
     from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
@@ -107,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         new_run_id,
     )
 
-    matrix = load_matrix(args.matrix)
+    matrix = with_docker_overrides(load_matrix(args.matrix), args)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
@@ -414,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(p)
     p.add_argument(
         "--no-cache", action="store_true", help="rebuild even when a cached result matches"
+    )
+    p.add_argument(
+        "--docker-base-image",
+        metavar="IMAGE",
+        help="docker backend: base image instead of the matrix's ({cuda} = full CUDA tag)",
+    )
+    p.add_argument(
+        "--docker-toolchain",
+        choices=("image", "mount"),
+        help="docker backend: CUDA from the image, or the host's PyPI toolchain mounted",
     )
     p.add_argument(
         "--tier",

@@ -195,3 +195,16 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert main(["plan", "matrix.yaml", "--format", "xml"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_docker_settings_can_be_overridden_on_the_command_line() -> None:
+    from orchestrator.cli import build_parser, with_docker_overrides
+
+    matrix = load_matrix(REPO / "matrix.yaml")
+    args = build_parser().parse_args(
+        ["run", "matrix.yaml", "--docker-base-image", "local:base", "--docker-toolchain", "mount"]
+    )
+    changed = with_docker_overrides(matrix, args)
+    assert (changed.docker.base_image, changed.docker.toolchain) == ("local:base", "mount")
+    plain = build_parser().parse_args(["run", "matrix.yaml"])
+    assert with_docker_overrides(matrix, plain).docker == matrix.docker
