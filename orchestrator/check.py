@@ -33,8 +33,8 @@ from orchestrator.expect import (
     NOT_APPLICABLE,
     PRESENT,
     Verdict,
+    code_objects_holding,
     family_kernels,
-    is_hollow,
     judge,
 )
 from orchestrator.inventory import Inventory
@@ -131,9 +131,7 @@ def check_inventory(
     hollow_in: dict[str, tuple[str, ...]] = {}
     for rule in rules:
         kernels = family_kernels(inventory, rule)
-        copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
-        targets = {t for t, _ in copies}
-        working = {t for t, k in copies if not is_hollow(k, rule)}
+        targets, working = code_objects_holding(kernels, rule)
         built_for[rule.name] = _names(targets)
         hollow_in[rule.name] = _names(targets - working)
         verdicts += [

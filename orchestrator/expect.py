@@ -110,6 +110,15 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
     return list(found.values())
 
 
+def code_objects_holding(
+    kernels: Sequence[_FamilyKernel], family: FamilyRule
+) -> tuple[set[Target], set[Target]]:
+    """(every code object holding a kernel of the family, those holding a working
+    one): their difference is where the family is hollow throughout."""
+    copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
+    return {t for t, _ in copies}, {t for t, k in copies if not is_hollow(k, family)}
+
+
 Served = list[tuple["_FamilyKernel", Target, Kernel]]
 
 

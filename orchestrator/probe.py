@@ -27,7 +27,7 @@ from typing import Any, Literal
 from orchestrator.archs import DEVICES, ComputeCapability, Target
 from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
-from orchestrator.expect import HOLLOW, PRESENT, family_kernels, is_hollow, serve
+from orchestrator.expect import HOLLOW, PRESENT, code_objects_holding, family_kernels, serve
 from orchestrator.fatbin import EntryDecoder, read_library
 from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
@@ -284,9 +284,8 @@ def family_presence(
     result = {}
     for rule in rules:
         kernels = family_kernels(inventory, rule)
-        copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
-        working = {t for t, k in copies if not is_hollow(k, rule)}
-        hollow = {t for t, k in copies if is_hollow(k, rule)} - working
+        holding, working = code_objects_holding(kernels, rule)
+        hollow = holding - working
         statuses = {device: serve(kernels, rule, device)[0] for device in devices}
         result[rule.name] = FamilyPresence(
             family=rule.name,
