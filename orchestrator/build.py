@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import IO
 
 from orchestrator.archs import format_arch_list
+from orchestrator.configure_env import ConfigureEnv, expand
 from orchestrator.errors import BuildError
+from orchestrator.guards import TRACE_FILE, trace_arguments
 from orchestrator.matrix import Project
 from orchestrator.plan import Cell
 
@@ -88,8 +90,10 @@ def recipe(
     *,
     threads: int,
     configure_only: bool = False,
+    configure_env: ConfigureEnv | None = None,
 ) -> BuildRecipe:
-    """The commands that build ``cell`` of ``project``."""
+    """The commands that build ``cell`` of ``project`` (or, with ``configure_only``,
+    configure it; a ``build: pip`` project then needs its provisioned ``configure_env``)."""
     archs = format_arch_list(cell.archs)
     options = {**project.cmake_options, **cell.spec.cmake_options}
     env = {
@@ -104,6 +108,10 @@ def recipe(
         "CUDACXX": str(paths.nvcc),
         project.arch_variable: archs,
     }
+    if project.build == "pip" and configure_only:
+        if configure_env is None or project.configure is None:
+            raise BuildError(f"{cell.id}: this pip project has no `configure:` section")
+        return _pip_configure_recipe(project, cell, paths, env, options, configure_env)
     if project.build == "pip":
         # setup.py builds write into the source tree (vLLM: build/, .deps/, generated
         # files), and the source may be a read-only mount shared by every cell: each
@@ -130,6 +138,7 @@ def recipe(
         f"-D{project.arch_variable}={archs}",
     ]  # fmt: skip
     configure += [f"-D{key}={value}" for key, value in options.items()]
+    configure += trace_arguments(paths.source, paths.build / TRACE_FILE)
     steps = [Step("configure", tuple(configure), paths.build)]
     if not configure_only:
         build = ["cmake", "--build", str(paths.build), "--parallel", str(threads)]
@@ -137,6 +146,59 @@ def recipe(
             build += ["--target", project.cmake_target]
         steps.append(Step("build", tuple(build), paths.build))
     return BuildRecipe(tuple(steps), env)
+
+
+def _pip_configure_recipe(
+    project: Project,
+    cell: Cell,
+    paths: BuildPaths,
+    env: dict[str, str],
+    options: dict[str, str],
+    configure_env: ConfigureEnv,
+) -> BuildRecipe:
+    """Configure a ``build: pip`` project the way its setup.py would run CMake, on a
+    writable copy of its source (configure writes generated sources into it), with
+    the options and environment of the matrix's ``configure:`` section, and CMake's
+    trace of the project's own files (for the guard that dropped a family)."""
+    spec = project.configure
+    assert spec is not None
+    source = paths.build / PIP_SOURCE_COPY
+    values = configure_env.placeholders(paths.build)
+    copy = ("python3", "-c", COPY_SOURCE, str(paths.source), str(source))
+    settings = {
+        **{k: expand(v, values) for k, v in spec.cmake_options.items()},
+        **options,
+        "CMAKE_CUDA_COMPILER": str(configure_env.cuda_home / "bin" / "nvcc"),
+        project.arch_variable: env[project.arch_variable],
+    }
+    configure = [
+        "cmake", "-S", str(source / spec.cmake_source), "-B", str(paths.build), "-G", "Ninja",
+        *(f"-D{key}={value}" for key, value in settings.items()),
+        *trace_arguments_for_copy(paths.source, source, paths.build / TRACE_FILE),
+    ]  # fmt: skip
+    python_path = os.pathsep.join(p for p in (str(configure_env.site), env.get("PYTHONPATH")) if p)
+    env = {
+        **env,
+        **{k: expand(v, values) for k, v in spec.env.items()},
+        **{name: str(path) for name, path in configure_env.stand_ins.items()},
+        "CUDA_HOME": str(configure_env.cuda_home),
+        "CUDACXX": str(configure_env.cuda_home / "bin" / "nvcc"),
+        "PYTHONPATH": python_path,
+    }
+    return BuildRecipe(
+        (Step("copy-source", copy, paths.build), Step("configure", tuple(configure), paths.build)),
+        env,
+    )
+
+
+def trace_arguments_for_copy(original: Path, copy: Path, trace: Path) -> list[str]:
+    """:func:`guards.trace_arguments` for the project's CMake files as they will be
+    in ``copy`` (made by the step before configure)."""
+    arguments = trace_arguments(original, trace)
+    prefix = f"--trace-source={original}"
+    return [
+        f"--trace-source={copy}{a[len(prefix) :]}" if a.startswith(prefix) else a for a in arguments
+    ]
 
 
 def run_recipe(cell_id: str, commands: BuildRecipe, call: Callable[[Step], int]) -> float:

@@ -56,6 +56,23 @@ def _add_cell_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", action="append", default=[], metavar="ID", help="only this cell (repeatable)"
     )
+    parser.add_argument(
+        "--source",
+        metavar="DIR|SDIST|NAME==VERSION",
+        help="the source tree instead of the matrix's: a directory (a git checkout), an sdist "
+        "(.tar.gz), or a release on the package index, e.g. vllm==0.33.0 (downloaded, cached)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Matrix:
+    """The matrix of ``args``, with ``--source`` resolved (an sdist is unpacked, a
+    release downloaded: once, cached)."""
+    source = None
+    if args.source:
+        from orchestrator.sources import resolve_source
+
+        source = resolve_source(args.source)
+    return load_matrix(args.matrix, source=source)
 
 
 def _add_strict(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +88,7 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    matrix = load_matrix(args.matrix)
+    matrix = _load(args)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     if args.format == "json":
         print(
@@ -120,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         new_run_id,
     )
 
-    matrix = with_docker_overrides(load_matrix(args.matrix), args)
+    matrix = with_docker_overrides(_load(args), args)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
@@ -146,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         use_cache=not args.no_cache,
         configure_only=args.tier == "configure",
+        progress=lambda line: console().print(f"  {line}", markup=False, highlight=False),
     )
     out = console()
     kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))

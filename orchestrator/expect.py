@@ -50,6 +50,7 @@ class Verdict:
     built_for: tuple[str, ...] = ()  # every code object that holds the family
     reason: str = ""
     cause: str | None = None  # the build-log line that explains a missing family
+    guard: str | None = None  # the CMake call (file:line, as it ran) that dropped it
 
     @property
     def failing(self) -> bool:
@@ -66,6 +67,7 @@ class Verdict:
             "built_for": list(self.built_for),
             "reason": self.reason,
             "cause": self.cause,
+            "guard": self.guard,
         }
 
     @classmethod
@@ -80,6 +82,7 @@ class Verdict:
             built_for=tuple(data.get("built_for", ())),
             reason=data.get("reason", ""),
             cause=data.get("cause"),
+            guard=data.get("guard"),
         )
 
 

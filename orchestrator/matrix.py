@@ -20,6 +20,7 @@ from orchestrator.archs import (
     format_arch_list,
     parse_arch_list,
 )
+from orchestrator.configure_env import ConfigureSpec, PythonSpec, StandIn
 from orchestrator.errors import ConfigError
 from orchestrator.symbols import FamilyRule, families_from_document, load_families
 from orchestrator.yamlfile import Document, JsonPath, format_path, load_document
@@ -42,6 +43,7 @@ class Project:
     cmake_options: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     cmake_target: str | None = None
+    configure: ConfigureSpec | None = None  # the configure tier of a `build: pip` project
 
 
 @dataclass(frozen=True)
@@ -92,17 +94,27 @@ def _options(raw: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def load_matrix(path: Path) -> Matrix:
-    """Read, validate and expand a matrix file."""
+def load_matrix(path: Path, *, source: Path | None = None) -> Matrix:
+    """Read, validate and expand a matrix file; ``source`` (``run --source``)
+    replaces the project's source directory."""
     path = Path(path)
     document = load_document(path, "matrix.schema.json")
     data = document.data
     base = path.resolve().parent
 
     raw_project = data["project"]
-    source = (base / raw_project["source"]).resolve()
-    if not source.is_dir():
-        raise document.error(("project", "source"), f"source directory '{source}' does not exist")
+    if source is not None:
+        source = source.resolve()
+    elif "source" in raw_project:
+        source = (base / raw_project["source"]).resolve()
+        if not source.is_dir():
+            raise document.error(
+                ("project", "source"), f"source directory '{source}' does not exist"
+            )
+    else:
+        raise document.error(
+            ("project",), "no 'source' here: give the source tree with --source DIR"
+        )
     project = Project(
         source=source,
         name=raw_project.get("name", source.name),
@@ -112,6 +124,7 @@ def load_matrix(path: Path) -> Matrix:
         cmake_options=_options(raw_project.get("cmake_options")),
         env=_options(raw_project.get("env")),
         cmake_target=raw_project.get("cmake_target"),
+        configure=_configure(raw_project.get("configure")),
     )
 
     versions = [_cuda(document, ("cuda", i)) for i in range(len(data.get("cuda", [])))]
@@ -159,6 +172,32 @@ def load_matrix(path: Path) -> Matrix:
             pip_install=" ".join(raw_docker.get("pip_install", "").split()),
         ),
         timeout=data.get("timeout", DEFAULT_TIMEOUT),
+    )
+
+
+def _configure(raw: dict[str, Any] | None) -> ConfigureSpec | None:
+    if raw is None:
+        return None
+    python = raw.get("python", {})
+    return ConfigureSpec(
+        cmake_source=raw.get("cmake_source", "."),
+        python=PythonSpec(
+            requirements=tuple(python.get("requirements", ())),
+            packages=tuple(python.get("packages", ())),
+            extra=tuple(python.get("extra", ())),
+        ),
+        cmake_options=_options(raw.get("cmake_options")),
+        env=_options(raw.get("env")),
+        stand_ins={
+            name: StandIn(
+                files=tuple(spec.get("files", ())),
+                fetch=spec.get("fetch", ""),
+                libraries=tuple(spec.get("libraries", ())),
+                contents=dict(spec.get("contents", {})),
+            )
+            for name, spec in raw.get("stand_ins", {}).items()
+        },
+        libraries=tuple(raw.get("libraries", ("*.so",))),
     )
 
 

@@ -192,10 +192,13 @@ def predict_inventory(build_dir: Path, project: Project) -> Inventory:
     """The inventory a build of ``build_dir`` will have, per library artifact that
     matches the project's artifact globs."""
     libraries: list[Library] = []
+    globs = project.artifacts
+    if project.build == "pip" and project.configure is not None:
+        globs = project.configure.libraries  # CMake's targets, not the wheel setup.py makes
     for target in read_codemodel(build_dir):
         if target.type not in LIBRARY_TYPES:
             continue
-        artifacts = [a for a in target.artifacts if _matches(a, project.artifacts)]
+        artifacts = [a for a in target.artifacts if _matches(a, globs)]
         if not artifacts:
             continue
         cubins: list[CodeObject] = []

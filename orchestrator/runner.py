@@ -10,6 +10,8 @@ without rebuilding the finished ones.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -26,7 +28,7 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.backends import Backend, BuildJob
-from orchestrator.build import PROCESSES, collect_artifacts, scan_log
+from orchestrator.build import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
 from orchestrator.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -34,7 +36,14 @@ from orchestrator.errors import (
     Interrupted,
     KernelMatrixError,
 )
-from orchestrator.expect import archs_without_code, check_cell, compare_with_prediction
+from orchestrator.expect import (
+    MISSING,
+    NOT_APPLICABLE,
+    Verdict,
+    archs_without_code,
+    check_cell,
+    compare_with_prediction,
+)
 from orchestrator.fsutil import write_json
 from orchestrator.inventory import Inventory
 from orchestrator.matrix import Matrix
@@ -65,6 +74,7 @@ class RunOptions:
     resume: bool = False
     use_cache: bool = True
     configure_only: bool = False
+    progress: Callable[[str], None] | None = None  # provisioning lines for the console
 
     def __post_init__(self) -> None:
         # Builds run *in* their directory: a relative one would nest inside itself.
@@ -195,12 +205,57 @@ def run_cell(
         result.verdicts = check_cell(
             inventory, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
         )
+        if not result.cached:
+            result.verdicts = explain_verdicts(
+                result.verdicts, matrix, options.build_root / cell.id, tier=tier
+            )
         result.archs_without_code = archs_without_code(inventory, cell.archs)
         result.settle()
         if tier == "build" and not result.cached:
             result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def explain_verdicts(
+    verdicts: list[Verdict], matrix: Matrix, build_dir: Path, *, tier: str
+) -> list[Verdict]:
+    """Verdicts with what only this build directory knows: the CMake guard that dropped
+    each missing family (from the configure's trace), and -- in the configure tier of
+    a `build: pip` project -- the families that live in a project the configure did
+    not fetch (a stand-in), which this tier cannot judge."""
+    from orchestrator.guards import TRACE_FILE, guard_of, read_trace
+
+    project = matrix.project
+    source = build_dir / PIP_SOURCE_COPY if project.build == "pip" else project.source
+    stand_ins = project.configure.stand_ins if project.configure else {}
+    records = None
+    out = []
+    for verdict in verdicts:
+        family = next(f for f in matrix.families if f.name == verdict.family)
+        outside = [
+            name
+            for name, stand_in in stand_ins.items()
+            if family.libraries
+            and any(fnmatch.fnmatch(lib, g) for lib in stand_in.libraries for g in family.libraries)
+        ]
+        if tier == "configure" and outside and verdict.status != NOT_APPLICABLE:
+            verdict = dataclasses.replace(
+                verdict,
+                status=NOT_APPLICABLE,
+                reason=f"{family.name} lives in a library of {', '.join(outside)}, which the "
+                "configure tier does not fetch (a stand-in): only the build tier can judge it",
+            )
+        elif verdict.status == MISSING:
+            if records is None:
+                records = read_trace(build_dir / TRACE_FILE)
+            guard = guard_of(family, source, records)
+            if guard:
+                verdict = dataclasses.replace(
+                    verdict, guard=guard, reason=f"{verdict.reason}; dropped by {guard}"
+                )
+        out.append(verdict)
+    return out
 
 
 def _check_prediction(
@@ -277,6 +332,7 @@ def _build_and_probe(
                 deadline=time.monotonic() + options.timeout,
                 threads=options.threads_per_job,
                 configure_only=options.configure_only,
+                progress=options.progress,
             )
         )
     result.toolchain, result.build_s = outcome.toolchain, outcome.build_s

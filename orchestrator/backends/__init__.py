@@ -7,6 +7,7 @@ artifacts the build left in the cell's build directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -25,6 +26,7 @@ class BuildJob:
     deadline: float  # time.monotonic() seconds
     threads: int
     configure_only: bool = False
+    progress: Callable[[str], None] | None = None  # long provisioning, on the console
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from orchestrator import toolchain
+from orchestrator import configure_env, toolchain
 from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
 from orchestrator.build import (
@@ -19,7 +19,7 @@ from orchestrator.build import (
     run_recipe,
     stop_leftovers,
 )
-from orchestrator.errors import ToolchainError
+from orchestrator.errors import ConfigError, ToolchainError
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
 
@@ -33,6 +33,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._cuda_locks: dict[CudaVersion, threading.Lock] = {}
         self._resolved: dict[CudaVersion, toolchain.Toolchain] = {}
+        self._configure_lock = threading.Lock()
 
     def _toolchain(self, cell: Cell) -> toolchain.Toolchain:
         """The toolchain of the cell's CUDA version, resolved once per run (it may be
@@ -60,12 +61,16 @@ class LocalBackend:
         build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(build_dir)
         paths = BuildPaths(self.matrix.project.source, build_dir, tc.nvcc, tc.home)
+        configure_env = None
+        if job.configure_only and self.matrix.project.build == "pip":
+            configure_env = self._configure_env(tc, build_dir, job)
         commands = recipe(
             self.matrix.project,
             job.cell,
             paths,
             threads=job.threads,
             configure_only=job.configure_only,
+            configure_env=configure_env,
         )
         # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
         tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
@@ -83,3 +88,26 @@ class LocalBackend:
             ),
         )
         return BuildOutcome(tc.describe(), spent)
+
+    def _configure_env(
+        self, tc: toolchain.Toolchain, build_dir: Path, job: BuildJob
+    ) -> configure_env.ConfigureEnv:
+        """What a `build: pip` project's CMake imports, provisioned once (cached) and
+        logged in the cell's log, with progress on the console."""
+        spec = self.matrix.project.configure
+        if spec is None:
+            raise ConfigError(
+                f"{self.matrix.path}: project.configure is needed to configure a "
+                "`build: pip` project (how its setup.py runs CMake)"
+            )
+
+        def progress(line: str) -> None:
+            job.log.write(f"# kernel-matrix: {line}\n".encode())
+            job.log.flush()
+            if job.progress is not None:
+                job.progress(f"{job.cell.id}: {line}")
+
+        with self._configure_lock:  # cells share one environment: provision it once
+            return configure_env.provision(
+                spec, self.matrix.project.source, tc, build_dir, progress
+            )

@@ -1,0 +1,368 @@
+"""Which CMake guard dropped a kernel family: the call and its ``file:line``.
+
+A family that a configure leaves without code was dropped by a guard: a call such as
+vLLM's ``cuda_archs_loose_intersection(FP4_ARCHS "10.0f;12.0f" "${CUDA_ARCHS}")``
+whose result was empty (or lacked the device's arch), tested by the ``if()`` around
+the lines that add the family's sources. Two things find it:
+
+* the project's CMake files, read statically: where a family's source file is
+  named, and the ``if()`` conditions (or ``${VAR}`` arguments) around that place;
+* CMake's own trace of the configure (``--trace-expand --trace-format=json-v1``,
+  restricted to the project's files): every call that ran, with its arguments
+  expanded -- so the guard is shown as it ran, e.g.
+  ``CMakeLists.txt:1035: cuda_archs_loose_intersection(FP4_SM120_ARCHS 12.0f 12.1a)``.
+
+The guard is the last call that ran before that place and set one of those
+variables (a name from ``GUARD_COMMANDS`` preferred); where a family's source is
+passed to a function of the project (the sample extension's
+``sample_guarded_family(... SRCS x.cu)``), the guard call that ran inside it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from orchestrator.symbols import FamilyRule
+
+TRACE_FILE = "cmake-trace.json"
+GUARD_COMMANDS = ("cuda_archs_loose_intersection",)
+MAX_TRACE_BYTES = 512 * 1024 * 1024  # a sane bound: vLLM's whole trace is a few MB
+# Commands that read or change variables but never decide a guard.
+_NOT_GUARDS = frozenset(
+    [
+        "set",
+        "unset",
+        "list",
+        "string",
+        "if",
+        "elseif",
+        "else",
+        "endif",
+        "message",
+        "foreach",
+        "endforeach",
+        "while",
+        "endwhile",
+        "return",
+        "include",
+        "math",
+        "get_filename_component",
+        "set_property",
+        "set_source_files_properties",
+        "cmake_parse_arguments",
+    ]
+)
+_CONDITION_WORDS = frozenset(
+    [
+        "AND",
+        "OR",
+        "NOT",
+        "DEFINED",
+        "TRUE",
+        "FALSE",
+        "ON",
+        "OFF",
+        "EXISTS",
+        "COMMAND",
+        "TARGET",
+        "TEST",
+        "POLICY",
+        "IN_LIST",
+        "STREQUAL",
+        "STRLESS",
+        "STRGREATER",
+        "EQUAL",
+        "LESS",
+        "GREATER",
+        "MATCHES",
+        "IS_DIRECTORY",
+        "IS_ABSOLUTE",
+        "VERSION_EQUAL",
+        "VERSION_LESS",
+        "VERSION_GREATER",
+        "VERSION_LESS_EQUAL",
+        "VERSION_GREATER_EQUAL",
+        "LESS_EQUAL",
+        "GREATER_EQUAL",
+        "STRLESS_EQUAL",
+        "STRGREATER_EQUAL",
+    ]
+)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SOURCE_TOKEN = re.compile(r"[\w./+-]+\.(?:cu|cuh|cpp|cc|c)\b")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of a CMake file, as written."""
+
+    name: str  # lower case
+    args: str
+    line: int
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One command that ran, from CMake's json-v1 trace."""
+
+    index: int
+    name: str
+    args: tuple[str, ...]
+    file: str
+    line: int
+    frame: int
+
+    def show(self, root: Path) -> str:
+        where = _relative(self.file, root)
+        args = " ".join(f'"{a}"' if (not a or any(c in a for c in ' ;"')) else a for a in self.args)
+        return f"{where}:{self.line}: {self.name}({args})"
+
+
+def trace_arguments(source: Path, trace: Path) -> list[str]:
+    """CMake options that trace the project's own CMake files (not CUTLASS's or
+    torch's) into ``trace``, with arguments expanded."""
+    files = sorted(project_cmake_files(source))
+    if not files:  # (a source this process cannot see: a container's path) no trace
+        return []
+    return [
+        "--trace-expand",
+        "--trace-format=json-v1",
+        f"--trace-redirect={trace}",
+        *(f"--trace-source={f}" for f in files),
+    ]
+
+
+def project_cmake_files(source: Path) -> Iterator[Path]:
+    """``CMakeLists.txt`` and ``*.cmake`` of the project, not of what it vendors or
+    built (build trees, ``.deps``, third-party checkouts)."""
+    skip = {"build", "dist", ".deps", ".git", "third_party", "3rdparty", "stand-ins", "_deps"}
+    stack = [source]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                if entry.name not in skip and not entry.name.startswith("."):
+                    stack.append(entry)
+            elif entry.name == "CMakeLists.txt" or entry.suffix == ".cmake":
+                yield entry
+
+
+def read_trace(path: Path) -> list[TraceRecord]:
+    """The records of a json-v1 trace (its first line is the version)."""
+    records: list[TraceRecord] = []
+    if not path.is_file() or path.stat().st_size > MAX_TRACE_BYTES:
+        return records
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(data, dict) or "cmd" not in data:
+                continue
+            records.append(
+                TraceRecord(
+                    index=len(records),
+                    name=str(data["cmd"]).lower(),
+                    args=tuple(str(a) for a in data.get("args", ())),
+                    file=str(data.get("file", "")),
+                    line=int(data.get("line", 0)),
+                    frame=int(data.get("frame", 0)),
+                )
+            )
+    return records
+
+
+def commands(text: str) -> list[Command]:
+    """The commands of a CMake file, with their raw argument text and first line.
+
+    >>> [(c.name, c.line) for c in commands('if(A)  # c(x)\\n  set(S "a.cu")\\nendif()\\n')]
+    [('if', 1), ('set', 2), ('endif', 3)]
+    """
+    out: list[Command] = []
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            i += 1
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif ch.isalpha() or ch == "_":
+            match = re.match(r"[A-Za-z_][A-Za-z0-9_]*\s*\(", text[i:])
+            if not match:
+                i += 1
+                continue
+            name = match[0].rstrip("( \t\n").lower()
+            start_line = line
+            j = i + match.end()
+            depth, quoted, args_start = 1, False, j
+            while j < n and depth:
+                c = text[j]
+                if c == "\n":
+                    line += 1
+                elif c == "\\" and quoted:
+                    j += 1
+                elif c == '"':
+                    quoted = not quoted
+                elif not quoted and c == "#":
+                    end = text.find("\n", j)
+                    j = n - 1 if end < 0 else end - 1
+                elif not quoted and c == "(":
+                    depth += 1
+                elif not quoted and c == ")":
+                    depth -= 1
+                j += 1
+            out.append(Command(name, text[args_start : j - 1], start_line))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A place in a CMake file that names a family's source."""
+
+    file: Path
+    command: Command
+    conditions: tuple[Command, ...]  # enclosing if/elseif, innermost first
+
+
+def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
+    """Where the project's CMake files name a source of ``family`` (outside function
+    and macro bodies, which run where they are called)."""
+    found: list[Mention] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        stack: list[Command] = []
+        in_definition = 0
+        for command in commands(text):
+            if command.name in ("function", "macro"):
+                in_definition += 1
+            elif command.name in ("endfunction", "endmacro"):
+                in_definition = max(0, in_definition - 1)
+            elif command.name == "if":
+                stack.append(command)
+            elif command.name in ("elseif", "else") and stack:
+                stack[-1] = command
+            elif command.name == "endif" and stack:
+                stack.pop()
+            elif not in_definition and _names_family_source(command.args, family):
+                found.append(Mention(path, command, tuple(reversed(stack))))
+    return found
+
+
+def _names_family_source(args: str, family: FamilyRule) -> bool:
+    for token in _SOURCE_TOKEN.findall(args):
+        name = PurePosixPath(token).name
+        if family.sources and any(fnmatch.fnmatch(name, g) for g in family.sources):
+            return not family.excludes_source(name)
+    return False
+
+
+def _condition_variables(condition: Command) -> list[str]:
+    names = _REFERENCE.findall(condition.args)
+    for token in re.split(r"[\s()]+", condition.args):
+        token = token.strip('"')
+        if _IDENTIFIER.match(token) and token not in _CONDITION_WORDS and not token.isdigit():
+            names.append(token)
+    return [n for n in dict.fromkeys(names) if not n.startswith("CMAKE_")]
+
+
+def guard_of(
+    family: FamilyRule,
+    source: Path,
+    records: Sequence[TraceRecord],
+    guard_commands: Sequence[str] = GUARD_COMMANDS,
+) -> str | None:
+    """The guard call (as it ran) that decided whether ``family``'s sources got code,
+    with the ``if()`` that tested it; None when no place names the family's sources."""
+    if not records or not family.sources:
+        return None
+    guards = {g.lower() for g in guard_commands}
+    for mention in mentions(project_cmake_files(source), family):
+        where = _position(records, mention.file, mention.command.line)
+        for condition in mention.conditions:
+            if_at = _position(records, mention.file, condition.line)
+            limit = if_at if if_at is not None else where
+            for variable in _condition_variables(condition):
+                guard = _last_setter(records, variable, limit, guards)
+                if guard is not None:
+                    return (
+                        f"{guard.show(source)} (tested by {_shown_if(mention, condition, source)})"
+                    )
+        if where is not None:
+            inner = _called_guard(records, where, guards)
+            if inner is not None:
+                caller = records[where]
+                return f"{inner.show(source)} (in {caller.name}() at {_relative(caller.file, source)}:{caller.line})"
+            for variable in _REFERENCE.findall(mention.command.args):
+                guard = _last_setter(records, variable, where, guards)
+                if guard is not None:
+                    return guard.show(source)
+    return None
+
+
+def _relative(file: str | Path, root: Path) -> str:
+    try:
+        return str(Path(file).relative_to(root))
+    except ValueError:
+        return str(file)
+
+
+def _shown_if(mention: Mention, condition: Command, root: Path) -> str:
+    where = _relative(mention.file, root)
+    return f"{where}:{condition.line} {condition.name}({' '.join(condition.args.split())})"
+
+
+def _position(records: Sequence[TraceRecord], file: Path, line: int) -> int | None:
+    """The index of the last record of the command at ``file:line`` that ran."""
+    wanted = str(file)
+    for record in reversed(records):
+        if record.line == line and record.file == wanted:
+            return record.index
+    return None
+
+
+def _last_setter(
+    records: Sequence[TraceRecord], variable: str, before: int | None, guards: set[str]
+) -> TraceRecord | None:
+    end = len(records) if before is None else before
+    fallback: TraceRecord | None = None
+    for record in reversed(records[:end]):
+        if not record.args or record.args[0] != variable:
+            continue
+        if record.name in guards:
+            return record
+        if fallback is None and record.name not in _NOT_GUARDS:
+            fallback = record
+    return fallback
+
+
+def _called_guard(
+    records: Sequence[TraceRecord], call: int, guards: set[str]
+) -> TraceRecord | None:
+    """The last guard call that ran inside the function/macro call at ``call``."""
+    frame = records[call].frame
+    found: TraceRecord | None = None
+    for record in records[call + 1 :]:
+        if record.frame <= frame:
+            break
+        if record.name in guards:
+            found = record
+    return found

@@ -1,0 +1,228 @@
+"""The source tree a matrix builds: a directory, an sdist, or a release on the package
+index (``vllm==0.33.0``), given by the matrix or by ``run --source``.
+
+An sdist is unpacked once into the cache (member by member: only regular files and
+directories, no absolute paths, no ``..``; never ``extractall``). A release is the
+sdist of that version on the package index pip is configured with (``PIP_INDEX_URL``
+or pip's configuration, else pip's own default), found through the index's JSON
+simple API (PEP 691) and checked against the digest the index publishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path, PurePosixPath
+
+from filelock import FileLock
+
+from orchestrator.errors import InputFileError, ToolchainError, UsageError
+from orchestrator.toolchain import LOCK_TIMEOUT_S, cache_root
+
+_RELEASE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)$")
+MAX_SDIST_BYTES = 2 * 1024**3  # unpacked: vLLM's is about 60 MB
+DOWNLOAD_TIMEOUT_S = 600
+
+
+def resolve_source(spec: str, *, progress: bool = True) -> Path:
+    """The directory to build for ``spec``: a directory as it is, an ``.tar.gz``
+    sdist unpacked (cached), or ``NAME==VERSION`` downloaded as an sdist (cached)."""
+    release = _RELEASE.match(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz")):
+            raise UsageError(f"--source {spec}: not a directory nor an sdist (.tar.gz)")
+        return unpack_sdist(path)
+    if release:
+        return unpack_sdist(download_sdist(release[1], release[2], progress=progress))
+    raise UsageError(
+        f"--source {spec}: no such directory or sdist, and not a release like vllm==0.33.0"
+    )
+
+
+def unpack_sdist(sdist: Path) -> Path:
+    """The sdist's top directory, unpacked once under ``<cache>/sources``."""
+    digest = hashlib.sha256()
+    with sdist.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    target = cache_root() / "sources" / f"{sdist.name.split('.tar')[0]}-{digest.hexdigest()[:12]}"
+    done = target / ".kernel-matrix-unpacked"
+    if done.is_file():
+        return target / done.read_text().strip()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        if done.is_file():
+            return target / done.read_text().strip()
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+        try:
+            top = _unpack(sdist, staging)
+            (staging / ".kernel-matrix-unpacked").write_text(top + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return target / top
+
+
+def _unpack(sdist: Path, into: Path) -> str:
+    """Write the sdist's regular files and directories under ``into``; returns its
+    single top-level directory. Anything else (links, devices, paths leaving the
+    tree) is an input error."""
+    tops: set[str] = set()
+    total = 0
+    try:
+        with tarfile.open(sdist, "r:*") as archive:
+            for member in archive:
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts or not name.parts:
+                    raise InputFileError(f"{sdist}: member '{member.name}' leaves the tree")
+                tops.add(name.parts[0])
+                destination = into.joinpath(*name.parts)
+                if member.isdir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    continue  # links and devices are never needed to configure
+                total += member.size
+                if total > MAX_SDIST_BYTES:
+                    raise InputFileError(f"{sdist}: unpacks to more than {MAX_SDIST_BYTES} bytes")
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                stream = archive.extractfile(member)
+                if stream is None:
+                    continue
+                with stream, destination.open("wb") as out:
+                    shutil.copyfileobj(stream, out)
+                if member.mode & 0o111:
+                    destination.chmod(0o755)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, tarfile.TarError):
+            raise
+        raise InputFileError(f"{sdist}: not a readable sdist ({exc})") from None
+    if len(tops) != 1:
+        raise InputFileError(f"{sdist}: an sdist has one top-level directory, not {len(tops)}")
+    return tops.pop()
+
+
+# --- a release's sdist from the configured package index ------------------------------
+
+
+def index_url() -> str:
+    """The package index pip uses here: ``PIP_INDEX_URL``, pip's configuration, or
+    pip's built-in default (asked from pip, never written here)."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    configured = _pip_config("global.index-url")
+    if configured:
+        return configured
+    try:
+        from pip._internal.models.index import PyPI  # pip's own default index
+    except ImportError:
+        raise ToolchainError(
+            "no package index configured (set PIP_INDEX_URL) and pip is not importable"
+        ) from None
+    return str(PyPI.simple_url)
+
+
+def _pip_config(key: str) -> str | None:
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", key],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = result.stdout.strip()
+    return value if result.returncode == 0 and value else None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    cafile = os.environ.get("PIP_CERT") or _pip_config("global.cert")
+    return ssl.create_default_context(cafile=cafile if cafile else None)
+
+
+def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
+    """The sdist of ``name==version`` from the package index, cached under
+    ``<cache>/sdists`` and checked against the index's sha256."""
+    normalized = re.sub(r"[-_.]+", "-", name).lower()
+    target_dir = cache_root() / "sdists"
+    cached = sorted(target_dir.glob(f"{normalized.replace('-', '[-_]')}-{version}.tar.gz"))
+    if cached:
+        return cached[0]
+    base = index_url().rstrip("/") + "/"
+    page = urllib.parse.urljoin(base, f"{normalized}/")
+    context = _ssl_context()
+    request = urllib.request.Request(  # noqa: S310 (the configured index, http(s) only)
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    _check_scheme(page)
+    try:
+        with urllib.request.urlopen(request, timeout=60, context=context) as answer:  # noqa: S310
+            listing = json.load(answer)
+    except (OSError, ValueError) as exc:
+        raise ToolchainError(f"cannot list {name} on the package index ({exc})") from None
+    wanted = [
+        f
+        for f in listing.get("files", [])
+        if isinstance(f, dict)
+        and re.fullmatch(
+            rf"{normalized.replace('-', '[-_.]')}-{re.escape(version)}\.tar\.gz",
+            str(f.get("filename", "")),
+            re.IGNORECASE,
+        )
+    ]
+    if not wanted:
+        raise UsageError(f"{name}=={version}: the package index has no sdist of that version")
+    entry = wanted[0]
+    url = urllib.parse.urljoin(page, entry["url"])
+    _check_scheme(url)
+    expected = entry.get("hashes", {}).get("sha256")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    filename = str(entry["filename"])
+    target: Path = target_dir / filename
+    if progress:
+        size = entry.get("size")
+        print(
+            f"kernel-matrix: downloading {entry['filename']}"
+            + (f" ({int(size) / 1e6:.0f} MB)" if size else ""),
+            file=sys.stderr,
+        )
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=target_dir)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S, context=context) as answer,  # noqa: S310
+        ):
+            for block in iter(lambda: answer.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if expected and digest.hexdigest() != expected:
+            raise ToolchainError(f"{entry['filename']}: sha256 differs from the index's")
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise ToolchainError(f"downloading {entry['filename']} failed ({exc})") from None
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return target
+
+
+def _check_scheme(url: str) -> None:
+    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise ToolchainError(f"refusing to download from {url}: not http(s)")
