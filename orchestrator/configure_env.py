@@ -158,9 +158,10 @@ def pinned_requirements(source: Path, spec: PythonSpec) -> list[str]:
 
 
 def provision_python(requirements: Sequence[str], extra: Sequence[str], progress: Progress) -> Path:
-    """A directory (for ``PYTHONPATH``) with ``requirements`` (and ``extra``, without
-    their dependencies) installed for this Python, once, shared by every cell and run
-    that asks for the same."""
+    """A directory (for ``PYTHONPATH``) with ``requirements`` and their dependencies,
+    and ``extra`` without theirs, installed for this Python once, shared by every
+    cell and run that asks for the same. (``import torch`` loads its CUDA libraries,
+    the ``nvidia-*`` wheels: about 4 of torch's 5.4 GB, needed all the same.)"""
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     listed = [*sorted(requirements), "--no-deps", *sorted(extra)]
     key = hashlib.sha256("\n".join([tag, *listed]).encode()).hexdigest()[:16]

@@ -288,33 +288,54 @@ def guard_of(
     family: FamilyRule,
     source: Path,
     records: Sequence[TraceRecord],
+    device: str | None = None,
     guard_commands: Sequence[str] = GUARD_COMMANDS,
 ) -> str | None:
     """The guard call (as it ran) that decided whether ``family``'s sources got code,
-    with the ``if()`` that tested it; None when no place names the family's sources."""
+    with the ``if()`` that tested it; None when no place names the family's sources.
+    Where several guards add the same source (vLLM's SM12x and SM10x NVFP4 blocks),
+    the one whose allow-list speaks of ``device``'s major version is chosen."""
     if not records or not family.sources:
         return None
     guards = {g.lower() for g in guard_commands}
+    candidates: list[tuple[TraceRecord, str]] = []
     for mention in mentions(project_cmake_files(source), family):
-        where = _position(records, mention.file, mention.command.line)
-        for condition in mention.conditions:
-            if_at = _position(records, mention.file, condition.line)
-            limit = if_at if if_at is not None else where
-            for variable in _condition_variables(condition):
-                guard = _last_setter(records, variable, limit, guards)
-                if guard is not None:
-                    return (
-                        f"{guard.show(source)} (tested by {_shown_if(mention, condition, source)})"
-                    )
-        if where is not None:
-            inner = _called_guard(records, where, guards)
-            if inner is not None:
-                caller = records[where]
-                return f"{inner.show(source)} (in {caller.name}() at {_relative(caller.file, source)}:{caller.line})"
-            for variable in _REFERENCE.findall(mention.command.args):
-                guard = _last_setter(records, variable, where, guards)
-                if guard is not None:
-                    return guard.show(source)
+        found = _guard_at(mention, source, records, guards)
+        if found is not None and found[0] not in [c[0] for c in candidates]:
+            candidates.append(found)
+    if not candidates:
+        return None
+    if device is not None:
+        major = device.split(".")[0] + "."
+        for record, shown in candidates:
+            allowed = ";".join(record.args[1:-1])  # (OUT, ALLOWED..., REQUESTED)
+            if any(a.strip().startswith(major) for a in allowed.split(";")):
+                return shown
+    return candidates[0][1]
+
+
+def _guard_at(
+    mention: Mention, source: Path, records: Sequence[TraceRecord], guards: set[str]
+) -> tuple[TraceRecord, str] | None:
+    where = _position(records, mention.file, mention.command.line)
+    for condition in mention.conditions:
+        if_at = _position(records, mention.file, condition.line)
+        limit = if_at if if_at is not None else where
+        for variable in _condition_variables(condition):
+            guard = _last_setter(records, variable, limit, guards)
+            if guard is not None:
+                tested = _shown_if(mention, condition, source)
+                return guard, f"{guard.show(source)} (tested by {tested})"
+    if where is not None:
+        inner = _called_guard(records, where, guards)
+        if inner is not None:
+            caller = records[where]
+            called_at = f"{_relative(caller.file, source)}:{caller.line}"
+            return inner, f"{inner.show(source)} (in {caller.name}() at {called_at})"
+        for variable in _REFERENCE.findall(mention.command.args):
+            guard = _last_setter(records, variable, where, guards)
+            if guard is not None:
+                return guard, guard.show(source)
     return None
 
 

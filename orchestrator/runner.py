@@ -249,7 +249,7 @@ def explain_verdicts(
         elif verdict.status == MISSING:
             if records is None:
                 records = read_trace(build_dir / TRACE_FILE)
-            guard = guard_of(family, source, records)
+            guard = guard_of(family, source, records, verdict.device)
             if guard:
                 verdict = dataclasses.replace(
                     verdict, guard=guard, reason=f"{verdict.reason}; dropped by {guard}"

@@ -184,8 +184,23 @@ def test_configure_tier_predicts_the_37725_skip(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     results = {r.id: r for r in load_results([tmp_path / "r"])}
-    assert verdicts(results["cu13.0-12.1a-bug"])[("nvfp4", "12.1")].status == MISSING
+    missing = verdicts(results["cu13.0-12.1a-bug"])[("nvfp4", "12.1")]
+    assert missing.status == MISSING
     assert verdicts(results["cu13.0-12.1a-fixed"])[("nvfp4", "12.1")].status == PRESENT
+    # The guard, as it ran, inside the macro call that names the family's sources
+    # (read by hand: examples/sample_ext/CMakeLists.txt, cmake/archs.cmake).
+    lists = (REPO / "examples" / "sample_ext" / "CMakeLists.txt").read_text().splitlines()
+    call = 1 + next(i for i, line in enumerate(lists) if "sample_guarded_family(NAME NVFP4" in line)
+    archs = (REPO / "examples" / "sample_ext" / "cmake" / "archs.cmake").read_text().splitlines()
+    guard = 1 + next(
+        i
+        for i, line in enumerate(archs)
+        if line.strip().startswith("cuda_archs_loose_intersection(")
+    )
+    assert missing.guard == (
+        f"cmake/archs.cmake:{guard}: cuda_archs_loose_intersection(_GF_ARCHS "
+        f'"10.0a;10.0f;12.0a;12.0f" 12.1a) (in sample_guarded_family() at CMakeLists.txt:{call})'
+    )
 
 
 def test_plan_json_names_every_cell_with_skip_reasons() -> None:

@@ -1,0 +1,138 @@
+"""The configure tier on the real vLLM source, against vLLM's released wheels.
+
+Each release's sdist (from the package index pip uses) is configured by
+``kernel-matrix run matrices/vllm-configure.yaml --tier configure --source vllm==X``
+with the arch list its CUDA 13.0 wheel was built with (read off the wheel's cubins
+with cuobjdump: plain 7.5 8.0 8.6 8.9 9.0 10.0 12.0, CMake adding the a/f variants its
+guards ask for; docs/vllm.md). Every predicted family x device must agree with
+``kernel-matrix check`` of the released wheel: present (or hollow: only compiled code
+shows that) where the wheel has the family, missing where it does not.
+
+Then a pull request that narrows one guard (the vLLM 37725 class of bug, replayed on
+the 0.33.0 tree: the SM12x NVFP4 GEMM guard back to "12.0a" only) must fail for DGX
+Spark (12.1a) with that family missing and the guard's CMakeLists.txt line named.
+
+Cost (docs/vllm.md, BENCHMARKS.md): once per machine, torch without its CUDA
+libraries (about 1.2 GB per torch version), nvrtc, nvidia-cutlass and the two sdists;
+then about a minute per configure on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.archs import ComputeCapability
+from orchestrator.check import check_paths
+from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
+from orchestrator.sources import resolve_source
+from orchestrator.symbols import load_families_or_matrix
+from orchestrator.toolchain import cache_root
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MATRIX = REPO / "matrices" / "vllm-configure.yaml"
+PROFILE = REPO / "matrices" / "vllm.yaml"
+RELEASE_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0"
+RELEASE_CELL = "cu13.0-7.5_8.0_8.6_8.9_9.0_10.0_12.0"
+RELEASES = ("0.21.0", "0.33.0")  # vLLM releases whose wheels are CUDA 13.0 builds
+WHEEL_DIR = cache_root() / "wheels"
+
+
+def wheel(release: str) -> Path:
+    found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
+    if not found:
+        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable, "-m", "pip", "download", f"vllm=={release}", "--no-deps",
+                "--only-binary=:all:", "--quiet", "-d", str(WHEEL_DIR),
+            ],
+            capture_output=True,
+            timeout=1800,
+        )  # fmt: skip
+        found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
+    assert found, f"vLLM {release} wheel could not be downloaded into {WHEEL_DIR}"
+    return found[-1]
+
+
+def configure(
+    tmp_path: Path, source: str, cell: str, name: str
+) -> tuple[int, dict[str, object], str]:
+    """Run the CLI as a user would; returns (exit code, the cell's result, stdout)."""
+    out, build = tmp_path / f"out-{name}", tmp_path / f"build-{name}"
+    command = [
+        sys.executable, "-m", "orchestrator", "run", str(MATRIX), "--tier", "configure",
+        "--source", source, "--only", cell, "--out", str(out), "--build-dir", str(build),
+        "--no-cache",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=REPO)
+    cell_file = out / "cells" / f"{cell}.json"
+    assert cell_file.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, json.loads(cell_file.read_text()), done.stdout + done.stderr
+
+
+def built(status: str) -> str:
+    return {PRESENT: "built", HOLLOW: "built", MISSING: "missing"}.get(status, status)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_configure_predicts_what_the_released_wheel_contains(tmp_path: Path, release: str) -> None:
+    code, result, output = configure(tmp_path, f"vllm=={release}", RELEASE_CELL, release)
+    assert result["status"] in ("passed", "failed"), (result.get("reason"), output[-2000:])
+    assert result["tier"] == "configure"
+    predicted = {(v["family"], v["device"]): v for v in result["verdicts"]}
+    devices = sorted({ComputeCapability.parse(d) for _, d in predicted})
+    assert [str(d) for d in devices] == RELEASE_ARCHS.split(";")
+
+    rules = load_families_or_matrix(PROFILE)
+    shipped = check_paths([wheel(release)], rules, tuple(devices))
+    disagreements = []
+    for verdict in shipped.verdicts:
+        guess = predicted[(verdict.family, verdict.device)]
+        if built(guess["status"]) != built(verdict.status):
+            disagreements.append(
+                f"{verdict.family} on {verdict.device}: configure predicted {guess['status']}"
+                f" ({guess['reason']}), the wheel has {verdict.status} ({verdict.reason})"
+            )
+    assert disagreements == []
+    # not a vacuous agreement: the release list serves most families somewhere
+    assert sum(v.status == PRESENT for v in shipped.verdicts) >= 20
+    assert code == (1 if any(v["status"] == MISSING for v in result["verdicts"]) else 0)
+
+
+def test_a_narrowed_guard_fails_and_names_its_cmake_line(tmp_path: Path) -> None:
+    """vLLM 0.33.0 with the SM12x NVFP4 GEMM guard narrowed to 12.0a (what PR 37725's
+    guards amounted to for DGX Spark): 12.1a must fail with the guard's line."""
+    tree = tmp_path / "vllm-pr"
+    shutil.copytree(resolve_source("vllm==0.33.0"), tree, symlinks=True)
+    lists = tree / "CMakeLists.txt"
+    text = lists.read_text()
+    guard = re.compile(r'cuda_archs_loose_intersection\(FP4_SM120_ARCHS "12\.0f"')
+    assert guard.search(text), "the 0.33.0 guard this test narrows is not where it was"
+    lists.write_text(guard.sub('cuda_archs_loose_intersection(FP4_SM120_ARCHS "12.0a"', text))
+    line = 1 + text[: guard.search(text).start()].count("\n")  # type: ignore[union-attr]
+
+    code, result, output = configure(tmp_path, str(tree), "cu13.0-12.1a", "pr")
+    assert code == 1, output[-3000:]
+    verdicts = {(v["family"], v["device"]): v for v in result["verdicts"]}
+    # The SM12x block adds every NVFP4 source: quantization, GEMM and MoE all go.
+    dropped = {"nvfp4_quant", "nvfp4_scaled_mm_sm120", "nvfp4_moe"}
+    for family in dropped:
+        missing = verdicts[(family, "12.1")]
+        assert missing["status"] == MISSING, (family, missing)
+        assert missing["guard"].startswith(
+            f"CMakeLists.txt:{line}: cuda_archs_loose_intersection(FP4_SM120_ARCHS 12.0a 12.1a)"
+        ), (family, missing["guard"])
+    assert f"CMakeLists.txt:{line}" in output  # the console names it too
+    # what that guard does not decide stays as it was (scaled_mm SM12x: its own guard)
+    others = {k: v["status"] for k, v in verdicts.items() if k[0] not in dropped}
+    assert others[("scaled_mm_sm120", "12.1")] == PRESENT
+    assert set(others.values()) <= {PRESENT, NOT_APPLICABLE}, others
