@@ -233,7 +233,7 @@ def _cell_view(result: CellResult, families: Sequence[str]) -> CellView:
     ]
     if info.get("gencode"):
         meta.append(("gencode", " ".join(str(g) for g in info["gencode"])))
-    copies = kernel_copies(result.inventory) if result.inventory else {}
+    copies = kernel_copies(result.inventory, result.id) if result.inventory else {}
     listed: set[str] = set()
     family_views = []
     for family in families:
