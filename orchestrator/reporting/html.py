@@ -228,7 +228,13 @@ def _cell_view(result: CellResult, families: Sequence[str]) -> CellView:
         ("toolchain", result.toolchain or "–"),
         ("tier", result.tier),
         ("duration", f"{result.duration_s:.1f} s (build {result.build_s:.1f} s)"),
-        ("cached", "yes" if result.cached else "no"),
+        (
+            "cached",
+            "yes: not rebuilt, artifacts restored from the result cache"
+            if result.cached
+            else "no",
+        ),
+        ("build dir", result.build_dir or "–"),
         ("log", result.log or "–"),
     ]
     if info.get("gencode"):
