@@ -230,9 +230,7 @@ def _cell_view(result: CellResult, families: Sequence[str]) -> CellView:
         ("duration", f"{result.duration_s:.1f} s (build {result.build_s:.1f} s)"),
         (
             "cached",
-            "yes: not rebuilt, artifacts restored from the result cache"
-            if result.cached
-            else "no",
+            "yes: not rebuilt, artifacts restored from the result cache" if result.cached else "no",
         ),
         ("build dir", result.build_dir or "–"),
         ("log", result.log or "–"),
