@@ -167,7 +167,8 @@ class Stored:
 
 def store(key: str, tier: str, result: CellResult, build_dir: Path, log: Path, limit: int) -> None:
     """Keep a finished result, its log and its artifacts (``result.artifacts``,
-    relative to ``build_dir``), then evict old entries beyond ``limit`` bytes."""
+    relative to ``build_dir``), evicting the least recently used entries so that
+    the cache stays within ``limit`` bytes."""
     sources = [build_dir / PurePosixPath(a) for a in result.artifacts]
     size = sum(p.stat().st_size for p in sources) + log.stat().st_size
     if size > limit:
@@ -177,6 +178,7 @@ def store(key: str, tier: str, result: CellResult, build_dir: Path, log: Path, l
         )
     cells = cells_dir()
     cells.mkdir(parents=True, exist_ok=True)
+    evict(limit - size)  # room first: the cache never grows past its limit to store
     final = cache_path(key, tier)
     tmp = cells / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
@@ -195,7 +197,7 @@ def store(key: str, tier: str, result: CellResult, build_dir: Path, log: Path, l
             # Another process stored the same key meanwhile: the same build, keep it.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    evict(limit, keep=final)
+    evict(limit, keep=final)  # (other processes may have stored meanwhile)
 
 
 def load(key: str, tier: str) -> Stored | None:
