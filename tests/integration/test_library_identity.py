@@ -98,9 +98,7 @@ def test_cached_cell_and_baselines_do_not_depend_on_the_build_directory(tmp_path
     # No path outside this run's own directories (r2, b2) among the test's files.
     ours = [tmp_path / "r2", tmp_path / "b2", tmp_path / "plain.yaml"]
     foreign = [
-        s
-        for s in strings(results)
-        if str(tmp_path) in s and not any(str(d) in s for d in ours)
+        s for s in strings(results) if str(tmp_path) in s and not any(str(d) in s for d in ours)
     ]
     assert foreign == []
     for report in ("summary.md", "junit.xml", "index.html", f"cells/{CELL}.json"):
