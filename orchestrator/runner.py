@@ -66,8 +66,9 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         # Builds run *in* their directory: a relative one would nest inside itself.
-        self.out_dir = Path(self.out_dir).absolute()
-        self.build_root = Path(self.build_root).absolute()
+        # (abspath, not Path.absolute: results name ../build as /x/build, not /x/y/../build)
+        self.out_dir = Path(os.path.abspath(self.out_dir))
+        self.build_root = Path(os.path.abspath(self.build_root))
 
 
 def default_jobs(cells: int) -> tuple[int, int]:
