@@ -239,6 +239,17 @@ def restore(stored: Stored, build_dir: Path, log: Path) -> None:
         os.utime(stored.log.parent)  # most recently used
 
 
+def rebase(result: CellResult, build_dir: Path) -> None:
+    """Make a cached result this run's: its ``build_dir``, and the build-log lines it
+    quotes (skip lines, warnings) naming this directory, where its artifacts now
+    are, instead of the earlier build's."""
+    before, now = result.build_dir, str(build_dir)
+    result.build_dir = now
+    if before and before != now:
+        result.skip_lines = [line.replace(before, now) for line in result.skip_lines]
+        result.warnings = [line.replace(before, now) for line in result.warnings]
+
+
 def evict(limit: int, keep: Path | None = None) -> list[Path]:
     """Remove the least recently used entries until the cache fits ``limit`` bytes
     (and temporary entries left by dead processes). Returns the entries removed."""

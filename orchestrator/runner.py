@@ -116,8 +116,8 @@ def run_cell(
         cached = _from_cache(key, tier, build_dir, log_path) if options.use_cache else None
         if cached is not None:
             # This run's cell, log and build directory (the artifacts are back in it).
-            cached.cell, cached.cached = cell.to_json(), True
-            cached.log, cached.build_dir = result.log, result.build_dir
+            cached.cell, cached.cached, cached.log = cell.to_json(), True, result.log
+            cellcache.rebase(cached, build_dir)
             result = cached
         else:
             _build_and_probe(matrix, cell, backend, options, result, log_path)

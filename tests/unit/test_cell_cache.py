@@ -79,6 +79,8 @@ class FakeBackend:
         self.built.append(job.build_dir)
         job.build_dir.mkdir(parents=True, exist_ok=True)
         job.log.write(f"$ cmake -B {job.build_dir}\n".encode())
+        # A warning that names the build directory, as compilers' warnings may.
+        job.log.write(f"{job.build_dir}/gen.cu(3): warning #177-D: unused\n".encode())
         if self.stable:
             (job.build_dir / "_C.so").write_bytes(library(MAIN, self.padding))
             (job.build_dir / "_C_stable_libtorch.so").write_bytes(library(FP4))
@@ -131,6 +133,9 @@ def test_a_cache_hit_in_a_new_build_dir_restores_the_artifacts_there(tmp_path: P
     assert second.artifacts == ["_C.so"]
     assert second.inventory is not None
     assert [lib.path for lib in second.inventory.libraries] == ["_C.so"]
+    assert second.warnings == [
+        f"{tmp_path / 'two/build/cu13.0-12.0a'}/gen.cu(3): warning #177-D: unused"
+    ]
     # Nothing in this run's cell file points into the first run.
     cell_file = (tmp_path / "two/out/cells/cu13.0-12.0a.json").read_text()
     assert str(tmp_path / "one") not in cell_file
