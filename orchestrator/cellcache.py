@@ -13,9 +13,11 @@ One entry is a directory ``<cache>/cells/<key>-<tier>/`` holding ``result.json``
 ``artifacts/<path relative to the build directory>``. It is assembled in a
 temporary directory and renamed into place, so an entry is whole or absent.
 
-Artifacts cost disk: a vLLM cell's libraries are 0.7-1.1 GB for a release arch
+Artifacts cost disk: a vLLM cell's libraries are 0.66-1.15 GB for a release arch
 list (the ``.so`` files of the 0.33.0 and 0.17.0 wheels, unpacked), its wheel
-0.25-0.5 GB. The cache is therefore bounded (``KERNEL_MATRIX_CELL_CACHE_LIMIT``,
+0.25-0.5 GB; storing them took 1.4-2.7 s and restoring them 5-16 s on a loaded
+2-core machine (benchmarks/bench_cell_cache.py, BENCHMARKS.md) -- against the
+tens of minutes of the build they replace. The cache is therefore bounded (``KERNEL_MATRIX_CELL_CACHE_LIMIT``,
 default 20G): after each store, the least recently used entries (a hit counts as
 a use) are removed until the total fits. An entry larger than the whole limit is
 not stored. A damaged or vanished entry (another process evicted it while we
