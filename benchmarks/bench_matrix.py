@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_output_options, append_entry, median, usable_cpus
 
 sys.path.insert(0, str(ROOT))
-from orchestrator.runner import cache_path
+from orchestrator.cellcache import cache_path
 
 TIMED_RUN = Path(__file__).resolve().parent / "timed_run.py"
 EDITED_SOURCE = "csrc/scaled_mm_c3x_sm120.cu"
@@ -139,9 +139,7 @@ class Workspace:
         """Remove the cache entries these runs wrote."""
         for key in self.keys:
             for tier in ("build", "configure"):
-                path = cache_path(key, tier)
-                path.unlink(missing_ok=True)
-                path.with_suffix(".log").unlink(missing_ok=True)
+                shutil.rmtree(cache_path(key, tier), ignore_errors=True)
 
 
 def cold(space: Workspace, jobs: int, repeat: int) -> dict[str, Any]:

@@ -5,6 +5,11 @@ status of every applicable family on every requested device (and the code object
 serving it), and per kernel the (library, arch, size, hollow) of each copy -- never
 full inventories. ``orchestrator/schemas/baseline.schema.json`` documents and validates it.
 
+A library is named by its path relative to its artifact root
+(:func:`~orchestrator.inventory.library_identity`: below the cell's build
+directory, or inside the wheel), so a baseline made on one runner compares
+cleanly with a run on another whose workspace is elsewhere.
+
 A **regression** is a (family, device) pair, or a kernel at an arch, that the
 baseline had and the new run lacks, cell by cell (cells matched by id). A kernel
 found at the same arch in *another library of the same build* has **moved**, which
@@ -42,7 +47,7 @@ from orchestrator.errors import (
 )
 from orchestrator.expect import NOT_APPLICABLE, PRESENT
 from orchestrator.fsutil import write_atomic
-from orchestrator.inventory import Inventory
+from orchestrator.inventory import Inventory, library_identity
 from orchestrator.results import ERROR, NOT_RUN, SKIPPED, CellResult
 from orchestrator.yamlfile import schema
 
@@ -56,7 +61,7 @@ BASELINE_KIND = "kernel-matrix-baseline"
 class KernelCopy:
     """One kernel at one arch in one library: what a baseline keeps of it."""
 
-    library: str
+    library: str  # its identity: the path relative to the artifact root
     arch: str  # sm_120a, compute_120 ...
     size: int
     hollow: bool = False
@@ -65,8 +70,10 @@ class KernelCopy:
         return [self.library, self.arch, self.size, self.hollow]
 
     @classmethod
-    def from_json(cls, data: Sequence[Any]) -> KernelCopy:
-        return cls(str(data[0]), str(data[1]), int(data[2]), bool(data[3]))
+    def from_json(cls, data: Sequence[Any], cell_id: str | None = None) -> KernelCopy:
+        # (Baselines of older versions hold absolute paths: read as their identity.)
+        library = library_identity(str(data[0]), cell_id)
+        return cls(library, str(data[1]), int(data[2]), bool(data[3]))
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ class CellSummary:
             kernels=None
             if kernels is None
             else {
-                name: tuple(KernelCopy.from_json(c) for c in copies)
+                name: _merged(KernelCopy.from_json(c, cell_id) for c in copies)
                 for name, copies in kernels.items()
             },
         )
@@ -158,28 +165,40 @@ class Baseline:
         )
 
 
-def kernel_copies(inventory: Inventory) -> dict[str, tuple[KernelCopy, ...]]:
-    """Every kernel (by demangled name) and its copies, one per (library, arch).
+def kernel_copies(
+    inventory: Inventory, cell_id: str | None = None
+) -> dict[str, tuple[KernelCopy, ...]]:
+    """Every kernel (by demangled name) and its copies, one per (library, arch),
+    each library named by its identity (``cell_id`` places the artifact root in
+    the absolute paths of results written by older versions).
 
     nvcc may embed a cubin twice in one library; such copies count once, with a
     real body if either has one.
     """
-    found: defaultdict[str, dict[tuple[str, str], KernelCopy]] = defaultdict(dict)
+    found: defaultdict[str, list[KernelCopy]] = defaultdict(list)
     for library in inventory.libraries:
+        name = library_identity(library.path, cell_id)
         for code in library.code_objects():
             for kernel in code.kernels:
-                key = (library.path, code.arch.name)
-                copy = KernelCopy(library.path, code.arch.name, kernel.size, kernel.hollow)
-                previous = found[kernel.name or kernel.mangled].get(key)
-                if previous is not None:
-                    copy = KernelCopy(
-                        copy.library,
-                        copy.arch,
-                        max(previous.size, copy.size),
-                        previous.hollow and copy.hollow,
-                    )
-                found[kernel.name or kernel.mangled][key] = copy
-    return {name: tuple(sorted(copies.values())) for name, copies in sorted(found.items())}
+                copy = KernelCopy(name, code.arch.name, kernel.size, kernel.hollow)
+                found[kernel.name or kernel.mangled].append(copy)
+    return {name: _merged(copies) for name, copies in sorted(found.items())}
+
+
+def _merged(copies: Iterable[KernelCopy]) -> tuple[KernelCopy, ...]:
+    """One copy per (library, arch): the largest size, hollow only if all are."""
+    merged: dict[tuple[str, str], KernelCopy] = {}
+    for copy in copies:
+        previous = merged.get((copy.library, copy.arch))
+        if previous is not None:
+            copy = KernelCopy(
+                copy.library,
+                copy.arch,
+                max(previous.size, copy.size),
+                previous.hollow and copy.hollow,
+            )
+        merged[(copy.library, copy.arch)] = copy
+    return tuple(sorted(merged.values()))
 
 
 def summarize_cell(result: CellResult) -> CellSummary:
@@ -194,7 +213,9 @@ def summarize_cell(result: CellResult) -> CellSummary:
             for v in result.verdicts
             if v.status != NOT_APPLICABLE
         },
-        kernels=kernel_copies(result.inventory) if result.inventory is not None else None,
+        kernels=kernel_copies(result.inventory, result.id)
+        if result.inventory is not None
+        else None,
     )
 
 

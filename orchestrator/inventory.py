@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from orchestrator.archs import Target
@@ -67,9 +68,45 @@ class CodeObject:
         )
 
 
+WHEEL_MEMBER = ".whl!"  # a wheel's library is labelled WHEEL!MEMBER
+
+
+def library_identity(path: str, cell_id: str | None = None) -> str:
+    """Which library ``path`` is, whatever directory or runner built it: its path
+    relative to its *artifact root* -- the member path inside a wheel (whose file
+    name changes with every version), else the path below the cell's build
+    directory, as ``run`` records it. Two runs of the same source in different
+    directories have the same libraries; a library *moves* only when this changes
+    (``_C.so`` -> ``_C_stable_libtorch.so``).
+
+    Results and baselines written before library paths were recorded relative to
+    the build directory hold absolute paths: the part below the cell's own
+    directory (named by its id) is kept, else the file name.
+
+    >>> library_identity("_C.so"), library_identity("dist/vllm-1.0-cp38.whl!vllm/_C.abi3.so")
+    ('_C.so', 'vllm/_C.abi3.so')
+    >>> library_identity("/ci/ws/build/cu13.0-12.0a/lib/_C.so", "cu13.0-12.0a")
+    'lib/_C.so'
+    >>> library_identity("/somewhere/else/_C.so")
+    '_C.so'
+    """
+    if WHEEL_MEMBER in path:
+        return path.rsplit(WHEEL_MEMBER, 1)[1]
+    posix = PurePosixPath(path)
+    if not posix.is_absolute():
+        return posix.as_posix()
+    parts = posix.parts
+    if cell_id is not None and cell_id in parts[:-1]:
+        below = len(parts) - parts[::-1].index(cell_id)
+        return PurePosixPath(*parts[below:]).as_posix()
+    return posix.name
+
+
 @dataclass(frozen=True)
 class Library:
-    """One shared object (a file, or a member of a wheel: ``vllm/_C.abi3.so``)."""
+    """One shared object (a file, or a member of a wheel: ``vllm/_C.abi3.so``).
+    ``path`` is as the probe was given it; for a cell of ``run``, relative to the
+    cell's build directory (see :func:`library_identity`)."""
 
     path: str
     cubins: tuple[CodeObject, ...] = ()

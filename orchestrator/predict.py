@@ -16,13 +16,14 @@ tier decides it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from orchestrator.archs import Target
@@ -190,7 +191,8 @@ def declared_kernels(source: Path) -> list[str]:
 
 def predict_inventory(build_dir: Path, project: Project) -> Inventory:
     """The inventory a build of ``build_dir`` will have, per library artifact that
-    matches the project's artifact globs."""
+    matches the project's artifact globs (named by its path relative to ``build_dir``,
+    as the probe of a built cell names them)."""
     libraries: list[Library] = []
     globs = project.artifacts
     if project.build == "pip" and project.configure is not None:
@@ -215,10 +217,21 @@ def predict_inventory(build_dir: Path, project: Project) -> Inventory:
                     obj = CodeObject(code, kernels, (source.name,))
                     (ptx if code.ptx else cubins).append(obj)
         for artifact in artifacts:
-            libraries.append(Library(str(build_dir / artifact), tuple(cubins), tuple(ptx)))
+            libraries.append(Library(_relative(build_dir, artifact), tuple(cubins), tuple(ptx)))
     return Inventory(tuple(libraries))
 
 
 def _matches(artifact: str, globs: Sequence[str]) -> bool:
     name = Path(artifact).name
     return any(fnmatch.fnmatch(artifact, g) or fnmatch.fnmatch(name, g) for g in globs)
+
+
+def _relative(build_dir: Path, artifact: str) -> str:
+    """The File API gives artifact paths relative to the build directory (absolute
+    ones happen for outputs placed elsewhere)."""
+    path = Path(artifact)
+    if path.is_absolute():
+        with contextlib.suppress(ValueError):
+            return path.relative_to(build_dir).as_posix()
+        return path.as_posix()
+    return PurePosixPath(artifact).as_posix()

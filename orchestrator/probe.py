@@ -44,6 +44,7 @@ def probe(
     cuobjdump: Path | None = None,
     jobs: int | None = None,
     only: Callable[[str], bool] | None = None,
+    root: Path | None = None,
 ) -> Inventory:
     """The inventory of every shared object under ``paths`` (files, wheels, dirs),
     in the order given (directories and wheels sorted by member path).
@@ -52,7 +53,9 @@ def probe(
     this machine's usable CPUs; 1 reads everything in this process).
     ``only``: when given, a shared object found inside a wheel or a directory is
     read only if ``only(its file name)`` is true (``check`` skips the libraries no
-    family can be in); a file named in ``paths`` is always read."""
+    family can be in); a file named in ``paths`` is always read.
+    ``root``: name each library by its path relative to this directory (the cell's
+    build directory, where ``run`` found its artifacts), not as given."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
@@ -60,7 +63,12 @@ def probe(
         for path in paths:
             libraries.extend(
                 probe_path(
-                    Path(path), engine=engine, cuobjdump=cuobjdump, decoder=decoder, only=only
+                    Path(path),
+                    engine=engine,
+                    cuobjdump=cuobjdump,
+                    decoder=decoder,
+                    only=only,
+                    root=root,
                 )
             )
     return Inventory(tuple(libraries))
@@ -81,8 +89,10 @@ def probe_path(
     cuobjdump: Path | None = None,
     decoder: EntryDecoder | None = None,
     only: Callable[[str], bool] | None = None,
+    root: Path | None = None,
 ) -> list[Library]:
-    """The libraries of one path: a shared object, a wheel or a directory."""
+    """The libraries of one path: a shared object, a wheel or a directory (labelled
+    relative to ``root`` when given)."""
     if not path.exists():
         raise InputFileError(f"{path}: no such file or directory")
     decoder = decoder or EntryDecoder()
@@ -96,10 +106,19 @@ def probe_path(
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
         found = [p for p in shared if wanted(p.name)]
         unique = _dedup_links(found)
-        return [_probe_file(p, str(p), engine, cuobjdump, decoder) for p in unique]
+        return [_probe_file(p, _label(p, root), engine, cuobjdump, decoder) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
-        return _probe_wheel(path, engine, cuobjdump, decoder, wanted)
-    return [_probe_file(path, str(path), engine, cuobjdump, decoder)]
+        return _probe_wheel(path, engine, cuobjdump, decoder, wanted, _label(path, root))
+    return [_probe_file(path, _label(path, root), engine, cuobjdump, decoder)]
+
+
+def _label(path: Path, root: Path | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _is_shared_object_name(name: str) -> bool:
@@ -175,8 +194,10 @@ def _probe_wheel(
     cuobjdump: Path | None,
     decoder: EntryDecoder,
     wanted: Callable[[str], bool],
+    wheel_label: str | None = None,
 ) -> list[Library]:
-    """Libraries inside a wheel, read in place (zip-slip member names are refused)."""
+    """Libraries inside a wheel, read in place (zip-slip member names are refused),
+    each labelled ``WHEEL!MEMBER``."""
     try:
         archive = zipfile.ZipFile(path)
     except ZIP_ERRORS as exc:
@@ -190,7 +211,7 @@ def _probe_wheel(
             if not info.is_dir() and _is_shared_object_name(name) and wanted(name):
                 members.append(info)
         for info in sorted(members, key=lambda i: i.filename):
-            label = f"{path}!{info.filename}"
+            label = f"{wheel_label or path}!{info.filename}"
             libraries.append(_probe_member(archive, info, label, engine, cuobjdump, decoder))
     return libraries
 

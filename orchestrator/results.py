@@ -8,12 +8,17 @@ JSON schema (``schema_version`` 1), per cell::
     {"schema_version": 1, "cell": {id, cuda, archs, gencode, devices, backend, ...},
      "status": "passed|failed|error|skipped|not-run", "reason": str|null,
      "tier": "build|configure", "toolchain": str|null, "duration_s": float,
-     "build_s": float, "cached": bool, "log": str|null, "skip_lines": [str],
-     "warnings": [str], "log_tail": [str], "artifacts": [str],
+     "build_s": float, "cached": bool, "log": str|null, "build_dir": str|null,
+     "skip_lines": [str], "warnings": [str], "log_tail": [str], "artifacts": [str],
      "archs_without_code": [str], "inventory": {...}|null,
      "verdicts": [{family, device, status, served_by, libraries, kernels,
                    built_for, reason, cause}],
      "prediction_mismatches": [str]}   # configure-tier prediction vs the build: tool bugs
+
+``build_dir`` is the cell's build directory in the run that wrote the result (its
+*artifact root*); ``artifacts`` and the inventory's library paths are relative to
+it, so a result says the same wherever it was built. A cached cell (``cached``)
+had its artifacts restored into this ``build_dir`` from the result cache.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class CellResult:
     build_s: float = 0.0
     cached: bool = False
     log: str | None = None
+    build_dir: str | None = None
     skip_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
@@ -89,6 +95,7 @@ class CellResult:
             "build_s": round(self.build_s, 3),
             "cached": self.cached,
             "log": self.log,
+            "build_dir": self.build_dir,
             "skip_lines": self.skip_lines,
             "warnings": self.warnings,
             "log_tail": self.log_tail,
@@ -120,6 +127,7 @@ class CellResult:
             build_s=data.get("build_s", 0.0),
             cached=data.get("cached", False),
             log=data.get("log"),
+            build_dir=data.get("build_dir"),
             skip_lines=list(data.get("skip_lines", [])),
             warnings=list(data.get("warnings", [])),
             log_tail=list(data.get("log_tail", [])),

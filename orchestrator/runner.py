@@ -12,23 +12,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-import hashlib
 import os
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator import __version__
+from orchestrator import __version__, cellcache
 from orchestrator.backends import Backend, BuildJob
 from orchestrator.build import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
+from orchestrator.cellcache import cell_cache_key, source_digest
 from orchestrator.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -57,10 +56,8 @@ from orchestrator.results import (
     CellResult,
     load_cell_result,
 )
-from orchestrator.toolchain import cache_root
 
 RUNS_DIR = Path("reports")
-SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}
 
 
 @dataclass
@@ -73,13 +70,15 @@ class RunOptions:
     engine: Engine = DEFAULT_ENGINE
     resume: bool = False
     use_cache: bool = True
+    cache_limit: int = field(default_factory=cellcache.cache_limit)
     configure_only: bool = False
     progress: Callable[[str], None] | None = None  # provisioning lines for the console
 
     def __post_init__(self) -> None:
         # Builds run *in* their directory: a relative one would nest inside itself.
-        self.out_dir = Path(self.out_dir).absolute()
-        self.build_root = Path(self.build_root).absolute()
+        # (abspath, not Path.absolute: results name ../build as /x/build, not /x/y/../build)
+        self.out_dir = Path(os.path.abspath(self.out_dir))
+        self.build_root = Path(os.path.abspath(self.build_root))
 
 
 def default_jobs(cells: int) -> tuple[int, int]:
@@ -96,64 +95,6 @@ def new_run_id() -> str:
 def latest_run_dir(root: Path = RUNS_DIR) -> Path | None:
     runs = sorted(p.parent for p in root.glob("*/run.json"))
     return runs[-1] if runs else None
-
-
-# --- the result cache ---------------------------------------------------------------
-
-
-def source_digest(source: Path) -> str:
-    """Content hash of a source tree (paths + bytes), build outputs skipped."""
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if d not in SOURCE_SKIP_DIRS)
-        for name in sorted(files):
-            path = Path(root) / name
-            digest.update(str(path.relative_to(source)).encode() + b"\0")
-            with contextlib.suppress(OSError):
-                digest.update(path.read_bytes())
-            digest.update(b"\0")
-    return digest.hexdigest()
-
-
-# Variables of this process's environment that change what a local build compiles
-# (the local backend hands its environment to CMake and nvcc; a container does not
-# see it). The recipe sets CUDA_HOME, CUDACXX, the arch variable and the job counts.
-HOST_BUILD_ENV = (
-    "CC", "CXX", "CUDAHOSTCXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CUDAFLAGS",
-    "CUDAARCHS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS", "NVCC_CCBIN", "CMAKE_ARGS",
-    "CMAKE_TOOLCHAIN_FILE", "CMAKE_PREFIX_PATH",
-)  # fmt: skip
-
-
-def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: str) -> str:
-    """Everything that decides what a build produces: sources, toolchain, archs,
-    options, environment (the matrix's, and for a local build the variables of
-    HOST_BUILD_ENV), backend, build recipe and this tool's version."""
-    project = matrix.project
-    host_env = (
-        sorted((k, os.environ[k]) for k in HOST_BUILD_ENV if k in os.environ)
-        if cell.backend == "local"
-        else []
-    )
-    parts = [
-        __version__,
-        source_hash,
-        toolchain_key,
-        cell.backend,
-        ";".join(str(a) for a in cell.archs),
-        project.build,
-        project.arch_variable,
-        repr(sorted({**project.cmake_options, **cell.spec.cmake_options}.items())),
-        repr(sorted({**project.env, **cell.spec.env}.items())),
-        repr(project.artifacts),
-        str(project.cmake_target),
-        repr(host_env),
-    ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
-
-
-def cache_path(key: str, tier: str) -> Path:
-    return cache_root() / "cells" / f"{key}-{tier}.json"
 
 
 # --- one cell -----------------------------------------------------------------------
@@ -178,17 +119,19 @@ def run_cell(
         return result
     started = time.monotonic()
     log_path = options.out_dir / "logs" / f"{cell.id}.log"
+    build_dir = options.build_root / cell.id
+    result.log, result.build_dir = str(log_path.relative_to(options.out_dir)), str(build_dir)
     try:
         key = cell_cache_key(matrix, cell, backend.toolchain_key(cell), source_hash)
-        cached = _from_cache(key, tier) if options.use_cache else None
+        cached = _from_cache(key, tier, build_dir, log_path) if options.use_cache else None
         if cached is not None:
+            # This run's cell, log and build directory (the artifacts are back in it).
+            cached.cell, cached.cached, cached.log = cell.to_json(), True, result.log
+            cellcache.rebase(cached, build_dir)
             result = cached
-            result.cell, result.cached = cell.to_json(), True
-            _restore_log(key, tier, log_path)
         else:
-            result.log = str(log_path.relative_to(options.out_dir))
             _build_and_probe(matrix, cell, backend, options, result, log_path)
-            _store_in_cache(key, tier, result, log_path)
+            _store_in_cache(key, tier, result, build_dir, log_path, options)
         result.cache_key = key
     except (KernelMatrixError, OSError) as exc:
         # OSError: this machine (a full disk, a directory we may not write), not a bug.
@@ -202,13 +145,14 @@ def run_cell(
             result.status, result.reason = NOT_RUN, "interrupted before the cell finished"
     else:
         inventory = result.inventory or Inventory()
+        # (a cached result's guards come from the build that found them)
+        guards = {(v.family, v.device): v.guard for v in result.verdicts if v.guard}
         result.verdicts = check_cell(
             inventory, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
         )
-        if not result.cached:
-            result.verdicts = explain_verdicts(
-                result.verdicts, matrix, options.build_root / cell.id, tier=tier
-            )
+        result.verdicts = explain_verdicts(
+            result.verdicts, matrix, build_dir, tier=tier, guards=guards
+        )
         result.archs_without_code = archs_without_code(inventory, cell.archs)
         result.settle()
         if tier == "build" and not result.cached:
@@ -218,7 +162,12 @@ def run_cell(
 
 
 def explain_verdicts(
-    verdicts: list[Verdict], matrix: Matrix, build_dir: Path, *, tier: str
+    verdicts: list[Verdict],
+    matrix: Matrix,
+    build_dir: Path,
+    *,
+    tier: str,
+    guards: dict[tuple[str, str], str] | None = None,
 ) -> list[Verdict]:
     """Verdicts with what only this build directory knows: the CMake guard that dropped
     each missing family (from the configure's trace), and -- in the configure tier of
@@ -247,9 +196,11 @@ def explain_verdicts(
                 "configure tier does not fetch (a stand-in): only the build tier can judge it",
             )
         elif verdict.status == MISSING:
-            if records is None:
-                records = read_trace(build_dir / TRACE_FILE)
-            guard = guard_of(family, source, records, verdict.device)
+            guard = (guards or {}).get((verdict.family, verdict.device))
+            if guard is None:
+                if records is None:
+                    records = read_trace(build_dir / TRACE_FILE)
+                guard = guard_of(family, source, records, verdict.device)
             if guard:
                 verdict = dataclasses.replace(
                     verdict, guard=guard, reason=f"{verdict.reason}; dropped by {guard}"
@@ -281,36 +232,32 @@ def _os_error(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}"
 
 
-def _store_in_cache(key: str, tier: str, result: CellResult, log_path: Path) -> None:
-    """Keep a finished result for later runs. The cache is an optimisation: when it
-    cannot be written (its disk is full), the cell's own result still stands, with a
-    warning, and the run goes on."""
+def _store_in_cache(
+    key: str, tier: str, result: CellResult, build_dir: Path, log_path: Path, options: RunOptions
+) -> None:
+    """Keep a finished result and its artifacts for later runs. The cache is an
+    optimisation: when it cannot be written (its disk is full, the artifacts exceed
+    its limit), the cell's own result still stands, with a warning, and the run
+    goes on."""
     try:
-        write_json(cache_path(key, tier), result.to_json())
-        shutil.copyfile(log_path, cache_path(key, tier).with_suffix(".log"))
+        cellcache.store(key, tier, result, build_dir, log_path, options.cache_limit)
     except (KernelMatrixError, OSError) as exc:
         reason = str(exc) if isinstance(exc, KernelMatrixError) else _os_error(exc)
-        with contextlib.suppress(OSError):
-            cache_path(key, tier).unlink(missing_ok=True)  # never a result without its log
         result.warnings.append(f"kernel-matrix: result cache not written: {reason}")
 
 
-def _restore_log(key: str, tier: str, log_path: Path) -> None:
-    """A cached cell keeps the log of the build that produced it."""
-    cached_log = cache_path(key, tier).with_suffix(".log")
-    if cached_log.is_file():
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached_log, log_path)
-
-
-def _from_cache(key: str, tier: str) -> CellResult | None:
-    path = cache_path(key, tier)
-    if not path.is_file():
+def _from_cache(key: str, tier: str, build_dir: Path, log_path: Path) -> CellResult | None:
+    """The cached result, its artifacts restored into this run's ``build_dir`` and its
+    log into this run's logs; None (rebuild) when there is none or it cannot be
+    restored whole."""
+    stored = cellcache.load(key, tier)
+    if stored is None:
         return None
     try:
-        return load_cell_result(path)
-    except KernelMatrixError:
-        return None  # a damaged cache entry is rebuilt, never trusted
+        cellcache.restore(stored, build_dir, log_path)
+    except OSError:
+        return None  # evicted meanwhile by another run: build it
+    return stored.result
 
 
 def _build_and_probe(
@@ -349,9 +296,13 @@ def _build_and_probe(
             f"{cell.id}: the build succeeded but no artifact matched "
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
-    result.artifacts = [str(a) for a in artifacts]
+    # Paths relative to the build directory: a library is the same library whichever
+    # directory (or runner) built it, and no result points into another run's files.
+    result.artifacts = [a.relative_to(build_dir).as_posix() for a in artifacts]
     # The cell's share of the cores, as for its build: cells probe side by side.
-    result.inventory = probe(artifacts, engine=options.engine, jobs=options.threads_per_job)
+    result.inventory = probe(
+        artifacts, engine=options.engine, jobs=options.threads_per_job, root=build_dir
+    )
 
 
 class _NoArtifacts(KernelMatrixError):

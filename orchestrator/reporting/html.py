@@ -228,12 +228,16 @@ def _cell_view(result: CellResult, families: Sequence[str]) -> CellView:
         ("toolchain", result.toolchain or "–"),
         ("tier", result.tier),
         ("duration", f"{result.duration_s:.1f} s (build {result.build_s:.1f} s)"),
-        ("cached", "yes" if result.cached else "no"),
+        (
+            "cached",
+            "yes: not rebuilt, artifacts restored from the result cache" if result.cached else "no",
+        ),
+        ("build dir", result.build_dir or "–"),
         ("log", result.log or "–"),
     ]
     if info.get("gencode"):
         meta.append(("gencode", " ".join(str(g) for g in info["gencode"])))
-    copies = kernel_copies(result.inventory) if result.inventory else {}
+    copies = kernel_copies(result.inventory, result.id) if result.inventory else {}
     listed: set[str] = set()
     family_views = []
     for family in families:

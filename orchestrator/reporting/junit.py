@@ -148,6 +148,8 @@ def cell_suite(result: CellResult, families: Sequence[str], index: int, stamp: s
     suite.add_property("status", result.status)
     suite.add_property("toolchain", result.toolchain or "")
     suite.add_property("log", result.log or "")
+    suite.add_property("cached", "true" if result.cached else "false")
+    suite.add_property("build_dir", result.build_dir or "")
     status = cell_status(result)
     if status in (PASSED, FAILED):
         cases = _checked_cases(result, families)

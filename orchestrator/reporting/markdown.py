@@ -122,6 +122,13 @@ def headline(results: Sequence[CellResult], code_: int, diff: Diff | None) -> li
     parts.append(f"➖ {counts[SKIPPED]} skipped")
     lines = [f"## kernel-matrix: {icon} {WORDS.get(code_, 'ERROR')} (exit {code_})", ""]
     lines.append(f"**{len(results)} cells:** " + " · ".join(parts))
+    cached = sum(r.cached for r in results)
+    if cached:
+        lines.append("")
+        lines.append(
+            f"{cached} of {len(results)} cells answered from the result cache "
+            "(not rebuilt; their artifacts restored into this run's build directories)."
+        )
     if diff is not None:
         lines.append("")
         lines.append(f"**Against the baseline:** {text(diff.line())}")

@@ -42,8 +42,12 @@ DIFF_LINES = 40  # per kind; the rest is in the reports
 
 
 def cell_line(result: CellResult) -> str:
-    """``✅ cu13.0-9.0a passed in 12.3 s`` -- printed as each cell finishes."""
-    took = f" in {result.duration_s:.1f} s" + (" (cached)" if result.cached else "")
+    """``✅ cu13.0-9.0a passed in 12.3 s`` -- printed as each cell finishes. A cell
+    answered from the result cache says so, and where its artifacts now are."""
+    took = f" in {result.duration_s:.1f} s"
+    if result.cached:
+        where = f" into {result.build_dir}" if result.build_dir else ""
+        took += f" (cached: not rebuilt, artifacts restored{where})"
     if result.status == PASSED:
         return f"{mark(PASSED)} {result.id} passed{took}"
     if result.status == FAILED:

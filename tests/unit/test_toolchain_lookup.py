@@ -68,7 +68,7 @@ def test_local_backend_resolves_each_cuda_version_once(
 def test_cache_key_covers_the_host_build_environment_of_local_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.runner import cell_cache_key
+    from orchestrator.cellcache import cell_cache_key
 
     matrix = Matrix(tmp_path / "matrix.yaml", Project(tmp_path), (), ())
     spec = CellSpec(CudaVersion(13, 0), parse_arch_list("12.1a"))
