@@ -169,6 +169,7 @@ def _pip_configure_recipe(
         **{k: expand(v, values) for k, v in spec.cmake_options.items()},
         **options,
         "CMAKE_CUDA_COMPILER": str(configure_env.cuda_home / "bin" / "nvcc"),
+        "CUDA_TOOLKIT_ROOT_DIR": str(configure_env.cuda_home),  # torch's FindCUDA
         project.arch_variable: env[project.arch_variable],
     }
     configure = [

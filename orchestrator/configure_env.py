@@ -285,8 +285,11 @@ def cmake_cuda_home(toolchain: Toolchain, progress: Progress) -> Path:
             raise ToolchainError(f"nvidia-cuda-nvrtc=={toolchain.cuda}.* has no nvidia/cu*")
         home = staging / "home"
         home.mkdir()
+        # bin/ holds real files (hard links): nvcc and CMake locate the toolkit from
+        # nvcc's real path, which must be this home, not the one without the links.
+        shutil.copytree(base / "bin", home / "bin", symlinks=True, copy_function=_link_or_copy)
         for entry in base.iterdir():
-            if entry.name not in ("lib", "lib64", "include"):
+            if entry.name not in ("bin", "lib", "lib64", "include"):
                 (home / entry.name).symlink_to(_relocated(entry, base, target))
         for sub in ("lib", "include"):
             (home / sub).mkdir()
@@ -311,6 +314,13 @@ def _relocated(entry: Path, base: Path, target: Path, staging: Path | None = Non
     if staging is not None and entry.is_relative_to(staging):
         return target / entry.relative_to(staging)
     return entry
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 def _unversioned_links(lib: Path) -> None:

@@ -73,7 +73,8 @@ class LocalBackend:
             configure_env=configure_env,
         )
         # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
-        tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
+        nvcc_dir = configure_env.cuda_home / "bin" if configure_env else tc.nvcc.parent
+        tools = os.pathsep.join([str(Path(sys.executable).parent), str(nvcc_dir)])
         env = {
             **os.environ,
             **commands.env,
