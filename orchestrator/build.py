@@ -21,6 +21,7 @@ from typing import IO
 
 from orchestrator.archs import format_arch_list
 from orchestrator.errors import BuildError
+from orchestrator.fsutil import write_atomic
 from orchestrator.matrix import Project
 from orchestrator.plan import Cell
 
@@ -81,6 +82,27 @@ def file_api_query(build_dir: Path) -> None:
     )
 
 
+TOOLCHAIN_STAMP = ".kernel-matrix-toolchain"
+
+
+def toolchain_changed(build_dir: Path, toolchain: str) -> bool:
+    """Record ``toolchain`` (what configures this build directory: backend, image,
+    CUDA, where CMake and ninja come from) in it; True when a CMake cache already
+    there was made by another (or an unknown) one. Configuring over such a cache
+    reuses its tool paths: a cell built locally, then in a container, would run
+    the host's ninja (``CMAKE_MAKE_PROGRAM``) in the container, where it does not
+    exist. The caller then configures afresh (``cmake --fresh``)."""
+    stamp = build_dir / TOOLCHAIN_STAMP
+    try:
+        previous: str | None = stamp.read_text()
+    except OSError:
+        previous = None
+    changed = (build_dir / "CMakeCache.txt").exists() and previous != toolchain
+    if previous != toolchain:
+        write_atomic(stamp, toolchain)
+    return changed
+
+
 def recipe(
     project: Project,
     cell: Cell,
@@ -88,8 +110,10 @@ def recipe(
     *,
     threads: int,
     configure_only: bool = False,
+    fresh: bool = False,
 ) -> BuildRecipe:
-    """The commands that build ``cell`` of ``project``."""
+    """The commands that build ``cell`` of ``project``; ``fresh``: configure without
+    the build directory's CMake cache (see :func:`toolchain_changed`)."""
     archs = format_arch_list(cell.archs)
     options = {**project.cmake_options, **cell.spec.cmake_options}
     env = {
@@ -130,6 +154,8 @@ def recipe(
         f"-D{project.arch_variable}={archs}",
     ]  # fmt: skip
     configure += [f"-D{key}={value}" for key, value in options.items()]
+    if fresh:
+        configure.append("--fresh")
     steps = [Step("configure", tuple(configure), paths.build)]
     if not configure_only:
         build = ["cmake", "--build", str(paths.build), "--parallel", str(threads)]

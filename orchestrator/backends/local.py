@@ -18,6 +18,7 @@ from orchestrator.build import (
     run_logged,
     run_recipe,
     stop_leftovers,
+    toolchain_changed,
 )
 from orchestrator.errors import ToolchainError
 from orchestrator.matrix import Matrix
@@ -60,15 +61,16 @@ class LocalBackend:
         build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(build_dir)
         paths = BuildPaths(self.matrix.project.source, build_dir, tc.nvcc, tc.home)
+        # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
+        tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
         commands = recipe(
             self.matrix.project,
             job.cell,
             paths,
             threads=job.threads,
             configure_only=job.configure_only,
+            fresh=toolchain_changed(build_dir, f"local: {tc.describe()}; tools {tools}"),
         )
-        # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
-        tools = os.pathsep.join([str(Path(sys.executable).parent), str(tc.nvcc.parent)])
         env = {
             **os.environ,
             **commands.env,
