@@ -395,7 +395,8 @@ class DockerBackend:
             if self.offline:
                 raise DockerError(
                     f"base image {base} is not on the engine at this host, and offline "
-                    f"({OFFLINE_ENV}=1) nothing is pulled: load or import it first"
+                    f"({OFFLINE_ENV}=1) nothing is pulled: load or import it first (a base "
+                    f"image made without a registry: kernel-matrix docker base-image)"
                 )
             with (logs / "pull.log").open("ab") as log:
                 self.engine.pull(base, log)
