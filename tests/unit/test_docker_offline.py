@@ -12,7 +12,13 @@ from test_docker_engine import FakeEngine, write_matrix
 
 from orchestrator import cli
 from orchestrator.backends.docker import MOUNT_ROOT, DockerBackend, HostTools
-from orchestrator.backends.offline_base import AptSource, apt_sources, host_recipe
+from orchestrator.backends.offline_base import (
+    AptSource,
+    BaseRecipe,
+    apt_sources,
+    host_recipe,
+    make_rootfs_tarball,
+)
 from orchestrator.build import TOOLCHAIN_STAMP, toolchain_changed
 from orchestrator.errors import EXIT_INFRA, EXIT_USAGE, ToolchainError, ToolError
 from orchestrator.matrix import load_matrix
@@ -181,3 +187,19 @@ def test_build_dir_of_another_toolchain_is_configured_afresh(tmp_path: Path) -> 
     assert toolchain_changed(build, "docker: CUDA 13.0.88 mounted in img:1") is False
     os.remove(build / TOOLCHAIN_STAMP)  # a cache of unknown origin
     assert toolchain_changed(build, "docker: CUDA 13.0.88 mounted in img:1") is True
+
+
+def test_making_the_base_image_says_how_to_run_it_as_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("KERNEL_MATRIX_CACHE", str(tmp_path))
+    recipe = BaseRecipe(suite="bookworm", mirror="http://archive.example/debian")
+    with pytest.raises(ToolError) as caught:
+        make_rootfs_tarball(recipe)
+    assert str(caught.value) == (
+        f"making the base image {recipe.tag} needs root (debootstrap), once per machine: "
+        'sudo "$(command -v kernel-matrix)" docker base-image (with the same options); '
+        "afterwards it needs no root"
+    )
+    assert not recipe.tarball.exists()
