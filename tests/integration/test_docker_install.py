@@ -229,16 +229,17 @@ def test_installed_package_builds_a_cell_in_a_container_like_locally(
     cuda13: toolchain.Toolchain,
     tmp_path: Path,
 ) -> None:
+    """Locally, then in a container, in the same build directory (as after `nox -s
+    matrix`): the container must not inherit the local CMake cache's tool paths."""
     venv, copy = installed
     env = user_env(own_cache(tmp_path))
-    kernel_matrix = str(venv / "bin" / "kernel-matrix")
-    outs: dict[str, Path] = {}
-    for backend in ("docker", "local"):
-        outs[backend] = tmp_path / backend
+    build = tmp_path / "build"
+    outs = {backend: tmp_path / backend for backend in ("local", "docker")}
+    for backend, out in outs.items():
         argv = [
-            kernel_matrix, "run", str(copy / "matrix.yaml"), "--only", CELL,
-            "--backend", backend, "--jobs", "1",
-            "--out", str(outs[backend] / "out"), "--build-dir", str(outs[backend] / "build"),
+            str(venv / "bin" / "kernel-matrix"), "run", str(copy / "matrix.yaml"),
+            "--only", CELL, "--backend", backend, "--jobs", "1",
+            "--out", str(out), "--build-dir", str(build),
         ]  # fmt: skip
         if backend == "docker":
             argv += ["--docker-base-image", base_image, "--docker-toolchain", "mount"]
@@ -248,19 +249,22 @@ def test_installed_package_builds_a_cell_in_a_container_like_locally(
             env={**env, "KERNEL_MATRIX_DOCKER_OFFLINE": "1"} if backend == "docker" else env,
             timeout=RUN_TIMEOUT_S,
         )
-    in_docker, local = cell_result(outs["docker"] / "out"), cell_result(outs["local"] / "out")
-    built_in_a_container(in_docker, outs["docker"] / "out")
+        if backend == "local":
+            assert f"{venv}/bin/ninja" in (build / CELL / "CMakeCache.txt").read_text()
+            shutil.copy2(build / CELL / "_C.so", tmp_path / "local_C.so")
+    local, in_docker = cell_result(outs["local"]), cell_result(outs["docker"])
     assert local["cached"] is False
+    built_in_a_container(in_docker, outs["docker"])
+    assert " --fresh\n" in (outs["docker"] / str(in_docker["log"])).read_text()
 
-    def comparable(result: dict[str, object], backend: str) -> dict[str, object]:
-        text = json.dumps({k: result[k] for k in ("status", "inventory", "verdicts", "skip_lines")})
-        return dict(json.loads(text.replace(str(outs[backend] / "build"), "<build>")))
+    def comparable(result: dict[str, object]) -> dict[str, object]:
+        return {k: result[k] for k in ("status", "inventory", "verdicts", "skip_lines")}
 
-    assert comparable(in_docker, "docker") == comparable(local, "local")
+    assert comparable(in_docker) == comparable(local)
     # The libraries themselves, read by cuobjdump: the same kernels in the same cubins.
-    docker_so, local_so = (outs[b] / "build" / CELL / "_C.so" for b in ("docker", "local"))
-    assert cuobjdump_kernels(docker_so) == cuobjdump_kernels(local_so)
-    assert kernel_names(cuobjdump_kernels(docker_so)["sm_121a"]) == KERNELS_IN_SM121A
+    in_container = cuobjdump_kernels(build / CELL / "_C.so")
+    assert in_container == cuobjdump_kernels(tmp_path / "local_C.so")
+    assert kernel_names(in_container["sm_121a"]) == KERNELS_IN_SM121A
 
 
 # --- the README's docker section, as written -------------------------------------------------
