@@ -348,3 +348,13 @@ def _run(
         last = (result.stderr.strip() or result.stdout.strip() or "(no output)").splitlines()[-1]
         where = f" (log: {log})" if log is not None else ""
         raise ToolError(f"{what} failed (exit {result.returncode}): {last}{where}")
+
+
+if __name__ == "__main__":  # the old entry point, named by older docs: say where it went
+    import sys
+
+    print(
+        'kernel-matrix: error: use: sudo "$(command -v kernel-matrix)" docker base-image',
+        file=sys.stderr,
+    )
+    sys.exit(2)
