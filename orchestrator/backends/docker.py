@@ -125,9 +125,9 @@ def pip_install_for(template: str, cuda: CudaVersion) -> str:
     """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
     PyTorch index of a CUDA version.
 
-    >>> pip_install_for("torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/{cu}",
+    >>> pip_install_for("torch==2.10.0 --extra-index-url https://index.example/whl/{cu}",
     ...                 CudaVersion(12, 9))
-    'torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/cu129'
+    'torch==2.10.0 --extra-index-url https://index.example/whl/cu129'
     """
     return template.replace("{cu}", f"cu{cuda.major}{cuda.minor}")
 
