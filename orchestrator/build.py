@@ -22,6 +22,7 @@ from typing import IO
 from orchestrator.archs import format_arch_list
 from orchestrator.configure_env import ConfigureEnv, expand
 from orchestrator.errors import BuildError
+from orchestrator.fsutil import write_atomic
 from orchestrator.guards import TRACE_FILE, trace_arguments
 from orchestrator.matrix import Project
 from orchestrator.plan import Cell
@@ -83,6 +84,27 @@ def file_api_query(build_dir: Path) -> None:
     )
 
 
+TOOLCHAIN_STAMP = ".kernel-matrix-toolchain"
+
+
+def toolchain_changed(build_dir: Path, toolchain: str) -> bool:
+    """Record ``toolchain`` (what configures this build directory: backend, image,
+    CUDA, where CMake and ninja come from) in it; True when a CMake cache already
+    there was made by another (or an unknown) one. Configuring over such a cache
+    reuses its tool paths: a cell built locally, then in a container, would run
+    the host's ninja (``CMAKE_MAKE_PROGRAM``) in the container, where it does not
+    exist. The caller then configures afresh (``cmake --fresh``)."""
+    stamp = build_dir / TOOLCHAIN_STAMP
+    try:
+        previous: str | None = stamp.read_text()
+    except OSError:
+        previous = None
+    changed = (build_dir / "CMakeCache.txt").exists() and previous != toolchain
+    if previous != toolchain:
+        write_atomic(stamp, toolchain)
+    return changed
+
+
 def recipe(
     project: Project,
     cell: Cell,
@@ -91,9 +113,12 @@ def recipe(
     threads: int,
     configure_only: bool = False,
     configure_env: ConfigureEnv | None = None,
+    fresh: bool = False,
 ) -> BuildRecipe:
     """The commands that build ``cell`` of ``project`` (or, with ``configure_only``,
-    configure it; a ``build: pip`` project then needs its provisioned ``configure_env``)."""
+    configure it; a ``build: pip`` project then needs its provisioned ``configure_env``);
+    ``fresh``: configure without the build directory's CMake cache (see
+    :func:`toolchain_changed`)."""
     archs = format_arch_list(cell.archs)
     options = {**project.cmake_options, **cell.spec.cmake_options}
     env = {
@@ -111,7 +136,7 @@ def recipe(
     if project.build == "pip" and configure_only:
         if configure_env is None or project.configure is None:
             raise BuildError(f"{cell.id}: this pip project has no `configure:` section")
-        return _pip_configure_recipe(project, cell, paths, env, options, configure_env)
+        return _pip_configure_recipe(project, cell, paths, env, options, configure_env, fresh)
     if project.build == "pip":
         # setup.py builds write into the source tree (vLLM: build/, .deps/, generated
         # files), and the source may be a read-only mount shared by every cell: each
@@ -139,6 +164,8 @@ def recipe(
     ]  # fmt: skip
     configure += [f"-D{key}={value}" for key, value in options.items()]
     configure += trace_arguments(paths.source, paths.build / TRACE_FILE)
+    if fresh:
+        configure.append("--fresh")
     steps = [Step("configure", tuple(configure), paths.build)]
     if not configure_only:
         build = ["cmake", "--build", str(paths.build), "--parallel", str(threads)]
@@ -155,6 +182,7 @@ def _pip_configure_recipe(
     env: dict[str, str],
     options: dict[str, str],
     configure_env: ConfigureEnv,
+    fresh: bool = False,
 ) -> BuildRecipe:
     """Configure a ``build: pip`` project the way its setup.py would run CMake, on a
     writable copy of its source (configure writes generated sources into it), with
@@ -176,6 +204,7 @@ def _pip_configure_recipe(
         "cmake", "-S", str(source / spec.cmake_source), "-B", str(paths.build), "-G", "Ninja",
         *(f"-D{key}={value}" for key, value in settings.items()),
         *trace_arguments_for_copy(paths.source, source, paths.build / TRACE_FILE),
+        *(["--fresh"] if fresh else []),
     ]  # fmt: skip
     python_path = os.pathsep.join(p for p in (str(configure_env.site), env.get("PYTHONPATH")) if p)
     env = {

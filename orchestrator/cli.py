@@ -414,6 +414,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_docker_base_image(args: argparse.Namespace) -> int:
+    from orchestrator.backends.container import Engine
+    from orchestrator.backends.offline_base import ensure_offline_base, host_recipe
+
+    packages = tuple(p for p in args.include.split(",") if p)
+    if not packages:
+        raise UsageError("--include: name at least one Debian package (e.g. g++)")
+    recipe = host_recipe(suite=args.suite, mirror=args.mirror, packages=packages)
+
+    def say(line: str) -> None:
+        print(f"kernel-matrix: {line}", file=sys.stderr, flush=True)
+
+    print(ensure_offline_base(Engine.connect(), recipe, say=say))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-matrix",
@@ -550,6 +566,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable verdicts")
     p.set_defaults(handler=cmd_check)
+
+    p = verbs.add_parser("docker", help="images of the docker backend")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    q = actions.add_parser(
+        "base-image",
+        help="make (once per machine; needs root, for debootstrap) a Debian/Ubuntu base "
+        "image without any image registry, and print its tag (no root needed once made)",
+        description="Print the tag of a minimal base image for docker.toolchain 'mount', "
+        "made once with debootstrap from the package mirror of this host's apt sources. "
+        'Making it needs root: sudo "$(command -v kernel-matrix)" docker base-image.',
+    )
+    q.add_argument(
+        "--suite", help="Debian/Ubuntu release (default: this host's, from /etc/os-release)"
+    )
+    q.add_argument(
+        "--mirror",
+        metavar="URI",
+        help="package archive (default: the apt source of this host that lists the suite)",
+    )
+    q.add_argument(
+        "--include",
+        default="g++",
+        metavar="PKG,...",
+        help="packages to install in it (default: %(default)s)",
+    )
+    q.set_defaults(handler=cmd_docker_base_image)
     return parser
 
 

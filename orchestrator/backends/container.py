@@ -43,7 +43,7 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 API_TIMEOUT_S = 60  # control calls (inspect, kill, remove)
 # Output streams: a compile can be silent for long; the cell's deadline ends it.
 STREAM_TIMEOUT_S = 7 * 24 * 3600
-NOTE_PREFIX = "kernel-matrix: "  # docker/install-build-deps.sh's messages start so
+NOTE_PREFIX = "kernel-matrix: "  # build_image/install-build-deps.sh says so first
 MAX_POOL = 32  # one streaming connection per parallel cell, plus control calls
 
 # What the SDK raises when the engine or the connection to it fails.

@@ -16,20 +16,20 @@ only the paths differ, mapped into the container:
   and ninja of this Python environment are mounted read-only under
   ``/opt/kernel-matrix``, so the image needs only a C++ compiler.
 
-The image (``docker/Dockerfile`` on top of ``docker.base_image``) is built once per
-CUDA version and tagged by a hash of its inputs; see :func:`image_tag`. Artifacts
+The image (the ``Dockerfile`` of :data:`BUILD_IMAGE_DIR`, package data that ships
+with kernel-matrix, on top of ``docker.base_image``) is built once per CUDA version
+and tagged by a hash of its inputs; see :func:`image_tag`. Artifacts
 stay in the build directory on the host, where probe and check read them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib.metadata
 import io
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -43,7 +43,15 @@ from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
 from orchestrator.backends import BuildJob, BuildOutcome
 from orchestrator.backends.container import BuildContainer, ContainerSpec, Engine, Mount
-from orchestrator.build import BuildPaths, file_api_query, is_kernel_matrix, recipe, run_recipe
+from orchestrator.build import (
+    TOOLCHAIN_STAMP,
+    BuildPaths,
+    file_api_query,
+    is_kernel_matrix,
+    recipe,
+    run_recipe,
+    toolchain_changed,
+)
 from orchestrator.errors import BuildError, ConfigError, DockerError, ToolchainError
 from orchestrator.matrix import DockerSettings, Matrix
 from orchestrator.plan import Cell
@@ -53,6 +61,8 @@ BUILD_DIR_LABEL = "kernel-matrix.build-dir"
 TOOLCHAINS = ("image", "mount")
 OFFLINE_ENV = "KERNEL_MATRIX_DOCKER_OFFLINE"
 DOCKER_DIR_ENV = "KERNEL_MATRIX_DOCKER_DIR"
+# The Dockerfile and its script: package data, next to this module in any install.
+BUILD_IMAGE_DIR = Path(__file__).resolve().parent / "build_image"
 IMAGE_LOCK_TIMEOUT_S = 3600
 LIFETIME_GRACE_S = 120  # an orphaned container outlives its cell's deadline by this
 MOUNT_ROOT = PurePosixPath("/opt/kernel-matrix")
@@ -115,9 +125,9 @@ def pip_install_for(template: str, cuda: CudaVersion) -> str:
     """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
     PyTorch index of a CUDA version.
 
-    >>> pip_install_for("torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/{cu}",
+    >>> pip_install_for("torch==2.10.0 --extra-index-url https://index.example/whl/{cu}",
     ...                 CudaVersion(12, 9))
-    'torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/cu129'
+    'torch==2.10.0 --extra-index-url https://index.example/whl/cu129'
     """
     return template.replace("{cu}", f"cu{cuda.major}{cuda.minor}")
 
@@ -138,9 +148,10 @@ def container_path(host: Path, role: str) -> PurePosixPath:
 
 
 def default_docker_dir() -> Path:
-    """The directory holding the Dockerfile (``docker/`` of this repository)."""
+    """The build context of the build image: ``build_image/`` of this package (it
+    ships in the wheel), or the directory ``KERNEL_MATRIX_DOCKER_DIR`` names."""
     override = os.environ.get(DOCKER_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "docker"
+    return Path(override) if override else BUILD_IMAGE_DIR
 
 
 def image_tag(
@@ -161,34 +172,56 @@ def image_tag(
 
 @dataclass(frozen=True)
 class HostTools:
-    """CMake and ninja of this Python environment (manylinux binaries, which run in
-    any glibc-based image), to mount into the container."""
+    """The CMake and ninja binaries that the ``cmake`` and ``ninja`` PyPI packages of
+    this Python environment ship (manylinux ELF executables, which run in any
+    glibc-based image), to mount into the container. Never their console-script
+    shims: those start with ``#!<this environment's python>``, a path that does not
+    exist in the container."""
 
     cmake_root: Path  # has bin/cmake and share/cmake-X.Y
     ninja: Path
 
     @classmethod
     def find(cls) -> HostTools:
-        cmake_root = _package_dir("cmake") / "data"
-        ninja_dir = _package_dir("ninja")
-        candidates = [
-            ninja_dir / "data" / "bin" / "ninja",
-            Path(sys.executable).parent / "ninja",
-        ]
-        ninja = next((c for c in candidates if _is_elf(c)), None)
-        if not _is_elf(cmake_root / "bin" / "cmake") or ninja is None:
+        cmake_root = _shipped_binary("cmake", "bin/cmake").parent.parent
+        if not any(cmake_root.glob("share/cmake-*/Modules")):
             raise ToolchainError(
-                "docker.toolchain 'mount' mounts the CMake and ninja of this Python "
-                "environment, but their binaries were not found: pip install cmake ninja"
+                f"docker.toolchain 'mount': the CMake of this Python environment has no "
+                f"modules next to it ({cmake_root}/share/cmake-*/Modules): "
+                f"pip install --force-reinstall cmake"
             )
-        return cls(cmake_root, ninja)
+        return cls(cmake_root, _shipped_binary("ninja", "bin/ninja"))
 
 
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise ToolchainError(f"Python package '{name}' is not installed: pip install {name}")
-    return Path(spec.origin).parent
+def _shipped_binary(package: str, suffix: str) -> Path:
+    """The ELF executable named ``suffix`` among the files the installed ``package``
+    distribution ships: ``cmake/data/bin/cmake``; ``ninja/data/bin/ninja`` (ninja <
+    1.11.1.2), else the executable ninja installs as its script (``<scripts>/ninja``)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ToolchainError(
+            f"docker.toolchain 'mount' mounts the {package} binary of this Python "
+            f"environment, and the '{package}' package is not installed: pip install {package}"
+        ) from None
+    name = PurePosixPath(suffix).name
+    candidates = [
+        Path(str(dist.locate_file(f))).resolve()
+        for f in dist.files or []
+        if f.name == name and PurePosixPath(*f.parts).as_posix().endswith(suffix)
+    ]
+    # The package's own data directory first: its bin/ sits next to share/ (CMake's modules).
+    binaries = sorted(
+        {c for c in candidates if _is_elf(c)}, key=lambda c: ("data" not in c.parts, str(c))
+    )
+    if not binaries:
+        shown = ", ".join(str(c) for c in candidates) or "none listed"
+        raise ToolchainError(
+            f"docker.toolchain 'mount' needs the {name} executable of the '{package}' "
+            f"package {dist.version}, but it ships no ELF binary (found: {shown}); "
+            f"pip install --force-reinstall {package}"
+        )
+    return binaries[0]
 
 
 def _is_elf(path: Path) -> bool:
@@ -238,8 +271,11 @@ class DockerBackend:
         self.docker_dir = docker_dir or default_docker_dir()
         if not (self.docker_dir / "Dockerfile").is_file():
             raise DockerError(
-                f"{self.docker_dir / 'Dockerfile'} does not exist (set {DOCKER_DIR_ENV} to "
-                f"the directory of kernel-matrix's docker/Dockerfile)"
+                f"{self.docker_dir / 'Dockerfile'} does not exist ({DOCKER_DIR_ENV} must name "
+                f"a directory holding a Dockerfile, or be unset)"
+                if os.environ.get(DOCKER_DIR_ENV)
+                else f"{self.docker_dir / 'Dockerfile'} does not exist: this installation of "
+                f"kernel-matrix is incomplete (reinstall it)"
             )
         self._prepared: dict[CudaVersion, PreparedImage] = {}
         self._lock = threading.Lock()
@@ -300,8 +336,47 @@ class DockerBackend:
                 image_path,
             ]
         )
+        self._check_mounted_tools(tag, path, mounts, cuda_home)
         description = f"{tc.describe()} mounted in docker image {tag}"
         return PreparedImage(tag, description, cuda_home, path, mounts)
+
+    def _check_mounted_tools(
+        self, tag: str, path: str, mounts: tuple[Mount, ...], cuda_home: PurePosixPath
+    ) -> None:
+        """Run each mounted tool once in the image before any cell uses it, so an
+        image that cannot run them (no glibc, another CPU architecture) fails here, in
+        one line, instead of in the middle of every cell's CMake."""
+        checks = (
+            ("CMake", [str(MOUNT_ROOT / "cmake" / "bin" / "cmake"), "--version"]),
+            ("ninja", [str(MOUNT_ROOT / "ninja" / "ninja"), "--version"]),
+            ("nvcc", [str(cuda_home / "bin" / "nvcc"), "--version"]),
+        )
+        spec = ContainerSpec(
+            image=tag,
+            mounts=mounts,
+            user=self._user_spec(),
+            network="none",
+            labels={"kernel-matrix.purpose": "tool-check", **self._labels()},
+            name="kernel-matrix-tool-check",
+            lifetime_s=300,
+        )
+        with BuildContainer(self.engine, spec) as box:
+            for what, argv in checks:
+                out = io.BytesIO()
+                status = box.call(
+                    argv,
+                    cwd=PurePosixPath("/"),
+                    env={"PATH": path, "HOME": CONTAINER_HOME},
+                    log=out,
+                    deadline=time.monotonic() + 120,
+                )
+                if status != 0:
+                    lines = out.getvalue().decode("utf-8", "replace").strip().splitlines()
+                    said = lines[-1] if len(lines) > 1 else "(no output)"
+                    raise ToolchainError(
+                        f"docker image {tag} cannot run the mounted {what} ({argv[0]}, from "
+                        f"the host's Python environment): exit {status}: {said}"
+                    )
 
     def _mounted_toolchain(self, cuda: CudaVersion) -> tuple[toolchain.Toolchain, HostTools]:
         if not toolchain.pypi_available(cuda):
@@ -320,7 +395,8 @@ class DockerBackend:
             if self.offline:
                 raise DockerError(
                     f"base image {base} is not on the engine at this host, and offline "
-                    f"({OFFLINE_ENV}=1) nothing is pulled: load or import it first"
+                    f"({OFFLINE_ENV}=1) nothing is pulled: load or import it first (a base "
+                    f"image made without a registry: kernel-matrix docker base-image)"
                 )
             with (logs / "pull.log").open("ab") as log:
                 self.engine.pull(base, log)
@@ -421,6 +497,7 @@ class DockerBackend:
         if os.geteuid() != 0 or (uid, gid) == (os.geteuid(), os.getegid()):
             return
         os.chown(build_dir, uid, gid)
+        os.chown(build_dir / TOOLCHAIN_STAMP, uid, gid)
         api = build_dir / ".cmake"
         for path in [api, *api.rglob("*")]:
             os.chown(path, uid, gid, follow_symlinks=False)
@@ -431,6 +508,7 @@ class DockerBackend:
         self._stop_leftovers(job.build_dir.resolve(), job.log)
         job.build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(job.build_dir)
+        fresh = toolchain_changed(job.build_dir, f"docker: {image.toolchain}")
         self._hand_over(job.build_dir)
         source = container_path(project.source, "source")
         build = container_path(job.build_dir, "build")
@@ -439,7 +517,12 @@ class DockerBackend:
             Path(source), Path(build), Path(image.cuda_home / "bin" / "nvcc"), Path(image.cuda_home)
         )
         commands = recipe(
-            project, job.cell, paths, threads=job.threads, configure_only=job.configure_only
+            project,
+            job.cell,
+            paths,
+            threads=job.threads,
+            configure_only=job.configure_only,
+            fresh=fresh,
         )
         # Only the recipe's environment: the host's must not leak into the container.
         env = {**commands.env, "PATH": image.path, "HOME": CONTAINER_HOME}

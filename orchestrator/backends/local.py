@@ -18,6 +18,7 @@ from orchestrator.build import (
     run_logged,
     run_recipe,
     stop_leftovers,
+    toolchain_changed,
 )
 from orchestrator.errors import ConfigError, ToolchainError
 from orchestrator.matrix import Matrix
@@ -64,6 +65,9 @@ class LocalBackend:
         configure_env = None
         if job.configure_only and self.matrix.project.build == "pip":
             configure_env = self._configure_env(tc, build_dir, job)
+        # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
+        nvcc_dir = configure_env.cuda_home / "bin" if configure_env else tc.nvcc.parent
+        tools = os.pathsep.join([str(Path(sys.executable).parent), str(nvcc_dir)])
         commands = recipe(
             self.matrix.project,
             job.cell,
@@ -71,10 +75,8 @@ class LocalBackend:
             threads=job.threads,
             configure_only=job.configure_only,
             configure_env=configure_env,
+            fresh=toolchain_changed(build_dir, f"local: {tc.describe()}; tools {tools}"),
         )
-        # cmake and ninja come from PyPI, next to this Python; nvcc from the toolchain.
-        nvcc_dir = configure_env.cuda_home / "bin" if configure_env else tc.nvcc.parent
-        tools = os.pathsep.join([str(Path(sys.executable).parent), str(nvcc_dir)])
         env = {
             **os.environ,
             **commands.env,

@@ -1,8 +1,9 @@
 """The docker backend against a real engine, without any image registry.
 
-The base image is made here from Debian's packages (debootstrap, then imported
-through the SDK; ``orchestrator.backends.offline_base``), ``docker/Dockerfile`` is
-built on top of it with the network disabled, and cells run with the host's cached
+The base image is made here from the packages of the host's apt sources
+(debootstrap, then imported through the SDK; ``orchestrator.backends.offline_base``,
+the ``kernel-matrix docker base-image`` verb), the package's build-image Dockerfile
+is built on top of it with the network disabled, and cells run with the host's cached
 CUDA 13.0 toolchain, CMake and ninja mounted read-only (``docker.toolchain:
 mount``). Nothing is downloaded inside a container. The base image and its
 tarball (``~/.cache/kernel-matrix/docker/``) and the build image are reused by

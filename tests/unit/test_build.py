@@ -36,6 +36,13 @@ def test_cmake_recipe_passes_the_arch_list_and_options() -> None:
     assert commands.env["CUDA_HOME"] == "/cuda"
 
 
+def test_fresh_recipe_configures_without_the_old_cache() -> None:
+    project = Project(Path("/src"))
+    assert "--fresh" not in recipe(project, cell(), PATHS, threads=1).steps[0].argv
+    configure = recipe(project, cell(), PATHS, threads=1, fresh=True).steps[0]
+    assert configure.argv[-1] == "--fresh"
+
+
 def test_configure_only_recipe_has_no_build_step() -> None:
     commands = recipe(Project(Path("/src")), cell(), PATHS, threads=1, configure_only=True)
     assert [s.name for s in commands.steps] == ["configure"]

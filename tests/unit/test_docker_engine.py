@@ -18,9 +18,11 @@ from orchestrator.archs import CudaVersion
 from orchestrator.backends import make_backend
 from orchestrator.backends.container import BuildContainer, ContainerSpec, Engine, _split_ref
 from orchestrator.backends.docker import (
+    BUILD_IMAGE_DIR,
     DockerBackend,
     base_image_for,
     container_path,
+    default_docker_dir,
     image_cuda_tag,
     image_tag,
 )
@@ -143,10 +145,32 @@ def test_mount_toolchain_refuses_cuda_12(tmp_path: Path) -> None:
 
 
 def test_install_script_is_valid_posix_sh() -> None:
-    script = REPO / "docker" / "install-build-deps.sh"
+    script = BUILD_IMAGE_DIR / "install-build-deps.sh"
     subprocess.run(["sh", "-n", str(script)], check=True)
-    assert "ARG CUDA_VERSION" in (REPO / "docker" / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE" in (REPO / "docker" / "Dockerfile").read_text()
+    assert "ARG CUDA_VERSION" in (BUILD_IMAGE_DIR / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE" in (BUILD_IMAGE_DIR / "Dockerfile").read_text()
+
+
+def test_build_context_is_package_data() -> None:
+    """The Dockerfile and its script live in the package (they ship in the wheel, see
+    tests/integration/test_docker_install.py), and pyproject.toml declares them."""
+    import orchestrator
+
+    package = Path(orchestrator.__file__).resolve().parent
+    assert BUILD_IMAGE_DIR.parent.parent == package
+    shipped = sorted(p.name for p in BUILD_IMAGE_DIR.iterdir())
+    assert shipped == ["Dockerfile", "install-build-deps.sh"]
+    assert '"backends/build_image/*"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_docker_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KERNEL_MATRIX_DOCKER_DIR", str(tmp_path))
+    assert default_docker_dir() == tmp_path
+    matrix = load_matrix(write_matrix(tmp_path, "docker: {toolchain: mount}\n"))
+    with pytest.raises(DockerError, match=r"KERNEL_MATRIX_DOCKER_DIR must name a directory"):
+        DockerBackend(matrix, engine=FakeEngine())
+    monkeypatch.delenv("KERNEL_MATRIX_DOCKER_DIR")
+    assert default_docker_dir() == BUILD_IMAGE_DIR
 
 
 # --- stoppers and the container's cleanup contract ------------------------------------
