@@ -136,7 +136,7 @@ def recipe(
     if project.build == "pip" and configure_only:
         if configure_env is None or project.configure is None:
             raise BuildError(f"{cell.id}: this pip project has no `configure:` section")
-        return _pip_configure_recipe(project, cell, paths, env, options, configure_env, fresh)
+        return _pip_configure_recipe(project, cell, paths, env, options, configure_env)
     if project.build == "pip":
         # setup.py builds write into the source tree (vLLM: build/, .deps/, generated
         # files), and the source may be a read-only mount shared by every cell: each
@@ -182,7 +182,6 @@ def _pip_configure_recipe(
     env: dict[str, str],
     options: dict[str, str],
     configure_env: ConfigureEnv,
-    fresh: bool = False,
 ) -> BuildRecipe:
     """Configure a ``build: pip`` project the way its setup.py would run CMake, on a
     writable copy of its source (configure writes generated sources into it), with
@@ -204,7 +203,7 @@ def _pip_configure_recipe(
         "cmake", "-S", str(source / spec.cmake_source), "-B", str(paths.build), "-G", "Ninja",
         *(f"-D{key}={value}" for key, value in settings.items()),
         *trace_arguments_for_copy(paths.source, source, paths.build / TRACE_FILE),
-        *(["--fresh"] if fresh else []),
+        "--fresh",  # a prediction never depends on an earlier configure's cache
     ]  # fmt: skip
     python_path = os.pathsep.join(p for p in (str(configure_env.site), env.get("PYTHONPATH")) if p)
     env = {
