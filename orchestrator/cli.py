@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 import sys
@@ -29,7 +30,8 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.matrix import BACKENDS, Matrix, load_matrix
-from orchestrator.plan import github_matrix, plan
+from orchestrator.options import check_cuobjdump_option
+from orchestrator.plan import github_matrix, plan, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
@@ -40,7 +42,26 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises (one line, exit 2) instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(self._verb_prefix() + message)
+
+    def _verb_prefix(self) -> str:
+        # main() prints "kernel-matrix: error: "; add only the verb ("run: "), if any.
+        verb = self.prog.removeprefix("kernel-matrix").strip()
+        return f"{verb}: " if verb else ""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # A mistyped verb or choice: say which one was meant.
+        choices = action.choices
+        if choices is not None and isinstance(value, str) and value not in choices:
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            if close:
+                name = action.metavar if isinstance(action.metavar, str) else action.dest
+                name = "verb" if name == "VERB" else (action.option_strings or [name])[0]
+                raise UsageError(
+                    f"{self._verb_prefix()}{name}: invalid choice '{value}' "
+                    f"(did you mean '{close[0]}'?)"
+                )
+        super()._check_value(action, value)
 
 
 def _add_cell_selection(parser: argparse.ArgumentParser) -> None:
@@ -62,17 +83,30 @@ def _add_strict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict",
         action="store_true",
+        default=None,
         help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
     )
 
 
-def _add_engine(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+def _add_engine(parser: argparse.ArgumentParser, default: str | None = DEFAULT_ENGINE) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=default,
+        help=f"probe engine (default: {DEFAULT_ENGINE})",
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.options import check_cuda_homes
+
     matrix = load_matrix(args.matrix)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
+    notes = check_cuda_homes(
+        args.cuda_home, args.backend or matrix.backend, used_cuda_versions(cells)
+    )
+    for note in notes:
+        print(f"kernel-matrix: {note}", file=sys.stderr)
     if args.format == "json":
         print(
             json.dumps(
@@ -110,6 +144,12 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.backends import make_backend
+    from orchestrator.options import (
+        check_cuda_homes,
+        check_docker_options,
+        resume_settings,
+        run_settings,
+    )
     from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
     from orchestrator.results import exit_code
     from orchestrator.runner import (
@@ -120,8 +160,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         new_run_id,
     )
 
+    if args.resume:
+        if args.out is None:
+            args.out = latest_run_dir()
+            if args.out is None:
+                raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+        recorded = resume_settings(args, args.out)
+    args.build_dir = args.build_dir or Path("build")
+    args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
+    args.no_cache, args.strict = bool(args.no_cache), bool(args.strict)
     matrix = with_docker_overrides(load_matrix(args.matrix), args)
+    backend_name = args.backend or matrix.backend
+    check_docker_options(backend_name, args.docker_base_image, args.docker_toolchain)
+    if args.tier == "configure" and args.engine != DEFAULT_ENGINE:
+        raise UsageError(
+            f"--engine {args.engine} has nothing to read: the configure tier builds no library"
+        )
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
+    notes = check_cuda_homes(args.cuda_home, backend_name, used_cuda_versions(cells))
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
     if args.timeout is not None and not args.timeout > 0:
@@ -131,23 +187,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
         jobs = args.jobs
         threads = max(1, (os.cpu_count() or 1) // jobs)
-    if args.resume and args.out is None:
-        args.out = latest_run_dir()
-        if args.out is None:
-            raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+    args.jobs, args.timeout = jobs, args.timeout or matrix.timeout
     out_dir = args.out or Path("reports") / new_run_id()
     options = RunOptions(
         out_dir=out_dir,
         build_root=args.build_dir,
         jobs=jobs,
         threads_per_job=threads,
-        timeout=args.timeout or matrix.timeout,
+        timeout=args.timeout,
         engine=args.engine,
         resume=args.resume,
         use_cache=not args.no_cache,
         configure_only=args.tier == "configure",
     )
     out = console()
+    for note in notes:
+        out.print(note, markup=False, soft_wrap=True)
+    if args.resume and not recorded:
+        out.print(
+            f"note: {out_dir}/run.json records no options (an older run): this command's "
+            "options are used",
+            markup=False,
+            soft_wrap=True,
+        )
     kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
     out.print(
         f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
@@ -167,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             options,
             on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
             on_done=lambda result: out.print(cell_line(result)),
+            settings=run_settings(args),
         )
     except RunInterrupted as stopped:
         # The reports show what finished and what did not; the exit code stays 130/143.
@@ -284,6 +347,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from orchestrator.matrix import load_families_or_matrix
     from orchestrator.probe import family_presence, inventory_json, probe
 
+    check_cuobjdump_option(args.engine, args.cuobjdump)
     rules = load_families_or_matrix(args.families) if args.families else ()
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
@@ -370,6 +434,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from orchestrator.check import check_paths, print_check
     from orchestrator.matrix import load_families_or_matrix
 
+    check_cuobjdump_option(args.engine, args.cuobjdump)
     rules = load_families_or_matrix(args.families)
     devices = parse_device_list(args.devices) if args.devices is not None else None
     cuda = CudaVersion.parse(args.cuda) if args.cuda else None
@@ -418,15 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, help="cells built in parallel (default: by cores)")
     p.add_argument("--out", type=Path, help="results directory (default: reports/<run-id>)")
     p.add_argument(
-        "--resume", action="store_true", help="keep finished cells of --out (or the latest run)"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (or the latest one): its finished cells are kept and "
+        "the options it was started with are reused",
     )
-    p.add_argument(
-        "--build-dir", type=Path, default=Path("build"), help="root of per-cell build trees"
-    )
+    p.add_argument("--build-dir", type=Path, help="root of per-cell build trees (default: build)")
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
-    _add_engine(p)
+    _add_engine(p, default=None)
     p.add_argument(
-        "--no-cache", action="store_true", help="rebuild even when a cached result matches"
+        "--no-cache",
+        action="store_true",
+        default=None,
+        help="rebuild even when a cached result matches",
     )
     p.add_argument(
         "--docker-base-image",
@@ -441,8 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tier",
         choices=("build", "configure"),
-        default="build",
-        help="configure: predict from CMake configure alone (seconds)",
+        help="configure: predict from CMake configure alone (seconds); default: build",
     )
     _add_strict(p)
     p.set_defaults(handler=cmd_run)

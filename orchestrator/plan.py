@@ -106,6 +106,11 @@ def plan(
     return [c for c in cells if c.id in only]
 
 
+def used_cuda_versions(cells: Sequence[Cell]) -> set[CudaVersion]:
+    """The CUDA versions these cells would build with (unsupported cells build with none)."""
+    return {c.cuda for c in cells if c.status != UNSUPPORTED}
+
+
 def github_matrix(cells: Sequence[Cell]) -> dict[str, Any]:
     """A GitHub Actions ``strategy.matrix`` object: one entry per runnable cell."""
     return {

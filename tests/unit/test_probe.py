@@ -188,10 +188,8 @@ def test_bad_input_is_exit_2_with_either_engine(
 ) -> None:
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(20))
-    for engine in ("native", "cuobjdump"):
-        assert (
-            main(["probe", "--engine", engine, "--cuobjdump", "/bin/false", str(bad)]) == EXIT_USAGE
-        )
+    for engine_args in (["native"], ["cuobjdump", "--cuobjdump", "/bin/false"]):
+        assert main(["probe", "--engine", *engine_args, str(bad)]) == EXIT_USAGE
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "bad.so" in err and "Traceback" not in err
 
