@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from orchestrator.archs import ComputeCapability
+    from orchestrator.probe import FamilyPresence
     from orchestrator.results import CellResult
 
 from orchestrator import __version__
@@ -31,7 +33,7 @@ from orchestrator.errors import (
 )
 from orchestrator.matrix import BACKENDS, Matrix, load_matrix
 from orchestrator.options import check_cuobjdump_option
-from orchestrator.plan import github_matrix, plan, used_cuda_versions
+from orchestrator.plan import github_matrix, plan, plan_json, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
@@ -108,11 +110,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"kernel-matrix: {note}", file=sys.stderr)
     if args.format == "json":
-        print(
-            json.dumps(
-                {"matrix": str(matrix.path), "cells": [c.to_json() for c in cells]}, indent=2
-            )
-        )
+        print(json.dumps(plan_json(matrix, cells), indent=2))
     elif args.format == "github":
         print(json.dumps(github_matrix(cells), separators=(",", ":")))
     elif args.format == "buildkite":
@@ -120,13 +118,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         print(buildkite_pipeline(matrix, cells, backend=args.backend), end="")
     else:
-        table = Table(title=f"{matrix.path}: {len(cells)} cells")
-        for column in ("cell", "CUDA", "archs", "status", "reason"):
-            table.add_column(column, overflow="fold")
-        for cell in cells:
-            info = cell.to_json()
-            table.add_row(cell.id, info["cuda"], info["archs"], cell.status, cell.reason or "")
-        console().print(table)
+        from orchestrator.reporting.plan_view import print_plan
+
+        print_plan(console(), matrix, cells)
     return EXIT_OK
 
 
@@ -218,6 +212,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
     )
     backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
+    doing = (
+        "predicting from CMake configure (configure tier, nothing compiled)"
+        if options.configure_only
+        else "building"
+    )
     from orchestrator.reporting.writers import write_reports
     from orchestrator.runner import RunInterrupted, run_cells
 
@@ -227,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cells,
             backend,
             options,
-            on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
+            on_start=lambda cell: out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …"),
             on_done=lambda result: out.print(cell_line(result)),
             settings=run_settings(args),
         )
@@ -284,8 +283,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print_diff(reports.previous, against=f"the previous run {reports.previous_run}")
     for note in reports.notes:
         out.print(note, markup=False, soft_wrap=True)
-    written = ", ".join(p.name for p in reports.paths)
-    out.print(f"reports in {out_dir}: {written}", markup=False, soft_wrap=True)
+    inside = [p.name for p in reports.paths if p.parent.resolve() == out_dir.resolve()]
+    elsewhere = [str(p) for p in reports.paths if p.parent.resolve() != out_dir.resolve()]
+    out.print(f"reports in {out_dir}: {', '.join(inside)}", markup=False, soft_wrap=True)
+    for path in elsewhere:
+        out.print(f"updated {path}", markup=False, soft_wrap=True)
     out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
     return _with_error_line(reports.exit_code, results, strict=args.strict)
 
@@ -343,7 +345,6 @@ def _add_results_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Inventory of shared objects/wheels/directories: rich summary or --json."""
-    from orchestrator.archs import DEVICES
     from orchestrator.matrix import load_families_or_matrix
     from orchestrator.probe import family_presence, inventory_json, probe
 
@@ -374,23 +375,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
             )
         out.print(table)
     if presence:
-        table = Table(title="kernel families x devices (cubin or PTX the driver loads)")
-        table.add_column("family")
-        table.add_column("cubins / PTX", overflow="fold")
-        for device in DEVICES:
-            table.add_column(str(device.cc), justify="center")
-        for name, found in presence.items():
-            marks = [
-                "yes"
-                if device.cc in found.devices
-                else "hollow"
-                if device.cc in found.hollow_devices
-                else "-"
-                for device in DEVICES
-            ]
-            table.add_row(name, " ".join(found.cubins + found.ptx) or "(none)", *marks)
-        out.print(table)
+        from orchestrator.reporting.tables import FamilyRow, family_device_view
+
+        meant = {rule.name: rule.devices for rule in rules}
+        devices = sorted({device for rule in rules for device in rule.devices})
+        rows = [
+            FamilyRow(
+                name,
+                " ".join(found.cubins + found.ptx),
+                tuple(_probe_status(d, found, meant.get(name, ())) for d in devices),
+            )
+            for name, found in presence.items()
+        ]
+        family_device_view(
+            out,
+            "kernel families × devices (cubin or PTX the driver loads)",
+            rows,
+            [str(d) for d in devices],
+        )
     return EXIT_OK
+
+
+def _probe_status(device: ComputeCapability, found: FamilyPresence, meant: Sequence[object]) -> str:
+    """The check vocabulary for what probe found: present, hollow, missing (meant for
+    the device, nothing loads there) or not applicable."""
+    if device in found.devices:
+        return "present"
+    if device in found.hollow_devices:
+        return "hollow"
+    return "missing" if device in meant else "not-applicable"
 
 
 def cmd_verify_on_device(args: argparse.Namespace) -> int:

@@ -27,10 +27,12 @@ from orchestrator.baseline import (
 )
 from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
 from orchestrator.reporting.cells import (
+    PREDICTED_NOTE,
     cell_status,
     clean,
     families_of,
     family_status,
+    predicted,
     status_counts,
 )
 from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
@@ -122,6 +124,8 @@ def headline(results: Sequence[CellResult], code_: int, diff: Diff | None) -> li
     parts.append(f"➖ {counts[SKIPPED]} skipped")
     lines = [f"## kernel-matrix: {icon} {WORDS.get(code_, 'ERROR')} (exit {code_})", ""]
     lines.append(f"**{len(results)} cells:** " + " · ".join(parts))
+    if predicted(results):
+        lines += ["", f"_{PREDICTED_NOTE[0].upper()}{PREDICTED_NOTE[1:]}._"]
     if diff is not None:
         lines.append("")
         lines.append(f"**Against the baseline:** {text(diff.line())}")
