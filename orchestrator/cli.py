@@ -18,6 +18,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from orchestrator.archs import ComputeCapability
+    from orchestrator.plan import Cell
     from orchestrator.probe import FamilyPresence
     from orchestrator.results import CellResult
 
@@ -217,19 +218,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         if options.configure_only
         else "building"
     )
+    from orchestrator.reporting.progress_view import RunProgress
     from orchestrator.reporting.writers import write_reports
     from orchestrator.runner import RunInterrupted, run_cells
 
+    watching = RunProgress(out, options.out_dir / "logs")
+
+    def on_start(cell: Cell) -> None:
+        out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …")
+        watching.started(cell.id)
+
+    def on_done(result: CellResult) -> None:
+        watching.finished(result.id)
+        out.print(cell_line(result))
+
     try:
-        results = run_cells(
-            matrix,
-            cells,
-            backend,
-            options,
-            on_start=lambda cell: out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …"),
-            on_done=lambda result: out.print(cell_line(result)),
-            settings=run_settings(args),
-        )
+        with watching:
+            results = run_cells(
+                matrix,
+                cells,
+                backend,
+                options,
+                on_start=on_start,
+                on_done=on_done,
+                settings=run_settings(args),
+            )
     except RunInterrupted as stopped:
         # The reports show what finished and what did not; the exit code stays 130/143.
         with contextlib.suppress(KernelMatrixError, OSError):
