@@ -45,11 +45,13 @@ def buildkite_pipeline(matrix: Matrix, cells: Sequence[Cell], *, backend: str | 
             {
                 "label": f":package: {cell.id}",
                 "key": key,
+                # The CLI directly (nox would only add a virtual environment per step).
                 "command": (
-                    f"python3 -m nox -s cell -- {shlex.quote(cell.id)} "
+                    "python3 -m pip install --quiet . && "
+                    f"kernel-matrix run {shlex.quote(matrix_file)} --only {shlex.quote(cell.id)} "
                     f"--out {shlex.quote(out)}{backend_args}"
                 ),
-                "env": {"KERNEL_MATRIX_FILE": matrix_file, "NO_COLOR": "1"},
+                "env": {"NO_COLOR": "1"},
                 "artifact_paths": [f"{out}/cells/*.json", f"{out}/logs/*.log"],
             }
         )

@@ -276,7 +276,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
     from orchestrator.reporting.writers import write_all
     from orchestrator.results import load_results
+    from orchestrator.runner import latest_run_dir
 
+    if not args.results:
+        latest = latest_run_dir()
+        if latest is None:
+            raise UsageError("report: no RESULTS given and no run under reports/")
+        args.results, args.out = [latest], args.out or latest
+        console().print(f"kernel-matrix: reporting the latest run, {latest}", markup=False)
     results = load_results(args.results)
     baseline = load_baseline(args.baseline) if args.baseline else None
     out_dir = args.out or _nightly_dir()
@@ -345,14 +352,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return _with_error_line(code, results, strict=args.strict)
 
 
-def _add_results_args(parser: argparse.ArgumentParser) -> None:
+def _add_results_args(parser: argparse.ArgumentParser, *, latest: bool = False) -> None:
+    """RESULTS...; with ``latest``, none means the latest run under reports/."""
     parser.add_argument(
         "results",
-        nargs="+",
+        nargs="*" if latest else "+",
         type=Path,
         metavar="RESULTS",
         help="cell result files, run directories (cells/*.json inside) or results.json files; "
-        "a later one wins for the same cell",
+        "a later one wins for the same cell" + ("; default: the latest run" if latest else ""),
     )
 
 
@@ -544,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "report", help="write junit.xml, summary.md, results.json and index.html for results"
     )
-    _add_results_args(p)
+    _add_results_args(p, latest=True)
     p.add_argument("--out", type=Path, help="report directory (default: reports/<UTC date>)")
     p.add_argument(
         "--baseline", type=Path, help="compare with this baseline (exit 1 on regression)"
