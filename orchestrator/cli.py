@@ -33,7 +33,7 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.matrix import BACKENDS, Matrix, load_matrix
-from orchestrator.options import check_cuobjdump_option
+from orchestrator.options import check_cuobjdump_option, check_plan_format, check_probe_jobs
 from orchestrator.plan import github_matrix, plan, plan_json, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
@@ -103,6 +103,7 @@ def _add_engine(parser: argparse.ArgumentParser, default: str | None = DEFAULT_E
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.options import check_cuda_homes
 
+    check_plan_format(args.format, args.cuda_home)
     matrix = load_matrix(args.matrix)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     notes = check_cuda_homes(
@@ -117,7 +118,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     elif args.format == "buildkite":
         from orchestrator.ci import buildkite_pipeline
 
-        print(buildkite_pipeline(matrix, cells, backend=args.backend), end="")
+        print(
+            buildkite_pipeline(matrix, cells, backend=args.backend, cuda_homes=args.cuda_home),
+            end="",
+        )
     else:
         from orchestrator.reporting.plan_view import print_plan
 
@@ -370,6 +374,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from orchestrator.probe import family_presence, inventory_json, probe
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
+    check_probe_jobs(args.engine, args.jobs)
     rules = load_families_or_matrix(args.families) if args.families else ()
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")

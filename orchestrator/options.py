@@ -103,6 +103,23 @@ def check_cuobjdump_option(engine: str, cuobjdump: Path | None) -> None:
         )
 
 
+def check_probe_jobs(engine: str, jobs: int | None) -> None:
+    """``probe --jobs`` sizes the native engine's worker pool; cuobjdump has none."""
+    if jobs is not None and engine != "native":
+        raise UsageError(
+            f"--jobs is for the native engine; the {engine} engine reads one library at a time"
+        )
+
+
+def check_plan_format(fmt: str, cuda_homes: Sequence[Path]) -> None:
+    """A GitHub job runs on another machine and never sees this one's toolkits."""
+    if cuda_homes and fmt == "github":
+        raise UsageError(
+            "--cuda-home with --format github: the GitHub jobs run on other machines and "
+            "get no --cuda-home (build CUDA 12.x there with the docker backend)"
+        )
+
+
 # --- what a run was started with, so that --resume continues *that* run -------------
 
 # The options of ``run`` that decide what a run builds and how; recorded in the run

@@ -197,3 +197,25 @@ def test_resume_with_a_conflicting_option_is_a_usage_error(
     assert main(["run", str(matrix), "--resume", "--out", str(out), *extra]) == 2
     line = error_line(capsys)
     assert f"--resume: {out} was run with {named} " in line
+
+
+def test_probe_jobs_with_the_cuobjdump_engine_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["probe", str(tmp_path), "--engine", "cuobjdump", "--jobs", "2"]) == 2
+    assert "--jobs is for the native engine" in error_line(capsys)
+
+
+def test_plan_passes_each_step_its_own_toolkit_and_refuses_one_github_cannot_see(
+    matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = fake_toolkit(tmp_path / "cuda-12.9", "12.9.86")
+    argv = ["plan", str(matrix), "--cuda-home", str(home)]
+    assert main([*argv, "--format", "github"]) == 2
+    assert "--cuda-home with --format github" in error_line(capsys)
+    assert main([*argv, "--format", "buildkite"]) == 0
+    steps = [line for line in capsys.readouterr().out.splitlines() if "kernel-matrix run" in line]
+    assert len(steps) == 2  # cu12.9-9.0a (with the toolkit) and cu13.0-9.0a (PyPI)
+    (cu129,) = [s for s in steps if "cu12.9-9.0a" in s]
+    (cu130,) = [s for s in steps if "cu13.0-9.0a" in s]
+    assert f"--cuda-home {home}" in cu129 and "--cuda-home" not in cu130
