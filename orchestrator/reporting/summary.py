@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from orchestrator.archs import ComputeCapability, device_name
 from orchestrator.baseline import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
@@ -18,6 +19,7 @@ from orchestrator.baseline import (
     SIZE_CHANGED,
     Diff,
 )
+from orchestrator.errors import KernelMatrixError
 from orchestrator.expect import NOT_APPLICABLE, Verdict
 from orchestrator.reporting.cells import (
     PREDICTED_NOTE,
@@ -70,15 +72,37 @@ def cell_line(result: CellResult) -> str:
 
 
 def group_failures(verdicts: Sequence[Verdict]) -> list[tuple[str, str, list[str], str]]:
-    """Failing verdicts as (family, status, devices, reason): one entry per family and
-    status for all the devices that fail the same way (a reason naming its device
-    stays apart), so a family missing everywhere is one line naming every device."""
-    groups: dict[tuple[str, str, str], list[str]] = {}
+    """Failing verdicts as (family, status, devices, reason): one entry per family,
+    status and cause for all the devices that fail the same way, so a family missing
+    on four devices is one line naming the four. A reason that names its device
+    (``… none of which runs on 10.3 (B300, GB300)``) is merged with the others that
+    differ only by the device: the devices are then named in the first part."""
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     for v in verdicts:
-        groups.setdefault((v.family, v.status, v.reason), []).append(v.device)
-    return [
-        (family, status, devices, reason) for (family, status, reason), devices in groups.items()
-    ]
+        reason, name = _without_device(v)
+        groups.setdefault((v.family, v.status, reason), []).append((v.device, name))
+    found = []
+    for (family, status, reason), devices in groups.items():
+        if _HERE in reason:
+            labels = [name for _, name in devices]
+            reason = reason.replace(_HERE, labels[0] if len(labels) == 1 else "these devices")
+        else:
+            labels = [device for device, _ in devices]
+        found.append((family, status, labels, reason))
+    return found
+
+
+_HERE = "\0"
+
+
+def _without_device(verdict: Verdict) -> tuple[str, str]:
+    """(the reason with the device's name replaced by a marker, that name)."""
+    try:
+        name = device_name(ComputeCapability.parse(verdict.device))
+    except KernelMatrixError:  # a hand-edited result: keep its words as they are
+        return verdict.reason, verdict.device
+    reason = verdict.reason.removeprefix(f"{verdict.family} is ")
+    return reason.replace(name, _HERE) if name in reason else reason, name
 
 
 def failure_lines(verdicts: Sequence[Verdict], prefix: str = "") -> list[str]:

@@ -62,6 +62,24 @@ def test_a_family_missing_on_several_devices_is_one_line_naming_them() -> None:
     ]
 
 
+def test_reasons_naming_their_device_merge_into_one_line_naming_the_devices() -> None:
+    verdicts = [
+        Verdict(
+            "nvfp4", device, MISSING,
+            reason=f"nvfp4 is built only for sm_100a, sm_120a, none of which runs on {name}",
+        )
+        for device, name in (("10.3", "10.3 (B300, GB300)"), ("12.1", "12.1 (DGX Spark (GB10))"))
+    ]  # fmt: skip
+    assert failure_lines(verdicts) == [
+        "❌ nvfp4 missing on 10.3 (B300, GB300), 12.1 (DGX Spark (GB10)): built only for "
+        "sm_100a, sm_120a, none of which runs on these devices"
+    ]
+    assert failure_lines(verdicts[:1]) == [
+        "❌ nvfp4 missing on 10.3 (B300, GB300): built only for sm_100a, sm_120a, none of "
+        "which runs on 10.3 (B300, GB300)"
+    ]
+
+
 def test_plan_json_is_versioned_and_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(REPO / "matrix.yaml"), "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
