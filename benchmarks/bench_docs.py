@@ -61,9 +61,11 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-docs-") as tmp:
-        for what, argv in commands(Path(tmp)):
+        for index, (what, _) in enumerate(commands(Path(tmp))):
             times, loads = [], []
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
+                # A run directory and build tree of its own for each run.
+                argv = commands(Path(tmp) / str(repeat))[index][1]
                 loads.append(load_average().split()[0])
                 started = time.monotonic()
                 done = subprocess.run(
