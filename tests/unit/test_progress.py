@@ -69,3 +69,19 @@ def test_download_watch_counts_announced_and_received_bytes(tmp_path: Path) -> N
     assert "MB/s" in line
     (tmp_path / "pip-unpack-1" / "a.whl").unlink()  # installed and deleted: still counted
     assert watch.received() == 2_000_000
+
+
+def test_live_progress_on_a_terminal_shows_the_running_cell(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "cu13.0-9.0a.log").write_text(LOG)
+    stream = io.StringIO()
+    out = Console(file=stream, width=100, force_terminal=True, highlight=False)
+    with RunProgress(out, tmp_path / "logs", interval=0.1) as watching:
+        assert watching.live
+        watching.started("cu13.0-9.0a")
+        time.sleep(1.0)
+        out.print("✅ cu13.0-9.0a passed in 1.0 s")  # printed above the live display
+        watching.finished("cu13.0-9.0a")
+    text = stream.getvalue()
+    assert "⏳ cu13.0-9.0a" in text and "cmake --build" in text
+    assert "✅ cu13.0-9.0a passed in 1.0 s" in text
