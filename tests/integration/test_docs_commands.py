@@ -92,7 +92,11 @@ NOT_HERE = [
     (r"^git (clone|-C)", "no access to GitHub from the test machine"),
     (r"^sudo ", "needs root and debootstrap; tests/integration/test_docker_backend.py "
      "builds the offline base image"),
+    (r"base-image|offline_base", "builds a base image from debootstrap: needs root; "
+     "tests/integration/test_docker_backend.py builds it"),
     (r"<hash>|<ref>", "a placeholder the reader fills in"),
+    (r"--backend docker", "needs a Docker engine and a base image; "
+     "tests/integration/test_docker_backend.py runs the docker backend"),
     (r"verify-on-device", "needs a GPU"),
     (r"run matrices/vllm-build\.yaml", "builds real vLLM (hours)"),
     (r"plan matrices/vllm-build\.yaml", "needs the vLLM checkout the commands before it clone"),
