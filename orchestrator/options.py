@@ -50,8 +50,15 @@ def check_cuda_homes(
             f"--cuda-home is for the local backend; the {backend} backend takes CUDA from "
             "its image (or --docker-toolchain mount)"
         )
+    seen: dict[CudaVersion, Path] = {}
     for home in cuda_homes:
         version, full = _toolkit_version(home, f"--cuda-home {home}")
+        if version in seen:  # the first would win: the second would be ignored
+            raise UsageError(
+                f"--cuda-home {seen[version]} and --cuda-home {home} both hold CUDA {version}; "
+                "give one toolkit per CUDA version"
+            )
+        seen[version] = home
         if version not in used:
             raise UsageError(
                 f"--cuda-home {home} holds CUDA {full}, which no cell of this run builds "

@@ -74,6 +74,16 @@ def test_a_cuda_home_of_a_version_no_cell_uses_is_a_usage_error(
     assert "holds CUDA 12.4.131, which no cell of this run builds with (CUDA 12.9)" in line
 
 
+def test_two_cuda_homes_of_one_version_are_a_usage_error(
+    matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = fake_toolkit(tmp_path / "a", "12.9.41")
+    second = fake_toolkit(tmp_path / "b", "12.9.86")
+    argv = ["plan", str(matrix), "--cuda-home", str(first), "--cuda-home", str(second)]
+    assert main(argv) == 2
+    assert "both hold CUDA 12.9" in error_line(capsys)
+
+
 def test_a_cuda_home_of_the_cells_version_is_planned(
     matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
