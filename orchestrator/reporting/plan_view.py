@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from orchestrator.matrix import Matrix
@@ -60,6 +60,24 @@ def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
             table.add_row(Text(cell.id), Text(gencode_lines(cell)), Text(status))
         return table
 
+    def compact() -> RenderableType:
+        # The reasons under the table, once for all the cells that share one.
+        table = grid(title)
+        table.add_column("cell", no_wrap=True)
+        table.add_column("nvcc -gencode", no_wrap=True)
+        table.add_column("status", min_width=11)
+        for cell in cells:
+            table.add_row(Text(cell.id), Text(gencode_lines(cell)), status_word(cell))
+        shared: dict[tuple[str, str], list[str]] = {}
+        for cell in cells:
+            if cell.reason:
+                shared.setdefault((status_word(cell), reason(cell)), []).append(cell.id)
+        text = Text()
+        for (word, why), ids in shared.items():
+            text.append(f"{word}: ", style="bold")
+            text.append(f"{', '.join(ids)}: {why}\n")
+        return Group(table, text)
+
     def lines() -> RenderableType:
         text = Text(f"{title}\n", style="italic")
         for cell in cells:
@@ -68,4 +86,4 @@ def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
             text.append("\n    -gencode " + gencode_lines(cell).replace("\n", " -gencode ") + "\n")
         return text
 
-    show(out, wide, narrow, lines)
+    show(out, wide, narrow, compact, lines)
