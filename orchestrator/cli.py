@@ -436,7 +436,7 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
     from orchestrator.matrix import load_families_or_matrix
     from orchestrator.probe import probe
     from orchestrator.reporting.console import mark
-    from orchestrator.verify import device_capability, verify
+    from orchestrator.verify import VERIFY_SCHEMA_VERSION, device_capability, verify
 
     device = device_capability()
     families = load_families_or_matrix(args.families)
@@ -445,9 +445,12 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
     checks = verify(inventory, families, libraries, device)
     disagreements = [c for c in checks if not c.agrees]
     if args.json:
-        print(
-            json.dumps({"device": str(device), "checks": [c.to_json() for c in checks]}, indent=2)
-        )
+        document = {
+            "schema_version": VERIFY_SCHEMA_VERSION,
+            "device": str(device),
+            "checks": [c.to_json() for c in checks],
+        }
+        print(json.dumps(document, indent=2))
     else:
         table = Table(title=f"probe verdict vs GPU {device}: {', '.join(map(str, args.paths))}")
         for column in ("family", "predicted", "loads", "observed", "ran", "what happened", ""):

@@ -105,6 +105,14 @@ def test_check_json_is_versioned_and_valid() -> None:
     validate(document, "check.schema.json")
 
 
+def test_verify_json_checks_match_their_schema() -> None:
+    from orchestrator.verify import VERIFY_SCHEMA_VERSION, Check
+
+    check = Check("nvfp4", "9.0", "missing", "", "no kernel image", "launch error", "")
+    document = {"schema_version": VERIFY_SCHEMA_VERSION, "device": "9.0"}
+    validate({**document, "checks": [check.to_json()]}, "verify.schema.json")
+
+
 def test_strict_summary_says_what_it_counts() -> None:
     results = [passed_cell(), *sample_results()]
     line = infra_summary(results, strict=True)
