@@ -229,3 +229,28 @@ def test_plan_passes_each_step_its_own_toolkit_and_refuses_one_github_cannot_see
     (cu129,) = [s for s in steps if "cu12.9-9.0a" in s]
     (cu130,) = [s for s in steps if "cu13.0-9.0a" in s]
     assert f"--cuda-home {home}" in cu129 and "--cuda-home" not in cu130
+
+
+def test_resume_with_another_matrix_is_a_usage_error(
+    matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    first_run(matrix, out, tmp_path / "DIR")
+    other = tmp_path / "other.yaml"
+    other.write_text(MATRIX)
+    capsys.readouterr()
+    assert main(["run", str(other), "--resume", "--out", str(out)]) == 2
+    assert f"was run with MATRIX {matrix}, not {other}" in error_line(capsys)
+
+
+def test_resume_of_a_run_that_recorded_no_options_says_so(
+    matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    first_run(matrix, out, tmp_path / "DIR")
+    run_json = json.loads((out / "run.json").read_text())
+    del run_json["options"]  # as an older version wrote it
+    (out / "run.json").write_text(json.dumps(run_json))
+    capsys.readouterr()
+    assert main(["run", str(matrix), "--resume", "--out", str(out), "--only", "cu12.9-9.0a"]) == 0
+    assert "records no options (an older run)" in capsys.readouterr().out
