@@ -1,9 +1,13 @@
 """Command-line options that must never be silently ignored.
 
-An option a run cannot use (a ``--cuda-home`` without a toolkit, or with one of a
+An option a command cannot use (a ``--cuda-home`` without a toolkit, or with one of a
 version no cell builds with; a docker option on the local backend; ``--cuobjdump``
 with the native engine) is a usage error, exit 2: a typo must not turn into a green
 run that skipped the very cell it was meant for.
+
+The options a run was started with are recorded in its run.json and reused by
+``--resume`` (:func:`resume_settings`), so that a resumed run continues *that* run:
+same build directory, cache setting, backend, tier, jobs and overrides.
 """
 
 from __future__ import annotations
