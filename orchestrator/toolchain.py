@@ -278,6 +278,15 @@ _ANNOUNCED = re.compile(r"^\s*Downloading \S+ \(([\d.]+) (kB|MB|GB)\)")
 _UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
+def _mb(size: float) -> str:
+    """Megabytes, with a decimal below 10: ``0.3``, ``53.2``... ``271``."""
+    return f"{size / 1e6:.1f}" if size < 10e6 else f"{size / 1e6:.0f}"
+
+
+def _files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
+
+
 class DownloadWatch:
     """Watches pip's temporary directory while it downloads: what pip announced
     ("Downloading x.whl (53.2 MB)") and how much has arrived, reported every few
@@ -299,9 +308,11 @@ class DownloadWatch:
             self.announced += float(match[1]) * _UNITS[match[2]]
 
     def received(self) -> int:
-        """Bytes of every file seen under the scratch directory, each at its largest
-        (pip deletes a download once it is installed)."""
-        for path in self.scratch.rglob("*"):
+        """Bytes of every download seen (pip writes each into a ``pip-unpack-*``
+        folder of its temporary directory), each at its largest: pip deletes a
+        download once it is installed. (Its install tree, ``pip-target-*``, is not
+        a download.)"""
+        for path in self.scratch.glob("pip-unpack-*/*"):
             with contextlib.suppress(OSError):
                 if path.is_file():
                     size = path.stat().st_size
@@ -312,17 +323,17 @@ class DownloadWatch:
     def line(self) -> str:
         took = max(time.monotonic() - self._started, 1e-6)
         got = self.received()
-        of = f" of {self.announced / 1e6:.0f}" if self.announced else ""
+        of = f" of {_mb(self.announced)}" if self.announced else ""
         return (
-            f"downloading {self.what}: {self.files} files, {got / 1e6:.0f}{of} MB, "
+            f"downloading {self.what}: {_files(self.files)}, {_mb(got)}{of} MB, "
             f"{got / 1e6 / took:.1f} MB/s, {took:.0f} s"
         )
 
     def summary(self) -> str:
         took = time.monotonic() - self._started
         return (
-            f"kernel-matrix: {self.what}: {self.files} files downloaded "
-            f"({self.announced / 1e6:.0f} MB announced by pip) and installed in {took:.0f} s"
+            f"kernel-matrix: {self.what}: {_files(self.files)} downloaded "
+            f"({_mb(self.announced)} MB announced by pip) and installed in {took:.0f} s"
         )
 
     def start(self) -> None:

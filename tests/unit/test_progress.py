@@ -65,7 +65,7 @@ def test_download_watch_counts_announced_and_received_bytes(tmp_path: Path) -> N
     (tmp_path / "pip-unpack-1").mkdir()
     (tmp_path / "pip-unpack-1" / "a.whl").write_bytes(bytes(2_000_000))
     line = watch.line()
-    assert line.startswith("downloading CUDA 13.0 toolchain: 2 files, 2 of 54 MB, ")
+    assert line.startswith("downloading CUDA 13.0 toolchain: 2 files, 2.0 of 54 MB, ")
     assert "MB/s" in line
     (tmp_path / "pip-unpack-1" / "a.whl").unlink()  # installed and deleted: still counted
     assert watch.received() == 2_000_000
