@@ -149,9 +149,7 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
     """Cells × families when that fits the terminal; else cells × devices, each entry
     naming the families that fail there; else one line per cell."""
     families = families_of(results)
-    devices = sorted(
-        {d for r in results for d in devices_of(r)}, key=lambda d: tuple(map(int, d.split(".")))
-    )
+    devices = sorted({d for r in results for d in devices_of(r)}, key=_device_order)
 
     def by_family() -> RenderableType:
         table = grid(f"{title}: cells × families (device verdicts)")
@@ -188,6 +186,15 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
         return text
 
     show(out, by_family, by_device, lines)
+
+
+def _device_order(device: str) -> tuple[int, tuple[int, ...], str]:
+    """``9.0`` before ``12.1``; a spelling that is not a number (a hand-edited
+    result) last, as it is."""
+    try:
+        return (0, tuple(int(part) for part in device.split(".")), "")
+    except ValueError:
+        return (1, (), device)
 
 
 def device_entry(result: CellResult, device: str) -> str:
