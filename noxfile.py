@@ -12,7 +12,9 @@ nox -s fuzz -- -max_total_time=1200   fuzz the native fatbin reader (atheris)
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import nox
 
@@ -24,7 +26,18 @@ MATRIX = os.environ.get("KERNEL_MATRIX_FILE", "matrix.yaml")
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
-    session.install("-e", f".[{extras}]" if extras else ".")
+    """``pip install -e .[extras]`` once: again only when pyproject.toml or the extras
+    change (the install is editable, so the code itself is always current)."""
+    spec = f".[{extras}]" if extras else "."
+    venv = getattr(session.virtualenv, "location", None)
+    stamp = Path(venv) / ".kernel-matrix-installed" if venv else None
+    wanted = hashlib.sha256(Path("pyproject.toml").read_bytes() + spec.encode()).hexdigest()
+    if stamp is not None and stamp.is_file() and stamp.read_text() == wanted:
+        session.log(f"kernel-matrix{spec[1:]} is installed and current: not reinstalled")
+        return
+    session.install("-e", spec)
+    if stamp is not None:
+        stamp.write_text(wanted)
 
 
 @nox.session(python=PYTHON)
@@ -53,9 +66,9 @@ def configure(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def report(session: nox.Session) -> None:
-    """Reports from results: nox -s report -- RESULTS... [--baseline FILE] [--history FILE]."""
+    """Reports of the latest run, or: nox -s report -- RESULTS... [--baseline FILE] ..."""
     _install(session)
-    session.run("kernel-matrix", "report", *(session.posargs or ["reports"]))
+    session.run("kernel-matrix", "report", *session.posargs)
 
 
 @nox.session(python=PYTHON)

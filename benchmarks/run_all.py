@@ -8,7 +8,9 @@
    0.33.0's ``_C_stable_libtorch.abi3.so`` (also against the cuobjdump engine, which
    yields the same inventory);
 2.-4. matrix: orchestration overhead (J=1), scheduling (J=1, J=2) and the result
-   cache on the default matrix.
+   cache on the default matrix;
+5. configure: the configure tier against the build tier;
+6. docs: every figure README.md and docs/vllm.md quote, as ranges with their load.
 
 Takes about 20 minutes on 2 cores (``--quick``: about 8).
 """
@@ -38,7 +40,8 @@ def main() -> int:
     probe += ["--check", "_C_stable_libtorch.abi3.so"]
     matrix = [str(HERE / "bench_matrix.py"), "--repeats", "1" if args.quick else "3"]
     configure = [str(HERE / "bench_configure.py"), "--repeats", "1" if args.quick else "3"]
-    for command in (probe, matrix, configure):
+    docs = [str(HERE / "bench_docs.py"), "--repeats", "2" if args.quick else "3"]
+    for command in (probe, matrix, configure, docs):
         print("$", " ".join(["python", *command, *common]), flush=True)
         subprocess.run([sys.executable, *command, *common], check=True)
     return 0

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, UsageError
 from orchestrator.expect import (
@@ -39,10 +36,11 @@ from orchestrator.expect import (
 )
 from orchestrator.inventory import Inventory
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import console
 from orchestrator.symbols import FamilyRule
 
 STATUSES = (PRESENT, MISSING, HOLLOW, NOT_APPLICABLE)
+CHECK_SCHEMA_VERSION = 1  # of ``check --json`` (orchestrator/schemas/check.schema.json)
 
 
 def default_devices(rules: Sequence[FamilyRule]) -> tuple[ComputeCapability, ...]:
@@ -91,6 +89,7 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema_version": CHECK_SCHEMA_VERSION,
             "paths": list(self.paths),
             "engine": self.engine,
             "devices": [str(d) for d in self.devices],
@@ -197,28 +196,28 @@ def verdict_line(result: CheckResult) -> str:
 def print_check(result: CheckResult) -> None:
     """The table (families × devices), the reason of every missing or hollow pair,
     and the verdict line, last."""
+    from orchestrator.reporting.summary import failure_lines
+    from orchestrator.reporting.tables import FamilyRow, family_device_view
+
     out = console()
     title = ", ".join(Path(p).name for p in result.paths)
-    table = Table(title=f"{title}: kernel families × devices (code the driver loads)")
-    table.add_column("family", no_wrap=True)
-    table.add_column("built for", overflow="fold")
-    for device in result.devices:
-        table.add_column(str(device), justify="center")
+    rows = []
     for family in result.families:
-        marks = [mark(result.verdict(family, d).status) for d in result.devices]
         hollow = result.hollow_in[family]
         built = " ".join(name for name in result.built_for[family] if name not in hollow)
         if hollow:
             built += ("; " if built else "") + "hollow in " + " ".join(hollow)
-        table.add_row(Text(family), Text(built or "(none)"), *(Text(m) for m in marks))
-    out.print(table)
-    out.print(
-        f"{mark(PRESENT)} present  {mark(MISSING)} missing  {mark(HOLLOW)} hollow  "
-        f"{mark(NOT_APPLICABLE)} not applicable (the family is not meant for that device)",
-        markup=False,
+        statuses = tuple(result.verdict(family, d).status for d in result.devices)
+        rows.append(FamilyRow(family, built, statuses))
+    family_device_view(
+        out,
+        f"{title}: kernel families × devices (code the driver loads)",
+        rows,
+        [str(d) for d in result.devices],
+        code_header="built for",
     )
-    for verdict in result.failing:
-        out.print(f"{mark(verdict.status)} {verdict.reason}", markup=False, soft_wrap=True)
+    for line in failure_lines(result.failing):
+        out.print(line, markup=False, soft_wrap=True)
     if result.libraries_read == 0:
         out.print("note: no library that a family can be in was found", markup=False)
     out.print(verdict_line(result), markup=False, soft_wrap=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
+from orchestrator.toolchain import nvcc_version
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -29,10 +31,20 @@ def buildkite_key(cell_id: str) -> str:
     return "cell-" + _KEY_UNSAFE.sub("_", cell_id)
 
 
-def buildkite_pipeline(matrix: Matrix, cells: Sequence[Cell], *, backend: str | None = None) -> str:
-    """A Buildkite pipeline (YAML) that builds each runnable cell in its own step."""
+def buildkite_pipeline(
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    *,
+    backend: str | None = None,
+    cuda_homes: Sequence[Path] = (),
+) -> str:
+    """A Buildkite pipeline (YAML) that builds each runnable cell in its own step
+    (with the backend and system toolkits the plan was made with: the agents are
+    expected to have the same paths)."""
     matrix_file = str(matrix.path)
     backend_args = f" --backend {shlex.quote(backend)}" if backend else ""
+    # Each step gets the toolkit of its own CUDA version (any other is an error there).
+    home_of = {nvcc_version(Path(home) / "bin" / "nvcc")[0]: home for home in cuda_homes}
     steps: list[dict[str, Any]] = []
     keys: list[str] = []
     for cell in cells:
@@ -45,11 +57,18 @@ def buildkite_pipeline(matrix: Matrix, cells: Sequence[Cell], *, backend: str | 
             {
                 "label": f":package: {cell.id}",
                 "key": key,
+                # The CLI directly (nox would only add a virtual environment per step).
                 "command": (
-                    f"python3 -m nox -s cell -- {shlex.quote(cell.id)} "
+                    "python3 -m pip install --quiet . && "
+                    f"kernel-matrix run {shlex.quote(matrix_file)} --only {shlex.quote(cell.id)} "
                     f"--out {shlex.quote(out)}{backend_args}"
+                    + (
+                        f" --cuda-home {shlex.quote(str(home_of[cell.cuda]))}"
+                        if cell.cuda in home_of
+                        else ""
+                    )
                 ),
-                "env": {"KERNEL_MATRIX_FILE": matrix_file, "NO_COLOR": "1"},
+                "env": {"NO_COLOR": "1"},
                 "artifact_paths": [f"{out}/cells/*.json", f"{out}/logs/*.log"],
             }
         )

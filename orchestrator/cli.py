@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 import sys
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from orchestrator.archs import ComputeCapability
+    from orchestrator.plan import Cell
+    from orchestrator.probe import FamilyPresence
     from orchestrator.results import CellResult
 
 from orchestrator import __version__
@@ -29,7 +33,8 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.matrix import BACKENDS, Matrix, load_matrix
-from orchestrator.plan import github_matrix, plan
+from orchestrator.options import check_cuobjdump_option, check_plan_format, check_probe_jobs
+from orchestrator.plan import github_matrix, plan, plan_json, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
@@ -40,7 +45,26 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises (one line, exit 2) instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(self._verb_prefix() + message)
+
+    def _verb_prefix(self) -> str:
+        # main() prints "kernel-matrix: error: "; add only the verb ("run: "), if any.
+        verb = self.prog.removeprefix("kernel-matrix").strip()
+        return f"{verb}: " if verb else ""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # A mistyped verb or choice: say which one was meant.
+        choices = action.choices
+        if choices is not None and isinstance(value, str) and value not in choices:
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            if close:
+                name = action.metavar if isinstance(action.metavar, str) else action.dest
+                name = "verb" if name == "VERB" else (action.option_strings or [name])[0]
+                raise UsageError(
+                    f"{self._verb_prefix()}{name}: invalid choice '{value}' "
+                    f"(did you mean '{close[0]}'?)"
+                )
+        super()._check_value(action, value)
 
 
 def _add_cell_selection(parser: argparse.ArgumentParser) -> None:
@@ -79,37 +103,46 @@ def _add_strict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict",
         action="store_true",
+        default=None,
         help="a cell skipped for lack of a toolchain is an infrastructure failure (exit 3)",
     )
 
 
-def _add_engine(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="probe engine")
+def _add_engine(parser: argparse.ArgumentParser, default: str | None = DEFAULT_ENGINE) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=default,
+        help=f"probe engine (default: {DEFAULT_ENGINE})",
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.options import check_cuda_homes
+
+    check_plan_format(args.format, args.cuda_home)
     matrix = _load(args)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
+    notes = check_cuda_homes(
+        args.cuda_home, args.backend or matrix.backend, used_cuda_versions(cells)
+    )
+    for note in notes:
+        print(f"kernel-matrix: {note}", file=sys.stderr)
     if args.format == "json":
-        print(
-            json.dumps(
-                {"matrix": str(matrix.path), "cells": [c.to_json() for c in cells]}, indent=2
-            )
-        )
+        print(json.dumps(plan_json(matrix, cells), indent=2))
     elif args.format == "github":
         print(json.dumps(github_matrix(cells), separators=(",", ":")))
     elif args.format == "buildkite":
         from orchestrator.ci import buildkite_pipeline
 
-        print(buildkite_pipeline(matrix, cells, backend=args.backend), end="")
+        print(
+            buildkite_pipeline(matrix, cells, backend=args.backend, cuda_homes=args.cuda_home),
+            end="",
+        )
     else:
-        table = Table(title=f"{matrix.path}: {len(cells)} cells")
-        for column in ("cell", "CUDA", "archs", "status", "reason"):
-            table.add_column(column, overflow="fold")
-        for cell in cells:
-            info = cell.to_json()
-            table.add_row(cell.id, info["cuda"], info["archs"], cell.status, cell.reason or "")
-        console().print(table)
+        from orchestrator.reporting.plan_view import print_plan
+
+        print_plan(console(), matrix, cells)
     return EXIT_OK
 
 
@@ -127,6 +160,12 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.backends import make_backend
+    from orchestrator.options import (
+        check_cuda_homes,
+        check_docker_options,
+        resume_settings,
+        run_settings,
+    )
     from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
     from orchestrator.results import exit_code
     from orchestrator.runner import (
@@ -137,8 +176,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         new_run_id,
     )
 
+    if args.resume:
+        if args.out is None:
+            args.out = latest_run_dir()
+            if args.out is None:
+                raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+        recorded = resume_settings(args, args.out)
+    args.build_dir = args.build_dir or Path("build")
+    args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
+    args.no_cache, args.strict = bool(args.no_cache), bool(args.strict)
     matrix = with_docker_overrides(_load(args), args)
+    backend_name = args.backend or matrix.backend
+    check_docker_options(backend_name, args.docker_base_image, args.docker_toolchain)
+    if args.tier == "configure" and args.engine != DEFAULT_ENGINE:
+        raise UsageError(
+            f"--engine {args.engine} has nothing to read: the configure tier builds no library"
+        )
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
+    notes = check_cuda_homes(args.cuda_home, backend_name, used_cuda_versions(cells))
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
     if args.timeout is not None and not args.timeout > 0:
@@ -148,17 +203,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
         jobs = args.jobs
         threads = max(1, (os.cpu_count() or 1) // jobs)
-    if args.resume and args.out is None:
-        args.out = latest_run_dir()
-        if args.out is None:
-            raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+    args.jobs, args.timeout = jobs, args.timeout or matrix.timeout
     out_dir = args.out or Path("reports") / new_run_id()
     options = RunOptions(
         out_dir=out_dir,
         build_root=args.build_dir,
         jobs=jobs,
         threads_per_job=threads,
-        timeout=args.timeout or matrix.timeout,
+        timeout=args.timeout,
         engine=args.engine,
         resume=args.resume,
         use_cache=not args.no_cache,
@@ -166,6 +218,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=lambda line: console().print(f"  {line}", markup=False, highlight=False),
     )
     out = console()
+    for note in notes:
+        out.print(note, markup=False, soft_wrap=True)
+    if args.resume and not recorded:
+        out.print(
+            f"note: {out_dir}/run.json records no options (an older run): this command's "
+            "options are used",
+            markup=False,
+            soft_wrap=True,
+        )
     kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
     out.print(
         f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
@@ -174,18 +235,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
     )
     backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
+    doing = (
+        "predicting from CMake configure (configure tier, nothing compiled)"
+        if options.configure_only
+        else "building"
+    )
+    from orchestrator.reporting.progress_view import RunProgress
     from orchestrator.reporting.writers import write_reports
     from orchestrator.runner import RunInterrupted, run_cells
 
+    watching = RunProgress(out, options.out_dir / "logs")
+
+    def on_start(cell: Cell) -> None:
+        out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …")
+        watching.started(cell.id)
+
+    def on_done(result: CellResult) -> None:
+        watching.finished(result.id)
+        out.print(cell_line(result))
+
     try:
-        results = run_cells(
-            matrix,
-            cells,
-            backend,
-            options,
-            on_start=lambda cell: out.print(f"▶ {cell.id}: building with CUDA {cell.cuda} …"),
-            on_done=lambda result: out.print(cell_line(result)),
-        )
+        with watching:
+            results = run_cells(
+                matrix,
+                cells,
+                backend,
+                options,
+                on_start=on_start,
+                on_done=on_done,
+                settings=run_settings(args),
+            )
     except RunInterrupted as stopped:
         # The reports show what finished and what did not; the exit code stays 130/143.
         with contextlib.suppress(KernelMatrixError, OSError):
@@ -219,7 +298,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
     from orchestrator.reporting.writers import write_all
     from orchestrator.results import load_results
+    from orchestrator.runner import latest_run_dir
 
+    if not args.results:
+        latest = latest_run_dir()
+        if latest is None:
+            raise UsageError("report: no RESULTS given and no run under reports/")
+        args.results, args.out = [latest], args.out or latest
+        console().print(f"kernel-matrix: reporting the latest run, {latest}", markup=False)
     results = load_results(args.results)
     baseline = load_baseline(args.baseline) if args.baseline else None
     out_dir = args.out or _nightly_dir()
@@ -239,8 +325,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print_diff(reports.previous, against=f"the previous run {reports.previous_run}")
     for note in reports.notes:
         out.print(note, markup=False, soft_wrap=True)
-    written = ", ".join(p.name for p in reports.paths)
-    out.print(f"reports in {out_dir}: {written}", markup=False, soft_wrap=True)
+    inside = [p.name for p in reports.paths if p.parent.resolve() == out_dir.resolve()]
+    elsewhere = [str(p) for p in reports.paths if p.parent.resolve() != out_dir.resolve()]
+    out.print(f"reports in {out_dir}: {', '.join(inside)}", markup=False, soft_wrap=True)
+    for path in elsewhere:
+        out.print(f"updated {path}", markup=False, soft_wrap=True)
     out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
     return _with_error_line(reports.exit_code, results, strict=args.strict)
 
@@ -285,23 +374,25 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return _with_error_line(code, results, strict=args.strict)
 
 
-def _add_results_args(parser: argparse.ArgumentParser) -> None:
+def _add_results_args(parser: argparse.ArgumentParser, *, latest: bool = False) -> None:
+    """RESULTS...; with ``latest``, none means the latest run under reports/."""
     parser.add_argument(
         "results",
-        nargs="+",
+        nargs="*" if latest else "+",
         type=Path,
         metavar="RESULTS",
         help="cell result files, run directories (cells/*.json inside) or results.json files; "
-        "a later one wins for the same cell",
+        "a later one wins for the same cell" + ("; default: the latest run" if latest else ""),
     )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Inventory of shared objects/wheels/directories: rich summary or --json."""
-    from orchestrator.archs import DEVICES
     from orchestrator.matrix import load_families_or_matrix
     from orchestrator.probe import family_presence, inventory_json, probe
 
+    check_cuobjdump_option(args.engine, args.cuobjdump)
+    check_probe_jobs(args.engine, args.jobs)
     rules = load_families_or_matrix(args.families) if args.families else ()
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
@@ -328,30 +419,42 @@ def cmd_probe(args: argparse.Namespace) -> int:
             )
         out.print(table)
     if presence:
-        table = Table(title="kernel families x devices (cubin or PTX the driver loads)")
-        table.add_column("family")
-        table.add_column("cubins / PTX", overflow="fold")
-        for device in DEVICES:
-            table.add_column(str(device.cc), justify="center")
-        for name, found in presence.items():
-            marks = [
-                "yes"
-                if device.cc in found.devices
-                else "hollow"
-                if device.cc in found.hollow_devices
-                else "-"
-                for device in DEVICES
-            ]
-            table.add_row(name, " ".join(found.cubins + found.ptx) or "(none)", *marks)
-        out.print(table)
+        from orchestrator.reporting.tables import FamilyRow, family_device_view
+
+        meant = {rule.name: rule.devices for rule in rules}
+        devices = sorted({device for rule in rules for device in rule.devices})
+        rows = [
+            FamilyRow(
+                name,
+                " ".join(found.cubins + found.ptx),
+                tuple(_probe_status(d, found, meant.get(name, ())) for d in devices),
+            )
+            for name, found in presence.items()
+        ]
+        family_device_view(
+            out,
+            "kernel families × devices (cubin or PTX the driver loads)",
+            rows,
+            [str(d) for d in devices],
+        )
     return EXIT_OK
+
+
+def _probe_status(device: ComputeCapability, found: FamilyPresence, meant: Sequence[object]) -> str:
+    """The check vocabulary for what probe found: present, hollow, missing (meant for
+    the device, nothing loads there) or not applicable."""
+    if device in found.devices:
+        return "present"
+    if device in found.hollow_devices:
+        return "hollow"
+    return "missing" if device in meant else "not-applicable"
 
 
 def cmd_verify_on_device(args: argparse.Namespace) -> int:
     from orchestrator.matrix import load_families_or_matrix
     from orchestrator.probe import probe
     from orchestrator.reporting.console import mark
-    from orchestrator.verify import device_capability, verify
+    from orchestrator.verify import VERIFY_SCHEMA_VERSION, device_capability, verify
 
     device = device_capability()
     families = load_families_or_matrix(args.families)
@@ -360,9 +463,12 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
     checks = verify(inventory, families, libraries, device)
     disagreements = [c for c in checks if not c.agrees]
     if args.json:
-        print(
-            json.dumps({"device": str(device), "checks": [c.to_json() for c in checks]}, indent=2)
-        )
+        document = {
+            "schema_version": VERIFY_SCHEMA_VERSION,
+            "device": str(device),
+            "checks": [c.to_json() for c in checks],
+        }
+        print(json.dumps(document, indent=2))
     else:
         table = Table(title=f"probe verdict vs GPU {device}: {', '.join(map(str, args.paths))}")
         for column in ("family", "predicted", "loads", "observed", "ran", "what happened", ""):
@@ -388,6 +494,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from orchestrator.check import check_paths, print_check
     from orchestrator.matrix import load_families_or_matrix
 
+    check_cuobjdump_option(args.engine, args.cuobjdump)
     rules = load_families_or_matrix(args.families)
     devices = parse_device_list(args.devices) if args.devices is not None else None
     cuda = CudaVersion.parse(args.cuda) if args.cuda else None
@@ -452,15 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, help="cells built in parallel (default: by cores)")
     p.add_argument("--out", type=Path, help="results directory (default: reports/<run-id>)")
     p.add_argument(
-        "--resume", action="store_true", help="keep finished cells of --out (or the latest run)"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (or the latest one): its finished cells are kept and "
+        "the options it was started with are reused",
     )
-    p.add_argument(
-        "--build-dir", type=Path, default=Path("build"), help="root of per-cell build trees"
-    )
+    p.add_argument("--build-dir", type=Path, help="root of per-cell build trees (default: build)")
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
-    _add_engine(p)
+    _add_engine(p, default=None)
     p.add_argument(
-        "--no-cache", action="store_true", help="rebuild even when a cached result matches"
+        "--no-cache",
+        action="store_true",
+        default=None,
+        help="rebuild even when a cached result matches",
     )
     p.add_argument(
         "--docker-base-image",
@@ -475,8 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tier",
         choices=("build", "configure"),
-        default="build",
-        help="configure: predict from CMake configure alone (seconds)",
+        help="configure: predict from CMake configure alone (seconds); default: build",
     )
     _add_strict(p)
     p.set_defaults(handler=cmd_run)
@@ -484,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "report", help="write junit.xml, summary.md, results.json and index.html for results"
     )
-    _add_results_args(p)
+    _add_results_args(p, latest=True)
     p.add_argument("--out", type=Path, help="report directory (default: reports/<UTC date>)")
     p.add_argument(
         "--baseline", type=Path, help="compare with this baseline (exit 1 on regression)"

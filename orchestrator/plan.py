@@ -28,6 +28,7 @@ from orchestrator.toolchain import local_availability
 PLANNED = "planned"
 UNSUPPORTED = "unsupported"
 TOOLCHAIN_UNAVAILABLE = "toolchain-unavailable"
+PLAN_SCHEMA_VERSION = 1  # of ``plan --format json`` (orchestrator/schemas/plan.schema.json)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,20 @@ def plan(
             f"{matrix.path}: no cell '{unknown[0]}' (cells: {', '.join(sorted(known))})"
         )
     return [c for c in cells if c.id in only]
+
+
+def plan_json(matrix: Matrix, cells: Sequence[Cell]) -> dict[str, Any]:
+    """The ``plan --format json`` document."""
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "matrix": str(matrix.path),
+        "cells": [c.to_json() for c in cells],
+    }
+
+
+def used_cuda_versions(cells: Sequence[Cell]) -> set[CudaVersion]:
+    """The CUDA versions these cells would build with (unsupported cells build with none)."""
+    return {c.cuda for c in cells if c.status != UNSUPPORTED}
 
 
 def github_matrix(cells: Sequence[Cell]) -> dict[str, Any]:

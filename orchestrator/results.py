@@ -237,6 +237,14 @@ def infra_summary(results: Sequence[CellResult], *, strict: bool = False) -> str
     reason = first.reason or first.status
     if not reason.startswith(first.id):
         reason = f"{first.id}: {reason}"
-    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+    kinds = {
+        "failed to build or check": sum(
+            r.status == ERROR or r.status not in STATUSES for r in broken
+        ),
+        "not run": sum(r.status == NOT_RUN for r in broken),
+        "without a toolchain (--strict)": sum(r.status == SKIPPED for r in broken),
+    }
+    why = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
     noun = "cell" if len(broken) == 1 else "cells"
-    return f"{len(broken)} {noun} could not be built or checked{more}: {reason}"
+    first_word = "" if len(broken) == 1 else "the first, "
+    return f"{len(broken)} {noun} could not be built or checked ({why}); {first_word}{reason}"

@@ -362,12 +362,15 @@ def run_cells(
     *,
     on_start: Callable[[Cell], None] = lambda cell: None,
     on_done: Callable[[CellResult], None] = lambda result: None,
+    settings: dict[str, Any] | None = None,
 ) -> list[CellResult]:
     """Run every cell, writing each result as it finishes.
 
     On Ctrl-C or SIGTERM every build is stopped, cells that did not finish are
     written as not-run, and :class:`RunInterrupted` (exit 130 / 143) carries all
-    results. Any other exception stops the run the same way, then propagates."""
+    results. Any other exception stops the run the same way, then propagates.
+    ``settings`` (the command line's, ``options.run_settings``) are recorded in
+    run.json for ``--resume``."""
     options.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         options.out_dir / "run.json",
@@ -376,6 +379,7 @@ def run_cells(
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tool_version": __version__,
             "cells": [c.id for c in cells],
+            **({"options": settings} if settings is not None else {}),
         },
     )
     STOP.clear()

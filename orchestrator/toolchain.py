@@ -13,6 +13,7 @@ nvvm and headers): those cells need a system toolkit (``--cuda-home``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,12 +22,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from orchestrator import progress
 from orchestrator.archs import CudaVersion
 from orchestrator.errors import ToolchainError, ToolError
 
@@ -171,11 +175,21 @@ def provision(cuda: CudaVersion, *, log: Iterable[str] | None = None) -> Toolcha
         raise ToolchainError(f"{target}.lock: timed out waiting for another install") from None
 
 
+def provisioning_lines(cuda: CudaVersion) -> list[str]:
+    """What this process did to install the toolchain of ``cuda`` (pip's lines and a
+    summary), for the cell log; empty when it came from the cache."""
+    return list(PROVISIONING.get(_toolchain_what(cuda), ()))
+
+
+def _toolchain_what(cuda: CudaVersion) -> str:
+    return f"CUDA {cuda} toolchain"
+
+
 def _install(cuda: CudaVersion, target: Path) -> Toolchain:
     staging = Path(tempfile.mkdtemp(prefix=f".cuda-{cuda}-", dir=target.parent))
     requirement = f"cuda-toolkit[{','.join(PYPI_COMPONENTS)}]=={cuda}.*"
     try:
-        _pip_install(staging, [requirement], what=f"CUDA {cuda} toolchain")
+        _pip_install(staging, [requirement], what=_toolchain_what(cuda))
         home = cuda_home_in(staging, cuda)
         if not (home / "bin" / "nvcc").is_file():
             raise ToolchainError(f"{requirement}: installed, but it has no bin/nvcc")
@@ -198,19 +212,141 @@ def _install(cuda: CudaVersion, target: Path) -> Toolchain:
 
 
 def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
+    """pip install into ``target``, reporting the download as it goes (files, size,
+    rate: ``orchestrator.progress``) and keeping pip's own lines for the cell log
+    (``PROVISIONING``)."""
     command = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--no-warn-script-location", "--target", str(target), *requirements,
+        sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+        "--no-warn-script-location", "--progress-bar", "off", "--target", str(target),
+        *requirements,
     ]  # fmt: skip
+    # pip's downloads land in its temporary directory: one we watch.
+    scratch = Path(tempfile.mkdtemp(prefix=".pip-tmp-", dir=target.parent))
+    watch = DownloadWatch(scratch, what)
+    lines = [f"$ pip install {' '.join(requirements)}"]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s") from None
-    if result.returncode != 0:
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            proc = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "TMPDIR": str(scratch)},
+            )
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                proc.kill()
+
+            timer = threading.Timer(INSTALL_TIMEOUT_S, kill)
+            timer.start()
+            watch.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.append(line.rstrip())
+                    watch.saw(line)
+                status = proc.wait()
+            finally:
+                timer.cancel()
+                watch.stop()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            errors.seek(0)
+            stderr = errors.read()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    lines.append(watch.summary())
+    PROVISIONING.setdefault(what, []).extend(lines)
+    if timed_out.is_set():
+        raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s")
+    if status != 0:
         raise ToolchainError(
             f"installing {what} ({' '.join(requirements)}) into {target.parent} failed: "
-            f"{pip_failure(result.stderr)}"
+            f"{pip_failure(stderr)}"
         )
+
+
+# What this process installed, per thing installed ("CUDA 13.0 toolchain"): pip's
+# lines and a summary, for the log of the cell that waited for it.
+PROVISIONING: dict[str, list[str]] = {}
+
+_ANNOUNCED = re.compile(r"^\s*Downloading \S+ \(([\d.]+) (kB|MB|GB)\)")
+_UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def _mb(size: float) -> str:
+    """Megabytes, with a decimal below 10: ``0.3``, ``53.2``... ``271``."""
+    return f"{size / 1e6:.1f}" if size < 10e6 else f"{size / 1e6:.0f}"
+
+
+def _files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
+
+
+class DownloadWatch:
+    """Watches pip's temporary directory while it downloads: what pip announced
+    ("Downloading x.whl (53.2 MB)") and how much has arrived, reported every few
+    seconds as ``downloading CUDA 13.0 toolchain: 3 files, 92 of 183 MB, 8.1 MB/s``."""
+
+    def __init__(self, scratch: Path, what: str, interval: float = 2.0) -> None:
+        self.scratch, self.what, self.interval = scratch, what, interval
+        self.files = 0
+        self.announced = 0.0
+        self._sizes: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def saw(self, line: str) -> None:
+        match = _ANNOUNCED.match(line)
+        if match:
+            self.files += 1
+            self.announced += float(match[1]) * _UNITS[match[2]]
+
+    def received(self) -> int:
+        """Bytes of every download seen (pip writes each into a ``pip-unpack-*``
+        folder of its temporary directory), each at its largest: pip deletes a
+        download once it is installed. (Its install tree, ``pip-target-*``, is not
+        a download.)"""
+        for path in self.scratch.glob("pip-unpack-*/*"):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    size = path.stat().st_size
+                    key = str(path)
+                    self._sizes[key] = max(size, self._sizes.get(key, 0))
+        return sum(self._sizes.values())
+
+    def line(self) -> str:
+        took = max(time.monotonic() - self._started, 1e-6)
+        got = self.received()
+        of = f" of {_mb(self.announced)}" if self.announced else ""
+        return (
+            f"downloading {self.what}: {_files(self.files)}, {_mb(got)}{of} MB, "
+            f"{got / 1e6 / took:.1f} MB/s, {took:.0f} s"
+        )
+
+    def summary(self) -> str:
+        took = time.monotonic() - self._started
+        return (
+            f"kernel-matrix: {self.what}: {_files(self.files)} downloaded "
+            f"({_mb(self.announced)} MB announced by pip) and installed in {took:.0f} s"
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            progress.report(self.line())
 
 
 # pip's words for a package index it could not reach (it then says only "No matching

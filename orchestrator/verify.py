@@ -124,6 +124,9 @@ def decode_image(code: int) -> str:
     return f"{code // 10}{variant.value}"
 
 
+VERIFY_SCHEMA_VERSION = 1  # of ``verify-on-device --json`` (schemas/verify.schema.json)
+
+
 @dataclass(frozen=True)
 class Check:
     family: str

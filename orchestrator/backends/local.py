@@ -59,6 +59,11 @@ class LocalBackend:
         tc = self._toolchain(job.cell)
         build_dir = job.build_dir.absolute()  # the steps run in it: a relative one nests
         stop_leftovers(build_dir, job.log)
+        # What compiles this cell, and how it got here (a first run downloads it).
+        job.log.write(f"kernel-matrix: toolchain {tc.describe()}\n".encode())
+        for line in toolchain.provisioning_lines(job.cell.cuda):
+            job.log.write(f"{line}\n".encode())
+        job.log.flush()
         build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(build_dir)
         paths = BuildPaths(self.matrix.project.source, build_dir, tc.nvcc, tc.home)

@@ -79,6 +79,35 @@ def devices_of(result: CellResult) -> list[str]:
     return devices
 
 
+# The two kinds of skipped cell, as plan and run both name them (plan.py's statuses).
+SKIP_WORDS = {"unsupported": "unsupported", "toolchain-unavailable": "toolchain unavailable"}
+
+
+def skip_word(result: CellResult) -> str:
+    """Why a skipped cell was skipped, in the plan's word: ``unsupported`` (the CUDA
+    version cannot compile a target) or ``toolchain unavailable``."""
+    return SKIP_WORDS.get(str(result.cell.get("status")), SKIPPED)
+
+
+def skip_reason(result: CellResult) -> str:
+    """The skip reason without the word ``skip_word`` already says."""
+    reason = result.reason or ""
+    word = skip_word(result)
+    return reason[len(word) + 1 :].strip() if reason.startswith(word + ":") else reason
+
+
+def predicted(results: Sequence[CellResult]) -> bool:
+    """Whether the verdicts are predictions (configure tier: nothing was compiled)."""
+    checked = [r for r in results if r.status in (PASSED, FAILED)]
+    return bool(checked) and all(r.tier == "configure" for r in checked)
+
+
+PREDICTED_NOTE = (
+    "configure tier: every verdict is predicted from CMake configure (each source's "
+    "-gencode flags); nothing was compiled"
+)
+
+
 def status_counts(results: Sequence[CellResult]) -> dict[str, int]:
     counts = dict.fromkeys(CELL_STATUSES, 0)
     for result in results:

@@ -11,6 +11,7 @@ directory again replaces its entry instead of adding a second one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from orchestrator.expect import FAILING
 from orchestrator.fsutil import write_json
 from orchestrator.reporting.cells import status_counts
 from orchestrator.results import CellResult
+from orchestrator.toolchain import cache_root
 
 HISTORY_SCHEMA_VERSION = 1
 MAX_ENTRIES = 1000  # about three years of nights; older entries are dropped
@@ -132,11 +134,21 @@ def previous_entry(entries: Sequence[HistoryEntry], current_dir: str) -> History
     return entries[-1] if entries else None
 
 
+def lock_file(path: Path) -> Path:
+    """The lock serialising appends to the history file ``path``: in the cache, not
+    next to the history (a lock file stays behind after its last use, and a reports
+    folder is published as is)."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    folder = cache_root() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"history-{key}.lock"
+
+
 def append_history(path: Path, entry: HistoryEntry) -> list[HistoryEntry]:
     """Append ``entry`` (or replace, in place, the entry of the same directory) and
     return the whole history, oldest first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
+    with FileLock(str(lock_file(path)), timeout=120):
         entries = load_history(path)
         same = [i for i, e in enumerate(entries) if e.dir == entry.dir]
         if same:  # the same run reported again: keep its place in the history

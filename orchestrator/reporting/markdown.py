@@ -27,10 +27,12 @@ from orchestrator.baseline import (
 )
 from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
 from orchestrator.reporting.cells import (
+    PREDICTED_NOTE,
     cell_status,
     clean,
     families_of,
     family_status,
+    predicted,
     status_counts,
 )
 from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
@@ -129,6 +131,8 @@ def headline(results: Sequence[CellResult], code_: int, diff: Diff | None) -> li
             f"{cached} of {len(results)} cells answered from the result cache "
             "(not rebuilt; their artifacts restored into this run's build directories)."
         )
+    if predicted(results):
+        lines += ["", f"_{PREDICTED_NOTE[0].upper()}{PREDICTED_NOTE[1:]}._"]
     if diff is not None:
         lines.append("")
         lines.append(f"**Against the baseline:** {text(diff.line())}")

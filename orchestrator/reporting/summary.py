@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
+from orchestrator.archs import ComputeCapability, device_name
 from orchestrator.baseline import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
@@ -18,15 +19,23 @@ from orchestrator.baseline import (
     SIZE_CHANGED,
     Diff,
 )
-from orchestrator.expect import NOT_APPLICABLE
+from orchestrator.errors import KernelMatrixError
+from orchestrator.expect import NOT_APPLICABLE, Verdict
 from orchestrator.reporting.cells import (
+    PREDICTED_NOTE,
+    SKIP_WORDS,
     cell_status,
     clean,
+    devices_of,
     families_of,
     family_status,
+    predicted,
+    skip_reason,
+    skip_word,
     status_counts,
 )
 from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.tables import grid, show
 from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 __all__ = [
@@ -42,20 +51,70 @@ DIFF_LINES = 40  # per kind; the rest is in the reports
 
 
 def cell_line(result: CellResult) -> str:
-    """``✅ cu13.0-9.0a passed in 12.3 s`` -- printed as each cell finishes. A cell
-    answered from the result cache says so, and where its artifacts now are."""
+    """``✅ cu13.0-9.0a passed in 12.3 s`` -- printed as each cell finishes (the
+    configure tier says ``predicted to pass``: it compiled nothing). A cell answered
+    from the result cache says so, and where its artifacts now are."""
     took = f" in {result.duration_s:.1f} s"
     if result.cached:
         where = f" into {result.build_dir}" if result.build_dir else ""
         took += f" (cached: not rebuilt, artifacts restored{where})"
+    guess = "predicted to " if result.tier == "configure" else ""
     if result.status == PASSED:
-        return f"{mark(PASSED)} {result.id} passed{took}"
+        return f"{mark(PASSED)} {result.id} {guess}pass{'' if guess else 'ed'}{took}"
     if result.status == FAILED:
         failing = result.failing_verdicts
-        what = ", ".join(f"{v.family} {v.status} on {v.device}" for v in failing[:4])
+        what = ", ".join(
+            f"{family} {status} on {', '.join(devices)}"
+            for family, status, devices, _ in group_failures(failing)[:4]
+        )
         more = f" (+{len(failing) - 4} more)" if len(failing) > 4 else ""
-        return f"{mark(FAILED)} {result.id} FAILED{took}: {what or result.reason}{more}"
+        word = f"{guess}FAIL" if guess else "FAILED"
+        return f"{mark(FAILED)} {result.id} {word}{took}: {what or result.reason}{more}"
+    if result.status == SKIPPED:
+        return f"{mark(SKIPPED)} {result.id} {skip_word(result)}: {skip_reason(result)}"
     return f"{mark(result.status)} {result.id} {result.status}: {result.reason}"
+
+
+def group_failures(verdicts: Sequence[Verdict]) -> list[tuple[str, str, list[str], str]]:
+    """Failing verdicts as (family, status, devices, reason): one entry per family,
+    status and cause for all the devices that fail the same way, so a family missing
+    on four devices is one line naming the four. A reason that names its device
+    (``… none of which runs on 10.3 (B300, GB300)``) is merged with the others that
+    differ only by the device: the devices are then named in the first part."""
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for v in verdicts:
+        reason, name = _without_device(v)
+        groups.setdefault((v.family, v.status, reason), []).append((v.device, name))
+    found = []
+    for (family, status, reason), devices in groups.items():
+        if _HERE in reason:
+            labels = [name for _, name in devices]
+            reason = reason.replace(_HERE, labels[0] if len(labels) == 1 else "these devices")
+        else:
+            labels = [device for device, _ in devices]
+        found.append((family, status, labels, reason))
+    return found
+
+
+_HERE = "\0"
+
+
+def _without_device(verdict: Verdict) -> tuple[str, str]:
+    """(the reason with the device's name replaced by a marker, that name)."""
+    try:
+        name = device_name(ComputeCapability.parse(verdict.device))
+    except KernelMatrixError:  # a hand-edited result: keep its words as they are
+        return verdict.reason, verdict.device
+    reason = verdict.reason.removeprefix(f"{verdict.family} is ")
+    return reason.replace(name, _HERE) if name in reason else reason, name
+
+
+def failure_lines(verdicts: Sequence[Verdict], prefix: str = "") -> list[str]:
+    """``❌ cu13.0-12.1a-bug: nvfp4 missing on 10.0, 12.1: no kernel of nvfp4 …``."""
+    return [
+        f"{mark(status)} {prefix}{family} {status} on {', '.join(devices)}: {reason}"
+        for family, status, devices, reason in group_failures(verdicts)
+    ]
 
 
 def grid_entry(result: CellResult, family: str) -> str:
@@ -72,20 +131,10 @@ def grid_entry(result: CellResult, family: str) -> str:
 
 def print_summary(results: Sequence[CellResult], *, title: str = "kernel-matrix") -> None:
     out = console()
-    families = families_of(results)
-    table = Table(title=f"{title}: cells × families (device verdicts)")
-    table.add_column("cell", no_wrap=True)
-    table.add_column("status")
-    for family in families:
-        table.add_column(Text(family), overflow="fold")
-    for result in results:
-        cells = [Text(grid_entry(result, f)) for f in families]
-        table.add_row(Text(result.id), Text(cell_status(result)), *cells)
-    out.print(table)
+    grid_view(out, results, title=title)
     # Build output is printed as text, never as rich markup ("[sm_90a]" is not a tag).
     for result in results:
-        for verdict in result.failing_verdicts:
-            line = f"{mark(verdict.status)} {result.id}: {verdict.reason}"
+        for line in failure_lines(result.failing_verdicts, prefix=f"{result.id}: "):
             out.print(line, markup=False, soft_wrap=True)
     for result in results:
         status = cell_status(result)
@@ -98,6 +147,75 @@ def print_summary(results: Sequence[CellResult], *, title: str = "kernel-matrix"
                 out.print(f"   log: {result.log}", markup=False)
             for tail in result.log_tail[-5:]:
                 out.print(f"   | {clean(tail)}", markup=False, soft_wrap=True)
+
+
+def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> None:
+    """Cells × families when that fits the terminal; else cells × devices, each entry
+    naming the families that fail there; else one line per cell."""
+    families = families_of(results)
+    devices = sorted({d for r in results for d in devices_of(r)}, key=_device_order)
+
+    def by_family() -> RenderableType:
+        table = grid(f"{title}: cells × families (device verdicts)")
+        table.add_column("cell", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        for family in families:
+            table.add_column(Text(family), no_wrap=True)
+        for result in results:
+            cells = [Text(grid_entry(result, f)) for f in families]
+            table.add_row(Text(result.id), Text(cell_status(result)), *cells)
+        return table
+
+    def by_device() -> RenderableType:
+        table = grid(f"{title}: cells × devices (✅ every family meant for it is there)")
+        table.add_column("cell", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        for device in devices:
+            table.add_column(device, no_wrap=True)
+        for result in results:
+            table.add_row(
+                Text(result.id),
+                Text(cell_status(result)),
+                *(Text(device_entry(result, d)) for d in devices),
+            )
+        return table
+
+    def lines() -> RenderableType:
+        text = Text(f"{title}: one line per cell\n", style="italic")
+        for result in results:
+            entries = [f"{d} {device_entry(result, d)}" for d in devices_of(result)]
+            detail = " · ".join(entries) if cell_status(result) in (PASSED, FAILED) else ""
+            text.append(f"{result.id}", style="bold")
+            text.append(f"  {cell_status(result)}  {detail}".rstrip() + "\n")
+        return text
+
+    show(out, by_family, by_device, lines)
+
+
+def _device_order(device: str) -> tuple[int, tuple[int, ...], str]:
+    """``9.0`` before ``12.1``; a spelling that is not a number (a hand-edited
+    result) last, as it is."""
+    try:
+        return (0, tuple(int(part) for part in device.split(".")), "")
+    except ValueError:
+        return (1, (), device)
+
+
+def device_entry(result: CellResult, device: str) -> str:
+    """What a cell says of one device: ``✅``, ``❌ nvfp4`` (one failing family a
+    line), ``➖`` (no family meant for it); empty if the cell did not ask for it."""
+    status = cell_status(result)
+    if status not in (PASSED, FAILED):
+        return mark(status) if device in devices_of(result) else ""
+    verdicts = [v for v in result.verdicts if v.device == device]
+    if not verdicts:
+        return ""
+    failing = [v for v in verdicts if v.failing]
+    if failing:
+        return "\n".join(f"{mark(v.status)} {v.family}" for v in failing)
+    if all(v.status == NOT_APPLICABLE for v in verdicts):
+        return mark(NOT_APPLICABLE)
+    return mark(PASSED)
 
 
 def print_diff(diff: Diff, *, against: str = "the baseline") -> None:
@@ -128,11 +246,17 @@ def verdict_line(results: Sequence[CellResult], code: int, diff: Diff | None = N
         f"{count[PASSED]} passed",
         f"{count[FAILED]} failed ({missing} family × device missing or hollow)",
     ]
+    skips = [skip_word(r) for r in results if cell_status(r) == SKIPPED]
+    kinds = [f"{skips.count(w)} {w}" for w in SKIP_WORDS.values() if w in skips]
     parts += [f"{count[ERROR]} errors", f"{count[SKIPPED]} skipped"]
+    if kinds:
+        parts[-1] += f" ({', '.join(kinds)})"
     if count[NOT_RUN]:
         parts.append(f"{count[NOT_RUN]} not run")
     if diff is not None:
         parts.append(f"{len(diff.regressions)} regressions vs baseline")
         if diff.unchecked:
             parts.append(f"{len(diff.unchecked)} baseline cells unchecked")
+    if predicted(results):
+        word += f" (predicted; {PREDICTED_NOTE})"
     return f"kernel-matrix: {word} — {', '.join(parts)} (exit {code})"

@@ -168,7 +168,8 @@ def test_broken_project_cell(fault: str, fault_run: Callable[[str], Run]) -> Non
     run = fault_run(fault)
     assert run.done.returncode == 3, run.done.stdout[-3000:] + run.done.stderr
     line = error_line(run.done.stderr)
-    assert f"1 cell could not be built or checked: {cell}" in line and cause in line, line
+    assert f"1 cell could not be built or checked (1 failed to build or check); {cell}" in line
+    assert cause in line, line
     result = json.loads((run.out / "cells" / f"{cell}.json").read_text())
     assert result["status"] == "error" and cause in result["reason"]
     assert result["log_tail"]

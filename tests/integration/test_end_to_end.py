@@ -74,6 +74,12 @@ def test_default_matrix_builds_every_cuda_13_cell_and_passes(
             assert result.status == "skipped" and result.reason
             assert result.cell["status"] in ("unsupported", "toolchain-unavailable")
         assert result.prediction_mismatches == []
+    # Each built cell's log names its toolchain first; the console showed progress.
+    for result in built:
+        assert result.log is not None
+        first = (out / "results" / result.log).read_text().splitlines()[0]
+        assert first.startswith(f"kernel-matrix: toolchain CUDA {result.cell['cuda']}."), first
+    assert "cmake --build" in done.stdout or "cmake configure" in done.stdout
 
 
 def test_every_requested_device_is_served_by_the_closest_cubin(

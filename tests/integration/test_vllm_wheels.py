@@ -375,7 +375,11 @@ def test_check_exits_1_for_0_19_on_b300_and_dgx_spark(
         == EXIT_KERNEL_MISSING
     )
     out = capsys.readouterr().out
-    assert "nvfp4_quant is built only for sm_100a, sm_120a, none of which runs on 12.1" in out
+    # one line for the family, naming both devices
+    assert (
+        "❌ nvfp4_quant missing on 10.3 (B300, GB300), 12.1 (DGX Spark (GB10)): built only "
+        "for sm_100a, sm_120a, none of which runs on these devices\n"
+    ) in out
     assert out.strip().splitlines()[-1].startswith("kernel-matrix: FAILED")
 
     assert (

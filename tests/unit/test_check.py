@@ -122,9 +122,15 @@ def test_a_only_wheel_fails_on_sibling_devices_with_the_reason(
         capsys, str(a_only_wheel), "--families", str(families), "--devices", "10.0,10.3,12.1"
     )
     assert code == EXIT_KERNEL_MISSING
-    assert "nvfp4 is built only for sm_100a, sm_120a, none of which runs on 10.3" in out
-    assert "nvfp4 is built only for sm_100a, sm_120a, none of which runs on 12.1" in out
-    assert "scaled_mm_sm120 is built only for sm_120a, none of which runs on 12.1" in out
+    # one line per family and cause, naming its devices
+    assert (
+        "❌ nvfp4 missing on 10.3 (B300, GB300), 12.1 (DGX Spark (GB10)): built only for "
+        "sm_100a, sm_120a, none of which runs on these devices\n"
+    ) in out
+    assert (
+        "❌ scaled_mm_sm120 missing on 12.1 (DGX Spark (GB10)): built only for sm_120a, "
+        "none of which runs on 12.1 (DGX Spark (GB10))\n"
+    ) in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("kernel-matrix: FAILED") and "3 missing" in last and "exit 1" in last
 

@@ -208,3 +208,28 @@ def test_docker_settings_can_be_overridden_on_the_command_line() -> None:
     assert (changed.docker.base_image, changed.docker.toolchain) == ("local:base", "mount")
     plain = build_parser().parse_args(["run", "matrix.yaml"])
     assert with_docker_overrides(matrix, plain).docker == matrix.docker
+
+
+def test_buildkite_steps_call_the_cli_directly_with_valid_options(tmp_path: Path) -> None:
+    import shlex
+
+    import yaml
+
+    from orchestrator.cli import build_parser
+    from orchestrator.plan import plan as plan_cells
+
+    matrix = load_matrix(write_matrix(tmp_path, BASE))
+    from orchestrator.ci import buildkite_pipeline
+
+    steps = yaml.safe_load(buildkite_pipeline(matrix, plan_cells(matrix, backend="docker")))[
+        "steps"
+    ]
+    cells = [s for s in steps if s["key"].startswith("cell-")]
+    assert len(cells) == 4
+    for step in cells:
+        install, command = step["command"].split(" && ")
+        assert "nox" not in step["command"] and "pip install" in install
+        argv = shlex.split(command)
+        assert argv[:2] == ["kernel-matrix", "run"]
+        args = build_parser().parse_args(argv[1:])  # every option exists
+        assert args.matrix == matrix.path and len(args.only) == 1

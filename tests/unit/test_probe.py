@@ -8,6 +8,7 @@ import stat
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
 from synth import (
     KIND_ELF,
@@ -188,10 +189,8 @@ def test_bad_input_is_exit_2_with_either_engine(
 ) -> None:
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(20))
-    for engine in ("native", "cuobjdump"):
-        assert (
-            main(["probe", "--engine", engine, "--cuobjdump", "/bin/false", str(bad)]) == EXIT_USAGE
-        )
+    for engine_args in (["native"], ["cuobjdump", "--cuobjdump", "/bin/false"]):
+        assert main(["probe", "--engine", *engine_args, str(bad)]) == EXIT_USAGE
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "bad.so" in err and "Traceback" not in err
 
@@ -278,9 +277,15 @@ def test_cli_probe_json_and_summary(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert lib["ptx"][0]["arch"] == "compute_120"
     assert data["families"]["nvfp4"]["cubins"] == ["sm_100f"]
     assert data["families"]["nvfp4"]["devices"] == ["10.0", "10.3"]
+    schema = Path(__file__).resolve().parents[2] / "orchestrator/schemas/probe.schema.json"
+    jsonschema.validate(data, json.loads(schema.read_text()))
     assert main(["probe", str(path), "--families", str(families)]) == 0
     out = capsys.readouterr().out
     assert "sm_100f" in out and "nvfp4" in out
+    # check's vocabulary: ✅ on 10.0 (sm_100f), ⚠️ on 12.0 (the compute_120 PTX it
+    # JIT-compiles holds only a load and a ret: hollow)
+    row = next(line for line in out.splitlines() if line.strip().startswith("nvfp4"))
+    assert row.split()[-2:] == ["✅", "⚠️"], row
 
 
 # --- kernel code helpers ----------------------------------------------------------------------

@@ -167,3 +167,28 @@ def test_a_report_directory_can_be_reported_again(tmp_path: Path) -> None:
     assert first["cells"] == again["cells"]
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
+
+
+def test_report_without_results_reports_the_latest_run_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for run_id, result in (
+        ("20261130-010000", sample_results()[1]),
+        ("20261201-010000", passed_cell()),
+    ):
+        run = tmp_path / "reports" / run_id
+        write_run(run, [result])
+        (run / "run.json").write_text("{}")
+    assert main(["report"]) == 0  # the latest run only: the older one failed
+    assert "reporting the latest run, reports/20261201-010000" in capsys.readouterr().out
+    assert (tmp_path / "reports" / "20261201-010000" / "index.html").is_file()
+    assert not (tmp_path / "reports" / "20261130-010000" / "index.html").exists()
+
+
+def test_report_without_results_and_no_run_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2
+    assert "no run under reports/" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""What a run is doing while it runs: each running cell's elapsed time and current
+step (the last command its log started, ninja's ``[12/40] Building ...``), and any
+download (``orchestrator.progress``).
+
+On a terminal this is a ``rich`` live display under the finished cells' lines; in a
+CI log (no terminal) it is a plain line per running cell every ``interval`` seconds,
+and at once when a cell's step changes, so a log never goes quiet for long."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator import progress
+
+PLAIN_INTERVAL_S = 30.0
+TAIL_BYTES = 16384
+_NINJA = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
+
+
+@dataclass
+class _Running:
+    cell_id: str
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+    step: str = "starting"
+    detail: str = ""
+    said: str = ""  # the last step announced in plain mode
+    said_at: float = field(default_factory=time.monotonic)
+
+
+def step_name(argv: list[str]) -> str:
+    """``cmake configure``, ``cmake --build``, ``pip wheel``: a logged command, short.
+
+    >>> step_name(["/x/bin/cmake", "-S", "src", "-B", "b"]), step_name(["cmake", "--build", "b"])
+    ('cmake configure', 'cmake --build')
+    >>> step_name(["/usr/bin/python3", "-m", "pip", "wheel", "."])
+    'pip wheel'
+    """
+    if not argv:
+        return ""
+    if "-m" in argv[:-1]:
+        argv = argv[argv.index("-m") + 1 :]
+    name = Path(argv[0]).name
+    if name == "cmake":
+        return "cmake --build" if "--build" in argv else "cmake configure"
+    verb = next((a for a in argv[1:] if not a.startswith("-")), "")
+    return f"{name} {verb}".strip()
+
+
+def current_step(log: Path) -> tuple[str, str]:
+    """(the last command the log started, the last ninja progress line) of a build
+    log: ``("cmake --build", "[12/40] Building CUDA object …")``."""
+    try:
+        with log.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - TAIL_BYTES))
+            tail = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "", ""
+    step = detail = ""
+    for line in reversed(tail):
+        if not detail and _NINJA.match(line):
+            detail = line.strip()[:100]
+        if line.startswith("$ "):
+            step = step_name(line[2:].split())
+            break
+    return step, detail
+
+
+class RunProgress:
+    """Context manager around a run: ``started(cell_id)`` from the worker thread that
+    builds it (binds that thread for download reports), ``finished(cell_id)``."""
+
+    def __init__(
+        self, out: Console, logs: Path, *, live: bool | None = None, interval: float = 0
+    ) -> None:
+        self.out, self.logs = out, logs
+        self.live = out.is_terminal if live is None else live
+        self.interval = interval or (0.5 if self.live else PLAIN_INTERVAL_S)
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._live: Live | None = None
+
+    # -- the run's callbacks ----------------------------------------------------------
+
+    def started(self, cell_id: str) -> None:
+        progress.bind(cell_id)
+        with self._lock:
+            self._running[cell_id] = _Running(cell_id, self.logs / f"{cell_id}.log")
+
+    def finished(self, cell_id: str) -> None:
+        with self._lock:
+            self._running.pop(cell_id, None)
+
+    def _reported(self, cell_id: str | None, message: str) -> None:
+        with self._lock:
+            running = self._running.get(cell_id or "")
+            if running is not None:
+                running.step, running.detail = "provisioning", message
+                running.said, running.said_at = running.step, time.monotonic()
+        if not self.live:
+            self.out.print(f"… {cell_id or 'kernel-matrix'}: {message}", markup=False)
+
+    # -- showing ------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            running = list(self._running.values())
+        for cell in running:
+            # The log is written once the toolchain is there: its step wins.
+            step, detail = current_step(cell.log)
+            if step:
+                cell.step, cell.detail = step, detail
+        if self.live:
+            if self._live is not None:
+                self._live.update(self._table(running, now))
+            return
+        for cell in running:
+            changed = cell.step != cell.said
+            if changed or now - cell.said_at >= self.interval:
+                cell.said, cell.said_at = cell.step, now
+                detail = f" {cell.detail}" if cell.detail else ""
+                self.out.print(
+                    f"… {cell.cell_id}: {now - cell.started:.0f} s, {cell.step}{detail}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+
+    def _table(self, running: list[_Running], now: float) -> RenderableType:
+        table = Table.grid(padding=(0, 1))
+        for cell in running:
+            table.add_row(
+                Text(f"⏳ {cell.cell_id}"),
+                Text(f"{now - cell.started:4.0f} s"),
+                Text(f"{cell.step} {cell.detail}".strip(), overflow="ellipsis", no_wrap=True),
+            )
+        return table
+
+    def _tick(self) -> None:
+        # Plain mode looks every few seconds (a step change is said at once), and says
+        # an unchanged step again only after ``interval``.
+        period = self.interval if self.live else min(self.interval, 2.0)
+        while not self._stop.wait(period):
+            self._refresh()
+
+    def __enter__(self) -> RunProgress:
+        progress.set_sink(self._reported)
+        if self.live:
+            self._live = Live(console=self.out, refresh_per_second=2, transient=True)
+            self._live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        progress.set_sink(None)
+        if self._live is not None:
+            self._live.stop()
