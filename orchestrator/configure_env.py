@@ -371,7 +371,7 @@ def provision_stand_ins(
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        (root / "KERNEL_MATRIX_STAND_IN").write_text(
+        (root / "kernel-matrix-stand-in.txt").write_text(
             f"An empty stand-in for {name}: the configure tier does not fetch it.\n"
         )
         named = list(stand_in.files)
