@@ -100,7 +100,10 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
     for library in inventory.libraries:
         for code in library.code_objects():
             for kernel in code.kernels:
-                if not family.matches_kernel(kernel.name, code.sources, library.path):
+                predicted = kernel.instructions < 0  # (configure tier: see is_hollow)
+                if not family.matches_kernel(
+                    kernel.name, code.sources, library.path, predicted=predicted
+                ):
                     continue
                 key = (library.path, kernel.mangled)
                 entry = found.setdefault(key, _FamilyKernel(library.path, kernel.mangled))
@@ -258,11 +261,32 @@ def compare_with_prediction(predicted: Sequence[Verdict], built: Sequence[Verdic
     return mismatches
 
 
-def archs_without_code(inventory: Inventory, archs: Sequence[ArchSpec]) -> list[str]:
+def archs_without_code(
+    inventory: Inventory, archs: Sequence[ArchSpec]
+) -> tuple[list[str], list[str]]:
     """Requested targets for which no library holds any code object at all: the
-    build ignored (part of) the arch list."""
-    present: defaultdict[Target, int] = defaultdict(int)
+    build ignored (part of) the arch list. Returns (those whose device nothing else
+    serves either -- a failure --, and cubin targets whose device another code
+    object serves, e.g. vLLM mapping a requested 12.1a to 12.0f cubins -- a note).
+
+    >>> from orchestrator.inventory import CodeObject, Library
+    >>> inv = Inventory((Library("x.so", (CodeObject(Target.parse("sm_120f"), (), ()),), ()),))
+    >>> archs_without_code(inv, [ArchSpec.parse("12.1a"), ArchSpec.parse("9.0a")])
+    (['sm_90a'], ['sm_121a (12.1 is served by sm_120f)'])
+    """
+    present: set[Target] = set()
     for library in inventory.libraries:
         for code in library.code_objects():
-            present[code.arch] += 1
-    return [t.name for spec in archs for t in spec.targets if not present[t]]
+            present.add(code.arch)
+    failing: list[str] = []
+    served: list[str] = []
+    for spec in archs:
+        for target in spec.targets:
+            if target in present:
+                continue
+            instead = None if target.ptx else select_image(present, target.cc)
+            if instead is not None and not instead.ptx:
+                served.append(f"{target.name} ({target.cc} is served by {instead.name})")
+            else:
+                failing.append(target.name)
+    return failing, served

@@ -153,7 +153,10 @@ def run_cell(
         result.verdicts = explain_verdicts(
             result.verdicts, matrix, build_dir, tier=tier, guards=guards
         )
-        result.archs_without_code = archs_without_code(inventory, cell.archs)
+        result.archs_without_code, served = archs_without_code(inventory, cell.archs)
+        result.warnings += [
+            f"kernel-matrix: no code object for requested {note}" for note in served
+        ]
         result.settle()
         if tier == "build" and not result.cached:
             result.prediction_mismatches = _check_prediction(matrix, cell, options, result)

@@ -75,11 +75,21 @@ class FamilyRule:
     def excludes_source(self, source: str) -> bool:
         return _glob_any(source, self.exclude_sources)
 
-    def matches_kernel(self, demangled: str, sources: Iterable[str], library: str = "") -> bool:
+    def matches_kernel(
+        self,
+        demangled: str,
+        sources: Iterable[str],
+        library: str = "",
+        *,
+        predicted: bool = False,
+    ) -> bool:
         """Whether a kernel (demangled name, the sources of its cubin) belongs here.
 
         Both rules given: the name must match, and the source too where the source
         is known. One rule given: that rule decides. Excluded sources never count.
+        A ``predicted`` kernel (configure tier) has no compiled name -- templates
+        instantiated from headers are invisible before compiling --, so where the
+        family names its sources, the source alone decides.
         """
         if library and not self.matches_library(library):
             return False
@@ -88,8 +98,10 @@ class FamilyRule:
             return False
         if any(p.search(demangled) for p in self._exclude_patterns):
             return False
-        name_ok = any(p.search(demangled) for p in self._kernel_patterns)
         source_ok = any(self.matches_source(s) for s in known_sources)
+        if predicted and self.sources:
+            return source_ok
+        name_ok = any(p.search(demangled) for p in self._kernel_patterns)
         if self.kernels and self.sources:
             return name_ok and (source_ok or not known_sources)
         return name_ok if self.kernels else source_ok

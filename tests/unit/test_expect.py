@@ -137,5 +137,18 @@ def test_duplicate_embedded_cubins_are_one_kernel() -> None:
 
 def test_requested_archs_without_any_code_are_flagged() -> None:
     inv = inventory(code("sm_90a", kernel()), code("compute_90a", kernel()))
-    assert archs_without_code(inv, parse_arch_list("9.0a+PTX;12.1a")) == ["sm_121a"]
-    assert archs_without_code(inv, parse_arch_list("9.0a")) == []
+    assert archs_without_code(inv, parse_arch_list("9.0a+PTX;12.1a")) == (["sm_121a"], [])
+    assert archs_without_code(inv, parse_arch_list("9.0a")) == ([], [])
+
+
+def test_a_requested_cubin_whose_device_another_cubin_serves_is_a_note() -> None:
+    """vLLM with CUDA 13.0 turns a requested 12.1a into 12.0f cubins: 12.1 is served."""
+    inv = inventory(code("sm_120f", kernel()), code("sm_120a", kernel()))
+    assert archs_without_code(inv, parse_arch_list("12.1a")) == (
+        [],
+        ["sm_121a (12.1 is served by sm_120f)"],
+    )
+    # an sm_120a cubin does not load on 12.1: still a failure; PTX is never replaced
+    only_a = inventory(code("sm_120a", kernel()))
+    assert archs_without_code(only_a, parse_arch_list("12.1a")) == (["sm_121a"], [])
+    assert archs_without_code(inv, parse_arch_list("12.0f+PTX"))[0] == ["compute_120f"]
