@@ -19,6 +19,7 @@ import yaml
 from referencing import Registry, Resource
 
 from orchestrator.errors import ArchSpecError, ConfigError
+from orchestrator.fsutil import MAX_CONFIG_BYTES, read_text
 
 JsonPath = tuple[str | int, ...]
 T = TypeVar("T")
@@ -26,6 +27,12 @@ T = TypeVar("T")
 # laughs") or a value that contains itself. Real configuration files have a few
 # hundred values; walking more than this many is refused, like a cycle.
 MAX_NODES = 100_000
+# Real configuration nests 6 levels deep; deeper is refused before construction
+# (which, like jsonschema, recurses per level).
+MAX_DEPTH = 64
+# An integer of more digits than this is no count, size or version (and Python's
+# int() refuses more than 4300 digits with a ValueError).
+MAX_INT_DIGITS = 64
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,13 @@ def format_path(path: JsonPath) -> str:
 def load_document(path: Path, schema_name: str) -> Document:
     """Read ``path``, record positions, validate against the packaged schema."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="configuration file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        # The reader refuses NUL and other control characters as it is created.
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{path}: the file is empty")
@@ -98,10 +105,23 @@ def load_document(path: Path, schema_name: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: invalid YAML: unacceptable character "
+            f"#x{ord(exc.character) if isinstance(exc.character, str) else exc.character:04x}"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        # PyYAML's composer recurses per level of nesting: [[[[...]]]] thousands deep.
+        raise ConfigError(
+            f"{path}: invalid YAML: nested too deeply (at most {MAX_DEPTH} levels)"
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     document = Document(path, data, positions, key_positions)
     _validate(document, schema(schema_name))
     return document
@@ -134,6 +154,11 @@ def _record(
             "(aliases expanding without end?); refusing the file"
         )
     positions[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1)
+    label = format_path(path) or "value"
+    if len(path) > MAX_DEPTH:
+        raise ConfigError(f"{where}: {label}: nested more than {MAX_DEPTH} levels deep")
+    if isinstance(node, yaml.ScalarNode):
+        _check_scalar(node.value, node.tag, where, label)
     if not isinstance(node, yaml.CollectionNode):
         return
     walk.open.add(id(node))
@@ -162,6 +187,8 @@ def _record_children(
                 )
             key = str(key_node.value)
             child = (*path, key)
+            mark = key_node.start_mark
+            _check_scalar(key, key_node.tag, f"{file}:{mark.line + 1}:{mark.column + 1}", key)
             if key in seen:
                 mark = key_node.start_mark
                 raise ConfigError(
@@ -176,6 +203,17 @@ def _record_children(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _record(file, item, (*path, index), positions, key_positions, walk)
+
+
+def _check_scalar(value: str, tag: str, where: str, label: str) -> None:
+    """What no configuration value may be: NUL characters (no path, option or
+    environment variable can hold one; ``subprocess`` raises on them) and integers
+    too long to convert."""
+    if "\0" in value:
+        label = label.replace("\0", "\\0")
+        raise ConfigError(f"{where}: {label}: contains a NUL character")
+    if tag == "tag:yaml.org,2002:int" and len(value) > MAX_INT_DIGITS:
+        raise ConfigError(f"{where}: {label}: integer of {len(value)} digits is too long")
 
 
 @cache
@@ -226,12 +264,23 @@ def _validate(document: Document, schema_doc: dict[str, Any]) -> None:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
+    """What is wrong, in a few words: a value is quoted only at a field, shortened,
+    never the whole file (``families: /etc/passwd`` must not print the file)."""
+    instance = error.instance
     if error.validator == "type":
-        return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+        shown = f" {shorten(instance)}" if error.absolute_path else ""
+        return f"expected {error.validator_value}, got {type(instance).__name__}{shown}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "enum":
         values: Any = error.validator_value
         choices = ", ".join(repr(v) for v in values)
-        return f"{error.instance!r} is not one of {choices}"
-    return error.message
+        return f"{shorten(instance)} is not one of {choices}"
+    message = error.message
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
