@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from orchestrator.plan import Cell
     from orchestrator.results import CellResult
 
 from orchestrator import __version__
@@ -109,16 +110,8 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.backends import make_backend
-    from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
-    from orchestrator.results import exit_code
-    from orchestrator.runner import (
-        RunOptions,
-        default_jobs,
-        kept_on_resume,
-        latest_run_dir,
-        new_run_id,
-    )
+    from orchestrator.fsutil import sole_writer
+    from orchestrator.runner import default_jobs, latest_run_dir, new_run_id
 
     matrix = with_docker_overrides(load_matrix(args.matrix), args)
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
@@ -136,6 +129,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.out is None:
             raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
     out_dir = args.out or Path("reports") / new_run_id()
+    with sole_writer(out_dir):
+        if not args.resume:
+            _refuse_finished_results(out_dir)
+        return _run(args, matrix, cells, out_dir, jobs, threads)
+
+
+def _refuse_finished_results(out_dir: Path) -> None:
+    """A run never overwrites results that another run finished: without --resume,
+    a directory that already holds a run is refused (exit 2)."""
+    finished = sorted(out_dir.glob("cells/*.json"))
+    if finished or (out_dir / "run.json").exists():
+        raise UsageError(
+            f"--out {out_dir} already holds the results of another run ({len(finished)} "
+            "cells); continue that run with --resume, or give a new --out directory"
+        )
+
+
+def _run(
+    args: argparse.Namespace,
+    matrix: Matrix,
+    cells: list[Cell],
+    out_dir: Path,
+    jobs: int,
+    threads: int,
+) -> int:
+    from orchestrator.backends import make_backend
+    from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
+    from orchestrator.results import exit_code
+    from orchestrator.runner import RunOptions, kept_on_resume
+
+    runnable = sum(c.runnable for c in cells)
     options = RunOptions(
         out_dir=out_dir,
         build_root=args.build_dir,
@@ -198,6 +222,7 @@ def _nightly_dir() -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.baseline import load_baseline
+    from orchestrator.fsutil import sole_writer
     from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
     from orchestrator.reporting.writers import write_all
     from orchestrator.results import load_results
@@ -205,14 +230,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = load_results(args.results)
     baseline = load_baseline(args.baseline) if args.baseline else None
     out_dir = args.out or _nightly_dir()
-    reports = write_all(
-        results,
-        out_dir,
-        baseline=baseline,
-        history_file=args.history,
-        strict=args.strict,
-        title=args.title,
-    )
+    with sole_writer(out_dir):
+        reports = write_all(
+            results,
+            out_dir,
+            baseline=baseline,
+            history_file=args.history,
+            strict=args.strict,
+            title=args.title,
+        )
     out = console()
     print_summary(results, title=args.title)
     if reports.diff is not None:

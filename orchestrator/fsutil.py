@@ -3,15 +3,17 @@ interrupted run never leaves a half-written cell behind."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import FileSystemError, KernelMatrixError
+from orchestrator.errors import FileSystemError, KernelMatrixError, OutputBusy
 
 
 def _umask() -> int:
@@ -52,6 +54,31 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def sole_writer(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock while writing results or reports into it: one writer
+    at a time, so that two runs given one ``--out`` never overwrite each other's
+    cells. A second writer is refused at once (:class:`OutputBusy`, exit 3). The lock
+    is the kernel's ``flock`` on the directory itself: it leaves no file behind and
+    goes with the process, even a SIGKILLed one."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileSystemError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputBusy(
+                f"{directory}: another kernel-matrix process is writing to this directory; "
+                "wait for it to finish, or give another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
 
 
 # --- reading what a user gives us ------------------------------------------------------

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from orchestrator.errors import ArchSpecError, ConfigError
+from orchestrator.errors import ArchSpecError, ConfigError, InputFileError
 from orchestrator.fsutil import MAX_CONFIG_BYTES, read_text
 
 JsonPath = tuple[str | int, ...]
@@ -239,6 +239,28 @@ def _registry() -> Registry:
         if f.name.endswith(".json")
     ]
     return Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in docs)
+
+
+@cache
+def _artifact_validator(schema_name: str, definition: str | None) -> Any:
+    root = schema(schema_name)
+    if definition is not None:
+        root = {"$ref": f"{root['$id']}#/$defs/{definition}"}
+    return jsonschema.Draft202012Validator(root, registry=_registry())
+
+
+def check_artifact(
+    data: Any, schema_name: str, *, path: Path, what: str, definition: str | None = None
+) -> None:
+    """Validate a JSON artifact read back from disk (a result, a baseline, a history
+    file) against its packaged schema (or one of its ``$defs``): a file that does not
+    fit is one :class:`InputFileError` naming the file and the field, so that
+    nothing hand-edited or foreign reaches the code that trusts its types."""
+    validator = _artifact_validator(schema_name, definition)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = format_path(tuple(error.absolute_path)) or "top level"
+        raise InputFileError(f"{path}: not a kernel-matrix {what}: {where}: {_describe(error)}")
 
 
 def _validate(document: Document, schema_doc: dict[str, Any]) -> None:

@@ -143,7 +143,9 @@ def result_file(data: object) -> Maker:
 
 
 def good_result(tmp: Path) -> None:
-    result_file({"schema_version": 1, "cell": {"id": "cu13.0-9.0a"}, "status": "passed"})(tmp)
+    result_file(
+        {"schema_version": 1, "cell": {"id": "cu13.0-9.0a"}, "status": "passed", "verdicts": []}
+    )(tmp)
     (tmp / "a-file").write_text("not a directory")
 
 
