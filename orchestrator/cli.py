@@ -394,6 +394,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from orchestrator.archs import CudaVersion, check_cuda_version, parse_device_list
     from orchestrator.build import scan_log
     from orchestrator.check import check_paths, print_check
+    from orchestrator.fsutil import not_regular
     from orchestrator.matrix import load_families_or_matrix
 
     rules = load_families_or_matrix(args.families)
@@ -403,8 +404,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_cuda_version(cuda)
     skip_lines: list[str] = []
     if args.log is not None:
-        if not args.log.is_file():
+        if not args.log.exists():
             raise UsageError(f"--log {args.log}: no such file")
+        why = not_regular(args.log.stat().st_mode)
+        if why is not None:  # a FIFO would block the reader
+            raise UsageError(f"--log {args.log}: {why}")
         skip_lines = scan_log(args.log).skip_lines
     result = check_paths(
         args.paths,

@@ -457,7 +457,7 @@ def _decode_file_entry(path: str, entry: Entry, length: int, name: str) -> CodeO
 # 512 entries (484 cubins, 28 PTX), 710 MB decompressed; a hostile file of a few MB
 # can claim far more (a million empty PTX entries, or zstd's 32 768:1 ratio), so
 # past these bounds, hundreds of times a real library, it is refused.
-MAX_ENTRIES_PER_LIBRARY = 1 << 17
+MAX_ENTRIES_PER_LIBRARY = 1 << 16
 MAX_DECOMPRESSED_PER_LIBRARY = 16 << 30
 
 

@@ -188,7 +188,9 @@ def _record_children(
             key = str(key_node.value)
             child = (*path, key)
             mark = key_node.start_mark
-            _check_scalar(key, key_node.tag, f"{file}:{mark.line + 1}:{mark.column + 1}", key)
+            _check_scalar(
+                key, key_node.tag, f"{file}:{mark.line + 1}:{mark.column + 1}", format_path(child)
+            )
             if key in seen:
                 mark = key_node.start_mark
                 raise ConfigError(
