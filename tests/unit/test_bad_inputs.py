@@ -45,7 +45,7 @@ from synth import (
     working_body,
 )
 
-from orchestrator import fatbin, toolchain
+from orchestrator import fatbin, toolchain, userregex
 from orchestrator.archs import CudaVersion
 from orchestrator.cli import main
 from orchestrator.elf import BytesBlob
