@@ -84,9 +84,10 @@ def sole_writer(directory: Path) -> Iterator[None]:
 # --- reading what a user gives us ------------------------------------------------------
 
 # Limits on files read whole (documented in docs/security.md). Real matrix and
-# families files are a few KiB (matrices/vllm.yaml: 14 KB), and PyYAML parses about
-# 100 KB/s on a busy 2-core machine, so 1 MiB bounds a configuration's parse to
-# seconds; a vLLM run's results.json with every inventory is tens of MB.
+# families files are a few KiB (matrices/vllm.yaml: 14 KB), and PyYAML's parser is
+# slow on structured YAML (2 000 include entries, 90 KB: 14 s on the busy 2-core
+# development machine), so 1 MiB bounds a parse to a minute at worst; a vLLM run's
+# results.json with every inventory is tens of MB.
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ARTIFACT_BYTES = 1 << 30
 # JSON artifacts kernel-matrix writes are at most 8 levels deep; the standard
