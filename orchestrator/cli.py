@@ -35,6 +35,7 @@ from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
 Handler = Callable[[argparse.Namespace], int]
+MAX_TIMEOUT_S = 30 * 24 * 3600  # also the matrix schema's; inf would overflow int() later
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,8 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cells = plan(matrix, backend=args.backend, cuda_homes=args.cuda_home, only=args.only)
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.timeout is not None and not 0 < args.timeout <= MAX_TIMEOUT_S:
+        raise UsageError(
+            f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT_S} "
+            f"(30 days), not {args.timeout}"
+        )
     if args.jobs is not None:
         if args.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {args.jobs}")

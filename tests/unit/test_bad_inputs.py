@@ -1017,6 +1017,12 @@ CATALOGUE: dict[str, Case] = {
         "{tmp}/fam.yaml:1:1: expected object, got str",
         absent="secret-token",
     ),
+    "class 6: --timeout inf": Case(
+        (*RUN, "--timeout", "inf"), matrix(MATRIX), 2, "--timeout must be a positive number"
+    ),
+    "class 6: matrix timeout of 64 digits": Case(
+        PLAN, matrix(MATRIX + "timeout: " + "9" * 64 + "\n"), 2, f"{M}:9:10: timeout: 99"
+    ),
     "class 6: full-width digits in an arch": Case(
         PLAN, edit('"9.0a"', '"９.０a"'), 2, f"{M}:4:9: archs[0]: malformed architecture '９.０a'"
     ),
