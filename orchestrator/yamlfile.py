@@ -7,6 +7,7 @@ Every error a user can cause in a configuration file comes out as one line:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,6 +34,7 @@ MAX_DEPTH = 64
 # An integer of more digits than this is no count, size or version (and Python's
 # int() refuses more than 4300 digits with a ValueError).
 MAX_INT_DIGITS = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,10 @@ def _check_scalar(value: str, tag: str, where: str, label: str) -> None:
     if "\0" in value:
         label = label.replace("\0", "\\0")
         raise ConfigError(f"{where}: {label}: contains a NUL character")
+    if not value.isascii() and _SURROGATE.search(value):
+        # "\ud800" in a quoted string: not text (encoding a path or an argument raises)
+        label = label.encode("utf-8", "backslashreplace").decode()
+        raise ConfigError(f"{where}: {label}: contains a lone surrogate (\\ud800-\\udfff)")
     if tag == "tag:yaml.org,2002:int" and len(value) > MAX_INT_DIGITS:
         raise ConfigError(f"{where}: {label}: integer of {len(value)} digits is too long")
 

@@ -811,6 +811,12 @@ CATALOGUE: dict[str, Case] = {
         2,
         f"{M}:2:11: project.source: contains a NUL character",
     ),
+    "class 4: a lone surrogate in source": Case(
+        PLAN,
+        edit("source: src", 'source: "src\\ud800"'),
+        2,
+        f"{M}:2:11: project.source: contains a lone surrogate",
+    ),
     "class 4: NUL in an env value": Case(
         PLAN,
         edit("  source: src\n", '  source: src\n  env: {A: "x\\0y"}\n'),
