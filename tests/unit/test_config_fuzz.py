@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +31,7 @@ from orchestrator.reporting.writers import write_all
 from orchestrator.results import exit_code, load_cell_result, load_merged
 from orchestrator.symbols import FamilyRule
 from orchestrator.userregex import MATCH_TIMEOUT_S
+from orchestrator.yamlfile import _artifact_validator, _fast_validator
 
 SETTINGS = settings(
     max_examples=100,
@@ -242,3 +244,57 @@ def test_family_regexes(pattern: str, names: list[str]) -> None:
         except ConfigError as exc:
             assert "\n" not in str(exc) and "rewrite it" in str(exc)
         assert time.monotonic() - started < 2 * MATCH_TIMEOUT_S + 5
+
+
+SCHEMAS = {
+    "cell": ("results.schema.json", "cellResult"),
+    "results": ("results.schema.json", None),
+    "baseline": ("baseline.schema.json", None),
+    "history": ("history.schema.json", None),
+}
+
+
+@pytest.mark.parametrize("kind", SCHEMAS)
+@SETTINGS
+@given(where=st.lists(st.integers(0, 50), max_size=8), replacement=json_values)
+def test_the_fast_validator_agrees_with_jsonschema(
+    kind: str, where: list[int], replacement: Any
+) -> None:
+    """Artifacts are checked by fastjsonschema (draft 7, compiled) and, when it
+    refuses, by jsonschema (draft 2020-12, the reference): what the fast one accepts,
+    the reference must accept too, or it would let through what the schema forbids.
+    (The other way round costs only time: the reference has the last word.)"""
+    name, definition = SCHEMAS[kind]
+    document = mutated(valid(kind), where, replacement)
+    try:
+        _fast_validator(name, definition)(document)
+        fast = True
+    except fastjsonschema.JsonSchemaException:
+        fast = False
+    reference = not any(_artifact_validator(name, definition).iter_errors(document))
+    assert reference or not fast, document
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "value"),
+    [
+        ("cell", ["inventory", "libraries", 0, "cubins", 0, "kernels", 0, "size"], True),
+        ("cell", ["duration_s"], "1"),
+        ("baseline", ["cells", "c", "kernels", "k", 0, 2], True),
+        ("baseline", ["cells", "c", "kernels", "k", 0, 2], -1),
+        ("baseline", ["cells", "c", "kernels", "k", 0], ["lib", "sm_90a", 1, False, "extra"]),
+        ("history", ["runs", 0, "baseline"], 5),
+    ],
+)
+def test_the_fast_validator_refuses_what_the_schema_forbids(
+    kind: str, where: list[str | int], value: Any
+) -> None:
+    document = json.loads(json.dumps(valid(kind)))
+    target = document
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    name, definition = SCHEMAS[kind]
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        _fast_validator(name, definition)(document)
+    assert any(_artifact_validator(name, definition).iter_errors(document))
