@@ -189,7 +189,7 @@ def json_depth(data: Any) -> int:
     """How deeply lists and objects nest in ``data`` (a scalar is 0), without recursion.
 
     >>> json_depth({"a": [1, {"b": []}]})
-    3
+    4
     """
     deepest = 0
     stack = [(data, 1)]
