@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -168,13 +170,25 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: json reads it as inf
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+# The only way a lone surrogate gets into parsed JSON (the text itself is UTF-8):
+# a \ud800-\udfff escape. Such a string cannot be written out again.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def load_json_file(path: Path, error: type[KernelMatrixError], *, what: str) -> Any:
     """Parse a JSON artifact: a regular file, at most MAX_ARTIFACT_BYTES, UTF-8, no
     NaN/Infinity, at most MAX_JSON_DEPTH levels deep; anything else is ``error``
     naming the file (the caller validates the content against its schema)."""
     text = read_text(path, error, limit=MAX_ARTIFACT_BYTES, what=what)
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise error(f"{path}: not a {what}: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, and ints of more than 4300 digits
@@ -182,6 +196,11 @@ def load_json_file(path: Path, error: type[KernelMatrixError], *, what: str) -> 
     depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise error(f"{path}: not a {what}: nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(f"{path}: not a {what}: a string holds a lone surrogate") from None
     return data
 
 

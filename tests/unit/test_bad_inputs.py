@@ -896,6 +896,25 @@ CATALOGUE: dict[str, Case] = {
         2,
         "not JSON (NaN is not a JSON number)",
     ),
+    "class 5: result with a number beyond a float (1e400)": Case(
+        REPORT,
+        files(**{"res.json": '{"duration_s": 1e400}'}),
+        2,
+        "not JSON (1e400 is out of range)",
+    ),
+    "class 5: result whose cell id is a lone surrogate": Case(
+        REPORT,
+        files(**{"res.json": json.dumps(RESULT).replace('"c"', '"\\ud800"')}),
+        2,
+        "{tmp}/res.json: not a kernel-matrix cell result: a string holds a lone surrogate",
+    ),
+    "class 5: result with an emoji escape (a surrogate pair, not an error)": Case(
+        REPORT,
+        files(**{"res.json": json.dumps(RESULT).replace('"c"', '"\\ud83d\\ude00"')}),
+        0,
+        None,
+        says="1 passed",
+    ),
     "class 5: result nested 100000 deep": Case(
         REPORT,
         files(**{"res.json": nested_json(100_000)}),
