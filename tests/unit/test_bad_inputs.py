@@ -1122,13 +1122,35 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
+def remove_tree(root: Path) -> None:
+    """``shutil.rmtree`` without recursion: it recurses per level, and a tree 1 200
+    deep left in pytest's temporary folders would crash pytest's own clean-up of them
+    (RecursionError) in a later session."""
+    folders = [root]
+    index = 0
+    while index < len(folders):
+        with os.scandir(folders[index]) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                else:
+                    os.unlink(entry.path)
+        index += 1
+    for folder in reversed(folders):
+        folder.rmdir()
+
+
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_bad_input(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = CATALOGUE[name]
     if name == "toolchain download failure" and toolchain.find_system(CudaVersion(13, 0)):
         pytest.skip("a system CUDA 13.0 toolkit would be used instead of downloading one")
     started = time.monotonic()
-    code, out, err = run_case(case, tmp_path, monkeypatch)
+    try:
+        code, out, err = run_case(case, tmp_path, monkeypatch)
+    finally:
+        if (tmp_path / "deep").is_dir():
+            remove_tree(tmp_path / "deep")
     assert time.monotonic() - started < 30, "a bad input must fail fast"
     assert code == case.code, (out[-2000:], err)
     if case.error is None:
