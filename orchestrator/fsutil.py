@@ -241,3 +241,28 @@ def walk_files(root: Path) -> Iterator[Path]:
                     stack.append(Path(entry.path))
                 else:
                     yield Path(entry.path)
+
+
+def walk_dirs(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)`` (top-down, the same order, ``dirs`` may be pruned in place)
+    without recursion: Python 3.11's ``os.walk`` recurses per level. As there,
+    symbolic links to directories are listed in ``dirs`` but not entered."""
+    stack = [str(top)]
+    while stack:
+        root = stack.pop()
+        dirs: list[str] = []
+        files: list[str] = []
+        links: set[str] = set()
+        try:
+            with os.scandir(root) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        dirs.append(entry.name)
+                        if entry.is_symlink():
+                            links.add(entry.name)
+                    else:
+                        files.append(entry.name)
+        except OSError:
+            continue  # as os.walk: an unreadable directory is skipped
+        yield root, dirs, files
+        stack.extend(os.path.join(root, d) for d in reversed(dirs) if d not in links)

@@ -35,7 +35,7 @@ from orchestrator.errors import (
     KernelMatrixError,
 )
 from orchestrator.expect import archs_without_code, check_cell, compare_with_prediction
-from orchestrator.fsutil import write_json
+from orchestrator.fsutil import not_regular, walk_dirs, write_json
 from orchestrator.inventory import Inventory
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
@@ -94,13 +94,14 @@ def latest_run_dir(root: Path = RUNS_DIR) -> Path | None:
 def source_digest(source: Path) -> str:
     """Content hash of a source tree (paths + bytes), build outputs skipped."""
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(source):
+    for root, dirs, files in walk_dirs(source):  # (os.walk recurses per level)
         dirs[:] = sorted(d for d in dirs if d not in SOURCE_SKIP_DIRS)
         for name in sorted(files):
             path = Path(root) / name
             digest.update(str(path.relative_to(source)).encode() + b"\0")
             with contextlib.suppress(OSError):
-                digest.update(path.read_bytes())
+                if not not_regular(path.stat().st_mode):  # a FIFO would block the read
+                    digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()
 

@@ -16,6 +16,7 @@ The rows that need a compiler, a full disk or a signal are in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -52,6 +53,7 @@ from orchestrator.elf import BytesBlob
 from orchestrator.errors import ConfigError, InputFileError, OutputBusy
 from orchestrator.fatbin import MAX_ENTRIES_PER_LIBRARY, read_library
 from orchestrator.fsutil import sole_writer
+from orchestrator.runner import SOURCE_SKIP_DIRS, source_digest
 from orchestrator.userregex import UserRegex
 
 EXIT_USAGE, EXIT_INFRA = 2, 3
@@ -1391,3 +1393,37 @@ def test_class_2_a_linear_regex_never_runs_out_of_budget() -> None:
         rule.search(f"void nvfp4_quant<{index}>(float*)")
     assert rule.search("x" * (16 << 20) + "nvfp4_q")
     assert rule._spent < 1
+
+
+def _source_digest_with_os_walk(source: Path) -> str:
+    """runner.source_digest as it was (os.walk): the cache keys must not change."""
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in SOURCE_SKIP_DIRS)
+        for name in sorted(names):
+            path = Path(root) / name
+            digest.update(str(path.relative_to(source)).encode() + b"\0")
+            with contextlib.suppress(OSError):
+                digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def test_class_2_and_4_the_source_digest_of_hostile_trees(tmp_path: Path) -> None:
+    """`run` hashes the project's source tree for its cache key: a FIFO in it blocked
+    the read for ever, and a tree nested 1 200 deep raised RecursionError in
+    os.walk. Now both are hashed, and an ordinary tree keeps its old digest."""
+    assert source_digest(REPO / "examples") == _source_digest_with_os_walk(REPO / "examples")
+    source = tmp_path / "src"
+    deep_dirs(1200, "kernel.cu", b"__global__ void k() {}")(tmp_path)
+    (tmp_path / "deep").rename(source)
+    os.mkfifo(source / "a-fifo")
+    (source / "loop").symlink_to(source)
+    started = time.monotonic()
+    try:
+        first = source_digest(source)
+        (source / "a-fifo").unlink()
+        assert source_digest(source) != first  # the FIFO's name counts
+    finally:
+        remove_tree(source)
+    assert time.monotonic() - started < 60
