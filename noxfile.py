@@ -7,7 +7,7 @@ nox -s probe -- PATH...    inventory of built libraries or wheels
 nox -s tests               unit + integration tests (what CI runs)
 nox -s lint                ruff + mypy
 nox -s bench               benchmarks, figures appended to BENCHMARKS.md (about 20 min)
-nox -s fuzz -- -max_total_time=1200   fuzz the native fatbin reader (atheris)
+nox -s fuzz -- -max_total_time=1200   fuzz the fatbin reader and the config/artifact loaders
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def fuzz(session: nox.Session) -> None:
-    """Fuzz the native fatbin/ELF reader with atheris (default 10 minutes; libFuzzer
-    options after --). A crash is written to fuzz/artifacts/ and fails the session."""
+    """Fuzz with atheris: the native fatbin/ELF reader (default 10 minutes), then the
+    YAML, JSON-artifact and family-regex loaders (5 minutes each); libFuzzer options
+    after -- go to every target. A crash is written to fuzz/artifacts/ and fails it."""
     _install(session, "test")
     session.install("atheris")
     os.makedirs("fuzz/artifacts", exist_ok=True)
@@ -99,6 +100,14 @@ def fuzz(session: nox.Session) -> None:
         "-artifact_prefix=fuzz/artifacts/", "-print_final_stats=1",
         *(session.posargs or ["-max_total_time=600"]),
     )  # fmt: skip
+    session.run("python", "fuzz/fuzz_config.py", "--make-corpus", "fuzz/corpus-config")
+    for target in ("yaml", "json", "regex"):
+        session.run(
+            "python", "fuzz/fuzz_config.py", "fuzz/corpus-config", "-rss_limit_mb=1024",
+            "-timeout=10", "-artifact_prefix=fuzz/artifacts/", "-print_final_stats=1",
+            *(session.posargs or ["-max_total_time=300"]),
+            env={"KERNEL_MATRIX_FUZZ": target},
+        )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -171,7 +171,8 @@ class Target:
     variant: Variant = Variant.PLAIN
     ptx: bool = False
 
-    _NAME = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
+    # [0-9], not \d: \d also matches other scripts' digits (full-width "９０").
+    _NAME = re.compile(r"^(sm|compute)_([0-9]{2,3})([af]?)$")
 
     @classmethod
     def parse(cls, name: str) -> Target:
@@ -246,9 +247,10 @@ class ArchSpec:
     sass: bool = True
     ptx: bool = False
 
-    _DOTTED = re.compile(r"^(\d{1,2})\.(\d)([af]?)(\+ptx)?$", re.IGNORECASE)
-    _SM = re.compile(r"^(?:sm_)?(\d{2,3})([af]?)$", re.IGNORECASE)
-    _COMPUTE = re.compile(r"^compute_(\d{2,3})([af]?)$", re.IGNORECASE)
+    # ASCII only: \d and int() also take other scripts' digits ("９.０" would be 9.0).
+    _DOTTED = re.compile(r"^([0-9]{1,2})\.([0-9])([af]?)(\+ptx)?$", re.IGNORECASE | re.ASCII)
+    _SM = re.compile(r"^(?:sm_)?([0-9]{2,3})([af]?)$", re.IGNORECASE | re.ASCII)
+    _COMPUTE = re.compile(r"^compute_([0-9]{2,3})([af]?)$", re.IGNORECASE | re.ASCII)
 
     @classmethod
     def parse(cls, text: str) -> ArchSpec:
@@ -404,7 +406,8 @@ class CudaVersion:
     major: int
     minor: int
 
-    _PATTERN = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)*$")
+    # ASCII digits, at most 9 each: int() of thousands of digits is refused by Python.
+    _PATTERN = re.compile(r"^([0-9]{1,9})\.([0-9]{1,9})(?:\.[0-9]{1,9})*$")
 
     @classmethod
     def parse(cls, text: str | float) -> CudaVersion:

@@ -36,8 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from orchestrator import __version__
 from orchestrator.errors import (
     EXIT_INFRA,
@@ -46,10 +44,10 @@ from orchestrator.errors import (
     InputFileError,
 )
 from orchestrator.expect import NOT_APPLICABLE, PRESENT
-from orchestrator.fsutil import write_atomic
+from orchestrator.fsutil import load_json_file, write_atomic
 from orchestrator.inventory import Inventory, library_identity
 from orchestrator.results import ERROR, NOT_RUN, SKIPPED, CellResult
-from orchestrator.yamlfile import schema
+from orchestrator.yamlfile import check_artifact
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "kernel-matrix-baseline"
@@ -257,23 +255,19 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
 def load_baseline(path: Path) -> Baseline:
     """Read and validate a baseline file; anything else is the user's error (exit 2)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json_file(Path(path), InputFileError, what="kernel-matrix baseline")
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such baseline file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(f"{path}: not a JSON baseline file ({exc})") from None
     if isinstance(data, dict) and data.get("kind") != BASELINE_KIND and "cells" in data:
         raise InputFileError(
             f"{path}: this is a results file, not a baseline; "
             f"make one with: kernel-matrix baseline save {path} --out baseline.json"
         )
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema("baseline.schema.json")).iter_errors(data)
-    )
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise InputFileError(f"{path}: not a kernel-matrix baseline: {where}: {error.message}")
-    return Baseline.from_json(data)
+    check_artifact(data, "baseline.schema.json", path=Path(path), what="baseline")
+    try:
+        return Baseline.from_json(data)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # what the schema cannot say
+        raise InputFileError(f"{path}: not a kernel-matrix baseline ({exc})") from None
 
 
 # --- the comparison -------------------------------------------------------------------

@@ -29,7 +29,11 @@ from orchestrator.plan import Cell
 
 # A kernel family skipped by its guard leaves one of these lines (vLLM spelling,
 # and the sample extension's).
-SKIP_LINE = re.compile(r"\bnot building\b|\bskipping\b.*\b(kernels?|archs?)\b", re.IGNORECASE)
+# ("skipping" ... "kernels"/"archs" is two linear searches: one regex with ".*" between
+# them backtracks quadratically on a long line of "skipping skipping ...".)
+_NOT_BUILDING = re.compile(r"\bnot building\b", re.IGNORECASE)
+_SKIPPING = re.compile(r"\bskipping\b", re.IGNORECASE)
+_KERNELS_OR_ARCHS = re.compile(r"\b(kernels?|archs?)\b", re.IGNORECASE)
 WARNING_LINE = re.compile(r"\bwarning\b", re.IGNORECASE)
 # The first line that says why a build failed: a compiler's "file(1): error: ...",
 # "fatal error:", "CMake Error at ...".
@@ -508,6 +512,21 @@ class LogFindings:
     first_error: str | None = None
 
 
+def is_skip_line(text: str) -> bool:
+    """A line saying a kernel family was not built ("Not building ...", "Skipping ...
+    kernels/archs"), in time linear in its length.
+
+    >>> is_skip_line("Not building NVFP4 as no compatible archs found"), is_skip_line("-- ok")
+    (True, False)
+    >>> is_skip_line("Skipping Marlin kernels"), is_skip_line("skipping " * 100_000)
+    (True, False)
+    """
+    if _NOT_BUILDING.search(text):
+        return True
+    skipping = _SKIPPING.search(text)
+    return skipping is not None and _KERNELS_OR_ARCHS.search(text, skipping.end()) is not None
+
+
 def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
     """Skip lines ("Not building ..."), warnings and the last lines of a build log."""
     findings = LogFindings()
@@ -524,7 +543,7 @@ def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
                 and ERROR_LINE.search(text)
             ):
                 findings.first_error = text[:300]
-            if SKIP_LINE.search(text) and text not in findings.skip_lines:
+            if is_skip_line(text) and text not in findings.skip_lines:
                 findings.skip_lines.append(text)
             elif WARNING_LINE.search(text) and len(findings.warnings) < MAX_WARNINGS_KEPT:
                 findings.warnings.append(text)

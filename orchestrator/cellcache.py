@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 
 from orchestrator import __version__
 from orchestrator.errors import KernelMatrixError, UsageError
-from orchestrator.fsutil import write_json
+from orchestrator.fsutil import not_regular, walk_dirs, write_json
 from orchestrator.matrix import Matrix
 from orchestrator.plan import Cell
 from orchestrator.results import CellResult, load_cell_result
@@ -58,13 +58,14 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 def source_digest(source: Path) -> str:
     """Content hash of a source tree (paths + bytes), build outputs skipped."""
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(source):
+    for root, dirs, files in walk_dirs(source):  # (os.walk recurses per level)
         dirs[:] = sorted(d for d in dirs if d not in SOURCE_SKIP_DIRS)
         for name in sorted(files):
             path = Path(root) / name
             digest.update(str(path.relative_to(source)).encode() + b"\0")
             with contextlib.suppress(OSError):
-                digest.update(path.read_bytes())
+                if not not_regular(path.stat().st_mode):  # a FIFO would block the read
+                    digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()
 

@@ -39,6 +39,7 @@ from orchestrator.probe import DEFAULT_ENGINE, ENGINES
 from orchestrator.reporting.console import console
 
 Handler = Callable[[argparse.Namespace], int]
+MAX_TIMEOUT_S = 30 * 24 * 3600  # also the matrix schema's; inf would overflow int() later
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,23 +160,11 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.backends import make_backend
-    from orchestrator.options import (
-        check_cuda_homes,
-        check_docker_options,
-        resume_settings,
-        run_settings,
-    )
-    from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
-    from orchestrator.results import exit_code
-    from orchestrator.runner import (
-        RunOptions,
-        default_jobs,
-        kept_on_resume,
-        latest_run_dir,
-        new_run_id,
-    )
+    from orchestrator.fsutil import sole_writer
+    from orchestrator.options import check_cuda_homes, check_docker_options, resume_settings
+    from orchestrator.runner import default_jobs, latest_run_dir, new_run_id
 
+    recorded = True
     if args.resume:
         if args.out is None:
             args.out = latest_run_dir()
@@ -196,8 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     notes = check_cuda_homes(args.cuda_home, backend_name, used_cuda_versions(cells))
     runnable = sum(c.runnable for c in cells)
     jobs, threads = default_jobs(runnable or 1)
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.timeout is not None and not 0 < args.timeout <= MAX_TIMEOUT_S:
+        raise UsageError(
+            f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT_S} "
+            f"(30 days), not {args.timeout}"
+        )
     if args.jobs is not None:
         if args.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
@@ -205,6 +197,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     args.jobs, args.timeout = jobs, args.timeout or matrix.timeout
     out_dir = args.out or Path("reports") / new_run_id()
+    with sole_writer(out_dir):
+        if not args.resume:
+            _refuse_finished_results(out_dir)
+        return _run(args, matrix, cells, out_dir, (jobs, threads), notes, recorded=recorded)
+
+
+def _refuse_finished_results(out_dir: Path) -> None:
+    """A run never overwrites results that another run finished: without --resume,
+    a directory that already holds a run is refused (exit 2)."""
+    finished = sorted(out_dir.glob("cells/*.json"))
+    if finished or (out_dir / "run.json").exists():
+        raise UsageError(
+            f"--out {out_dir} already holds the results of another run ({len(finished)} "
+            "cells); continue that run with --resume, or give a new --out directory"
+        )
+
+
+def _run(
+    args: argparse.Namespace,
+    matrix: Matrix,
+    cells: list[Cell],
+    out_dir: Path,
+    parallel: tuple[int, int],
+    notes: list[str],
+    *,
+    recorded: bool,
+) -> int:
+    from orchestrator.backends import make_backend
+    from orchestrator.options import run_settings
+    from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
+    from orchestrator.results import exit_code
+    from orchestrator.runner import RunOptions, kept_on_resume
+
+    jobs, threads = parallel
+    runnable = sum(c.runnable for c in cells)
     options = RunOptions(
         out_dir=out_dir,
         build_root=args.build_dir,
@@ -295,6 +322,7 @@ def _nightly_dir() -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.baseline import load_baseline
+    from orchestrator.fsutil import sole_writer
     from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
     from orchestrator.reporting.writers import write_all
     from orchestrator.results import load_results
@@ -309,14 +337,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = load_results(args.results)
     baseline = load_baseline(args.baseline) if args.baseline else None
     out_dir = args.out or _nightly_dir()
-    reports = write_all(
-        results,
-        out_dir,
-        baseline=baseline,
-        history_file=args.history,
-        strict=args.strict,
-        title=args.title,
-    )
+    with sole_writer(out_dir):
+        reports = write_all(
+            results,
+            out_dir,
+            baseline=baseline,
+            history_file=args.history,
+            strict=args.strict,
+            title=args.title,
+        )
     out = console()
     print_summary(results, title=args.title)
     if reports.diff is not None:
@@ -492,6 +521,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from orchestrator.archs import CudaVersion, check_cuda_version, parse_device_list
     from orchestrator.build import scan_log
     from orchestrator.check import check_paths, print_check
+    from orchestrator.fsutil import not_regular
     from orchestrator.matrix import load_families_or_matrix
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
@@ -502,8 +532,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_cuda_version(cuda)
     skip_lines: list[str] = []
     if args.log is not None:
-        if not args.log.is_file():
+        if not args.log.exists():
             raise UsageError(f"--log {args.log}: no such file")
+        why = not_regular(args.log.stat().st_mode)
+        if why is not None:  # a FIFO would block the reader
+            raise UsageError(f"--log {args.log}: {why}")
         skip_lines = scan_log(args.log).skip_lines
     result = check_paths(
         args.paths,

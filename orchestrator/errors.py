@@ -93,6 +93,10 @@ class FileSystemError(InfraError):
     """A file or directory could not be written (disk full, permissions, read-only)."""
 
 
+class OutputBusy(InfraError):
+    """Another kernel-matrix process is writing the same output directory."""
+
+
 class CellErrors(InfraError):
     """Cells could not be built or checked (their results say why); one line for all."""
 

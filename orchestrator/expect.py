@@ -15,7 +15,6 @@ code object among those that contain it (``archs.select_image``). The family is
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any

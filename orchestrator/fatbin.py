@@ -45,6 +45,7 @@ sm_100a and sm_100f (``0x6006402``) and ``.nv.compat`` marks only ``a``.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -61,7 +62,7 @@ import lz4.block
 import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
-from orchestrator.elf import Blob, FileBlob, read_cubin, read_exact, read_header
+from orchestrator.elf import Blob, FileBlob, Section, read_cubin, read_exact, read_header
 from orchestrator.errors import InputFileError
 from orchestrator.inventory import CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
@@ -452,6 +453,49 @@ def _decode_file_entry(path: str, entry: Entry, length: int, name: str) -> CodeO
     return code_object(entry, stored, name)
 
 
+# Work bounds per library (docs/security.md). vLLM 0.33.0's _C_stable_libtorch holds
+# 512 entries (484 cubins, 28 PTX), 710 MB decompressed; a hostile file of a few MB
+# can claim far more (a million empty PTX entries, or zstd's 32 768:1 ratio), so
+# past these bounds, hundreds of times a real library, it is refused.
+MAX_ENTRIES_PER_LIBRARY = 1 << 16
+MAX_DECOMPRESSED_PER_LIBRARY = 16 << 30
+
+
+def fatbin_ranges(blob: Blob, sections: list[Section]) -> list[tuple[int, int]]:
+    """The distinct (offset, size) byte ranges of the ``.nv_fatbin`` sections, in
+    file order: section headers that repeat one range are read once (thousands of
+    headers may name one fatbin), and ranges that partly overlap are corrupt."""
+    ranges = sorted({(s.offset, s.size) for s in sections if s.size})
+    for (offset, size), (next_offset, _) in itertools.pairwise(ranges):
+        if next_offset < offset + size:
+            raise InputFileError(
+                f"{blob.name}: corrupt ELF: {FATBIN_SECTION} sections overlap "
+                f"(at offsets {offset} and {next_offset})"
+            )
+    return ranges
+
+
+def bounded(entries: Iterator[Entry], name: str, seen: list[int]) -> Iterator[Entry]:
+    """``entries``, refused once the library has more than MAX_ENTRIES_PER_LIBRARY
+    or its payloads more than MAX_DECOMPRESSED_PER_LIBRARY bytes decompressed
+    (``seen``: [entries, bytes] so far in this library, updated)."""
+    for entry in entries:
+        seen[0] += 1
+        compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
+        seen[1] += entry.uncompressed_size if compressed else entry.payload_size
+        if seen[0] > MAX_ENTRIES_PER_LIBRARY:
+            raise InputFileError(
+                f"{name}: more than {MAX_ENTRIES_PER_LIBRARY} fatbin entries in one library "
+                "(a real one has a few thousand); refusing it"
+            )
+        if seen[1] > MAX_DECOMPRESSED_PER_LIBRARY:
+            raise InputFileError(
+                f"{name}: fatbin entries of more than {MAX_DECOMPRESSED_PER_LIBRARY >> 30} GiB "
+                "decompressed in one library; refusing it"
+            )
+        yield entry
+
+
 def read_library(blob: Blob, path: str, decoder: EntryDecoder | None = None) -> Library:
     """The inventory of one shared object (or any ELF file) with the native reader;
     ``decoder`` may spread the work over processes."""
@@ -459,8 +503,9 @@ def read_library(blob: Blob, path: str, decoder: EntryDecoder | None = None) -> 
     decoder = decoder or EntryDecoder()
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
-    for section in header.named(FATBIN_SECTION):
-        entries = iter_entries(blob, section.offset, section.size)
-        for code in decoder.decode(blob, entries, section.size):
+    seen = [0, 0]
+    for offset, size in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
+        entries = bounded(iter_entries(blob, offset, size), blob.name, seen)
+        for code in decoder.decode(blob, entries, size):
             (ptx if code.arch.ptx else cubins).append(code)
     return Library(path, tuple(cubins), tuple(ptx))

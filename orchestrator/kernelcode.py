@@ -281,10 +281,12 @@ def ptx_target(text: bytes) -> str | None:
 # nvcc renames internal-linkage names after their translation unit:
 # CUDA 13: _GLOBAL__N__<hash>_<len>_<file>_cu_<hash>; CUDA 12 and others:
 # _INTERNAL_<hash>_<len>_<file>_cu_<hash>. <len> counts "<file>_cu".
-_TU_MARKER = re.compile(r"(?:_GLOBAL__N__|_INTERNAL_)[0-9a-f]+_(\d+)_")
+# <len> has at most 9 digits: a longer run is not nvcc's (and int() of thousands of
+# digits raises).
+_TU_MARKER = re.compile(r"(?:_GLOBAL__N__|_INTERNAL_)[0-9a-f]+_([0-9]{1,9})_")
 # Both spellings in one pass (a match of one cannot overlap one of the other: the
 # hex digits are lowercase).
-_TU_MARKER_BYTES = re.compile(rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_(\d+)_")
+_TU_MARKER_BYTES = re.compile(rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_")
 
 
 def source_of(name: str) -> Iterator[str]:

@@ -22,6 +22,7 @@ from orchestrator.archs import (
 )
 from orchestrator.configure_env import ConfigureSpec, PythonSpec, StandIn
 from orchestrator.errors import ConfigError
+from orchestrator.fsutil import MAX_CONFIG_BYTES, read_text
 from orchestrator.symbols import FamilyRule, families_from_document, load_families
 from orchestrator.yamlfile import Document, JsonPath, format_path, load_document
 
@@ -94,9 +95,10 @@ def _options(raw: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def load_matrix(path: Path, *, source: Path | None = None) -> Matrix:
+def load_matrix(path: Path, *, source: Path | None = None, _chain: tuple[Path, ...] = ()) -> Matrix:
     """Read, validate and expand a matrix file; ``source`` (``run --source``)
-    replaces the project's source directory."""
+    replaces the project's source directory (``_chain``: the files whose
+    ``families:`` led here, to refuse a cycle)."""
     path = Path(path)
     document = load_document(path, "matrix.schema.json")
     data = document.data
@@ -162,7 +164,7 @@ def load_matrix(path: Path, *, source: Path | None = None) -> Matrix:
         path=path,
         project=project,
         cells=tuple(cells),
-        families=_families(document, base),
+        families=_families(document, base, (*_chain, path.resolve())),
         backend=data.get("backend", "local"),
         docker=DockerSettings(
             base_image=raw_docker.get("base_image", DEFAULT_BASE_IMAGE),
@@ -244,21 +246,31 @@ def _check_unique(
         seen[cell.id] = index
 
 
-def _families(document: Document, base: Path) -> tuple[FamilyRule, ...]:
+def _families(document: Document, base: Path, chain: tuple[Path, ...]) -> tuple[FamilyRule, ...]:
     raw = document.data["families"]
     if isinstance(raw, str):
-        return load_families_or_matrix(base / raw)
+        target = base / raw
+        if target.resolve() in chain:
+            raise document.error(
+                ("families",),
+                f"'{raw}' leads back to {target} (matrix files whose families: name each "
+                "other form a cycle); name a families file",
+            )
+        return load_families_or_matrix(target, _chain=chain)
     return families_from_document(document, ("families",))
 
 
-def load_families_or_matrix(path: Path) -> tuple[FamilyRule, ...]:
+def load_families_or_matrix(path: Path, *, _chain: tuple[Path, ...] = ()) -> tuple[FamilyRule, ...]:
     """Family rules from a families file, or from a matrix file's ``families``."""
+    path = Path(path)
     try:
-        head = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="families file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such families file") from None
-    except (OSError, yaml.YAMLError):
+    try:
+        head = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError):
         head = None  # let the full loader report it with a position
     if isinstance(head, dict) and "project" in head:
-        return load_matrix(Path(path)).families
-    return load_families(Path(path))
+        return load_matrix(path, _chain=_chain).families
+    return load_families(path)

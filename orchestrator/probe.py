@@ -29,6 +29,7 @@ from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
 from orchestrator.expect import HOLLOW, PRESENT, code_objects_holding, family_kernels, serve
 from orchestrator.fatbin import EntryDecoder, read_library
+from orchestrator.fsutil import not_regular, open_regular, walk_files
 from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
 
@@ -98,15 +99,24 @@ def probe_path(
     decoder = decoder or EntryDecoder()
     wanted = only or (lambda _name: True)
     if path.is_dir():
-        shared = sorted(
-            p for p in path.rglob("*") if _is_shared_object_name(p.name) and p.is_file()
-        )
+        try:
+            # walk_files: no recursion, so a tree nested thousands deep is no crash.
+            shared = sorted(
+                p for p in walk_files(path) if _is_shared_object_name(p.name) and p.is_file()
+            )
+        except OSError as exc:
+            where = exc.filename or path
+            raise InputFileError(f"{where}: cannot read: {exc.strerror or exc}") from None
         if not shared:
             # Probing nothing must not look like a clean probe.
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
         found = [p for p in shared if wanted(p.name)]
         unique = _dedup_links(found)
         return [_probe_file(p, _label(p, root), engine, cuobjdump, decoder) for p in unique]
+    # Before anything opens it: a FIFO blocks its reader, /dev/zero never ends.
+    why = not_regular(path.stat().st_mode)
+    if why is not None:
+        raise InputFileError(f"{path}: cannot read: {why}")
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
         return _probe_wheel(path, engine, cuobjdump, decoder, wanted, _label(path, root))
     return [_probe_file(path, _label(path, root), engine, cuobjdump, decoder)]
@@ -174,9 +184,9 @@ def _opened(path: Path) -> Iterator[Blob]:
     """The file as a blob read piece by piece (``pread``): memory stays small
     whatever the library's size."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        fd = open_regular(path, InputFileError)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file or directory") from None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -205,11 +215,17 @@ def _probe_wheel(
     libraries = []
     with archive:
         members = []
+        shared = 0
         for info in archive.infolist():
             _check_member_name(path, info.filename)
             name = PurePosixPath(info.filename).name
-            if not info.is_dir() and _is_shared_object_name(name) and wanted(name):
-                members.append(info)
+            if not info.is_dir() and _is_shared_object_name(name):
+                shared += 1
+                if wanted(name):
+                    members.append(info)
+        if not shared:
+            # As for a directory: probing nothing must not look like a clean probe.
+            raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this wheel")
         for info in sorted(members, key=lambda i: i.filename):
             label = f"{wheel_label or path}!{info.filename}"
             libraries.append(_probe_member(archive, info, label, engine, cuobjdump, decoder))

@@ -23,7 +23,6 @@ had its artifacts restored into this ``build_dir`` from the result cache.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,9 @@ from typing import Any
 
 from orchestrator.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK, InputFileError
 from orchestrator.expect import Verdict
-from orchestrator.fsutil import write_json
+from orchestrator.fsutil import load_json_file, not_regular, walk_files, write_json
 from orchestrator.inventory import Inventory
+from orchestrator.yamlfile import check_artifact, shorten
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -146,13 +146,42 @@ class CellResult:
 
 
 def load_cell_result(path: Path) -> CellResult:
+    """A cell result file, validated against ``results.schema.json`` (its cellResult)."""
+    data = _load_json(path, "cell result", "no such result file")
+    _check_version(data, path, "cell result")
+    check_artifact(
+        data, "results.schema.json", path=path, what="cell result", definition="cellResult"
+    )
+    return _from_validated(path, data, "cell result")
+
+
+def _load_json(path: Path, what: str, missing: str) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return CellResult.from_json(data)
+        return load_json_file(path, InputFileError, what=f"kernel-matrix {what}")
     except FileNotFoundError:
-        raise InputFileError(f"{path}: no such result file") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{path}: not a kernel-matrix cell result ({exc})") from None
+        raise InputFileError(f"{path}: {missing}") from None
+
+
+def _check_version(data: Any, path: Path, what: str) -> None:
+    """The version first: a file of another version is said to be one."""
+    if not isinstance(data, dict):
+        raise InputFileError(
+            f"{path}: not a kernel-matrix {what} (expected a JSON object, found "
+            f"{type(data).__name__})"
+        )
+    version = data.get("schema_version")
+    if version != RESULT_SCHEMA_VERSION:
+        raise InputFileError(
+            f"{path}: not a kernel-matrix {what}: unsupported result schema_version "
+            f"{shorten(version)} (this kernel-matrix reads {RESULT_SCHEMA_VERSION})"
+        )
+
+
+def _from_validated(path: Path, data: Any, what: str) -> CellResult:
+    try:
+        return CellResult.from_json(data)
+    except (ValueError, KeyError, TypeError) as exc:  # what the schema cannot say
+        raise InputFileError(f"{path}: not a kernel-matrix {what} ({exc})") from None
 
 
 def load_results(paths: Iterable[Path]) -> list[CellResult]:
@@ -162,7 +191,7 @@ def load_results(paths: Iterable[Path]) -> list[CellResult]:
     by_id: dict[str, CellResult] = {}
     for path in paths:
         if path.is_dir():
-            files = sorted(path.glob("cells/*.json")) or sorted(path.glob("**/cells/*.json"))
+            files = sorted(path.glob("cells/*.json")) or _nested_cell_files(path)
             if not files and (path / "results.json").is_file():
                 # A report directory (kernel-matrix report --out) holds only the merged run.
                 for result in load_merged(path / "results.json"):
@@ -184,9 +213,22 @@ def load_results(paths: Iterable[Path]) -> list[CellResult]:
     return list(by_id.values())
 
 
+def _nested_cell_files(folder: Path) -> list[Path]:
+    """``**/cells/*.json`` under ``folder``, walked without recursion (a tree nested
+    thousands deep would exhaust Python's stack in ``glob``)."""
+    try:
+        return sorted(
+            p for p in walk_files(folder) if p.parent.name == "cells" and p.suffix == ".json"
+        )
+    except OSError as exc:
+        raise InputFileError(f"{exc.filename or folder}: cannot read: {exc.strerror}") from None
+
+
 def _is_merged(path: Path) -> bool:
     try:
-        with path.open("r", encoding="utf-8") as handle:
+        if not_regular(path.stat().st_mode):
+            return False  # (a FIFO must not be opened here: load_cell_result refuses it)
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
             head = handle.read(200)
     except OSError:
         return False
@@ -194,13 +236,11 @@ def _is_merged(path: Path) -> bool:
 
 
 def load_merged(path: Path) -> list[CellResult]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [CellResult.from_json(c) for c in data["cells"]]
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such results file") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{path}: not a kernel-matrix results file ({exc})") from None
+    """A merged ``results.json``, validated against ``results.schema.json``."""
+    data = _load_json(path, "results file", "no such results file")
+    _check_version(data, path, "results file")
+    check_artifact(data, "results.schema.json", path=path, what="results file")
+    return [_from_validated(path, cell, "results file") for cell in data["cells"]]
 
 
 def exit_code(results: Sequence[CellResult], *, strict: bool = False) -> int:

@@ -19,7 +19,8 @@ from typing import Any
 import cxxfilt
 
 from orchestrator.archs import ComputeCapability, CudaVersion
-from orchestrator.yamlfile import Document, JsonPath, load_document
+from orchestrator.userregex import InvalidRegex, UserRegex, compile_pattern
+from orchestrator.yamlfile import Document, JsonPath, load_document, shorten
 
 DEFAULT_HOLLOW_MAX_INSTRUCTIONS = 8
 
@@ -41,20 +42,30 @@ class FamilyRule:
     image_reporter: str | None = None
     min_cuda: CudaVersion | None = None
     hollow_max_instructions: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS
-    _kernel_patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
-    _exclude_patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    origin: str = field(default="", compare=False, repr=False)  # the file it came from
+    _kernel_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
+    _exclude_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
+    _log_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_kernel_patterns", tuple(re.compile(k) for k in self.kernels))
-        object.__setattr__(
-            self, "_exclude_patterns", tuple(re.compile(k) for k in self.exclude_kernels)
-        )
+        # Users' regexes are matched with time limits (userregex); an error names the rule.
+        where = f"{self.origin}: " if self.origin else ""
+        for key, attribute in (
+            ("kernels", "_kernel_patterns"),
+            ("exclude_kernels", "_exclude_patterns"),
+            ("log", "_log_patterns"),
+        ):
+            patterns = tuple(
+                UserRegex(p, f"{where}families.{self.name}.{key}[{i}]")
+                for i, p in enumerate(getattr(self, key))
+            )
+            object.__setattr__(self, attribute, patterns)
 
     def explains(self, log_line: str) -> bool:
         """Whether a build-log line (a "Not building ..." line) is about this family:
         one of its ``log`` regexes matches, or by default every word of its name."""
         if self.log:
-            return any(re.search(p, log_line) for p in self.log)
+            return any(p.search(log_line) for p in self._log_patterns)
         words = [w for w in re.split(r"[_\W]+", self.name.lower()) if w]
         lowered = log_line.lower()
         return all(w in lowered for w in words)
@@ -144,10 +155,10 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
         for key in ("kernels", "exclude_kernels", "log"):
             for index, pattern in enumerate(spec.get(key, [])):
                 try:
-                    re.compile(pattern)
-                except re.error as exc:
+                    compile_pattern(pattern)
+                except InvalidRegex as exc:
                     raise document.error(
-                        (*here, key, index), f"invalid regex {pattern!r}: {exc}"
+                        (*here, key, index), f"invalid regex {shorten(pattern)}: {exc}"
                     ) from None
         devices = tuple(
             document.parse((*here, "devices", i), lambda v: ComputeCapability.parse(str(v)))
@@ -175,6 +186,7 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
                 hollow_max_instructions=spec.get(
                     "hollow_max_instructions", DEFAULT_HOLLOW_MAX_INSTRUCTIONS
                 ),
+                origin=str(document.path),
             )
         )
     return tuple(rules)

@@ -12,7 +12,6 @@ directory again replaces its entry instead of adding a second one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,10 +22,11 @@ from filelock import FileLock
 
 from orchestrator.errors import InputFileError
 from orchestrator.expect import FAILING
-from orchestrator.fsutil import write_json
+from orchestrator.fsutil import load_json_file, write_json
 from orchestrator.reporting.cells import status_counts
 from orchestrator.results import CellResult
 from orchestrator.toolchain import cache_root
+from orchestrator.yamlfile import check_artifact, shorten
 
 HISTORY_SCHEMA_VERSION = 1
 MAX_ENTRIES = 1000  # about three years of nights; older entries are dropped
@@ -112,14 +112,16 @@ def make_entry(
 def load_history(path: Path) -> list[HistoryEntry]:
     """The entries of a history file, oldest first; none if it does not exist yet."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json_file(path, InputFileError, what="kernel-matrix history file")
     except FileNotFoundError:
         return []
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(f"{path}: not a readable history file ({exc})") from None
+    if isinstance(data, dict) and data.get("schema_version") != HISTORY_SCHEMA_VERSION:
+        raise InputFileError(
+            f"{path}: not a kernel-matrix history file: unsupported schema_version "
+            f"{shorten(data.get('schema_version'))} (this kernel-matrix reads {HISTORY_SCHEMA_VERSION})"
+        )
+    check_artifact(data, "history.schema.json", path=path, what="history file")
     try:
-        if data.get("schema_version") != HISTORY_SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version {data.get('schema_version')!r}")
         return [HistoryEntry.from_json(e) for e in data["runs"]]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: not a kernel-matrix history file ({exc})") from None

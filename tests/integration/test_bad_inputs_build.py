@@ -402,3 +402,55 @@ def test_signal_mid_run(
     assert result["status"] == "not-run"
     assert no_build_left(stopped.build)
     assert_reports_fail(stopped.out, "cu13.0-9.0a", "not-run")
+
+
+# --- one writer per output directory (issue 21) -----------------------------------------
+
+
+def test_two_runs_on_one_output_directory(tmp_path: Path, cuda13: toolchain.Toolchain) -> None:
+    """Two real runs given one --out: the second (with or without --resume) is refused
+    in one line, exit 3, while the first builds; the first finishes and passes; a
+    later run without --resume is refused (exit 2) and the finished result, its
+    results.json and its log are left exactly as the run that made them wrote them.
+    (Before: the second run overwrote the first's passing cell and results.json
+    with its own.)"""
+    out, build, matrix = tmp_path / "out", tmp_path / "build", tmp_path / "m.yaml"
+    # Four cells, one at a time: the first run is still at work while the others try.
+    matrix.write_text(
+        f"project: {{source: {SAMPLE}, artifacts: ['*.so']}}\ncuda: ['13.0']\n"
+        f"archs: ['9.0a', '10.0f', '12.0a', '12.1a']\nfamilies: {FAMILIES}\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(matrix), "--no-cache", "--jobs", "1",
+         "--out", str(out), "--build-dir", str(build)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    logs = out / "logs"
+    deadline = time.monotonic() + 120
+    while not logs.is_dir() or not any(logs.iterdir()):
+        assert first.poll() is None and time.monotonic() < deadline, "the build never started"
+        time.sleep(0.05)
+    for extra in ((), ("--resume",)):
+        second = kernel_matrix(
+            "run", str(matrix), "--no-cache", *extra,
+            "--out", str(out), "--build-dir", str(tmp_path / "build2"),
+        )  # fmt: skip
+        assert second.returncode == 3, second.stdout[-2000:] + second.stderr
+        line = error_line(second.stderr)
+        assert f"{out}: another kernel-matrix process is writing to this directory" in line
+    assert first.poll() is None, "the first run must still be building"
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stdout[-2000:] + stderr
+    assert not (tmp_path / "build2").exists()  # the refused runs built nothing
+
+    cells = sorted((out / "cells").glob("*.json"))
+    assert len(cells) == 4
+    assert all(json.loads(c.read_text())["status"] == "passed" for c in cells)
+    kept = {p: p.read_bytes() for p in (*cells, out / "results.json", *logs.iterdir())}
+    later = kernel_matrix(
+        "run", str(matrix), "--no-cache", "--out", str(out), "--build-dir", str(build)
+    )
+    assert later.returncode == 2, later.stdout[-2000:] + later.stderr
+    assert "already holds the results of another run (4 cells)" in error_line(later.stderr)
+    assert {p: p.read_bytes() for p in kept} == kept

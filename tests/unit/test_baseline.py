@@ -153,7 +153,7 @@ def test_unreadable_baselines_are_input_errors(tmp_path: Path) -> None:
         load_baseline(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(InputFileError, match="not a JSON baseline"):
+    with pytest.raises(InputFileError, match="not a kernel-matrix baseline: not JSON"):
         load_baseline(bad)
     bad.write_text(json.dumps({"schema_version": 1, "run": {}, "cells": []}))
     with pytest.raises(InputFileError, match="results file, not a baseline"):

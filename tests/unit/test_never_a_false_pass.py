@@ -91,7 +91,12 @@ def test_never_a_false_pass(make: Callable[[], CellResult], tmp_path: Path) -> N
     code = main(["report", str(tmp_path / "run"), "--out", str(out)])
     assert code != 0
 
-    assert_reports_fail(out, cell.id, cell.status)
+    if make is unknown_status:
+        # Validated on load against results.schema.json: refused as the user's input
+        # (exit 2, naming the field), never reported as anything, let alone a pass.
+        assert code == 2 and not (out / "results.json").exists()
+    else:
+        assert_reports_fail(out, cell.id, cell.status)
 
     # Baseline diff: a previously good cell that now fails is never "no regression, exit 0"
     good = tmp_path / "good"
