@@ -42,6 +42,46 @@ def run(source: str, out: Path, *extra: str) -> tuple[float, list[dict[str, obje
     return wall, cells
 
 
+def agreement(source: str, cell: dict[str, object]) -> list[str]:
+    """The release cell's predictions next to ``check`` of that release's wheel
+    (cached by tests/integration/test_vllm_configure.py), as a Markdown table."""
+    from orchestrator.archs import ComputeCapability
+    from orchestrator.check import check_paths
+    from orchestrator.matrix import load_families_or_matrix
+    from orchestrator.toolchain import cache_root
+
+    release = source.split("==")[-1]
+    wheels = sorted((cache_root() / "wheels").glob(f"vllm-{release}-*.whl"))
+    if not wheels:
+        return [f"(no cached vLLM {release} wheel to compare with)"]
+    verdicts = cell["verdicts"]  # type: ignore[index]
+    predicted = {(v["family"], v["device"]): v["status"] for v in verdicts}  # type: ignore[union-attr]
+    devices = sorted({ComputeCapability.parse(d) for _, d in predicted})
+    shipped = check_paths(
+        [wheels[-1]], load_families_or_matrix(REPO / "matrices" / "vllm.yaml"), tuple(devices)
+    )
+    mark = {"present": "✅", "hollow": "⚠️", "missing": "❌", "not-applicable": "➖"}
+    rows = [
+        "| family | " + " | ".join(str(d) for d in devices) + " |",
+        "| --- |" + " :---: |" * len(devices),
+    ]
+    by_family: dict[str, list[str]] = {}
+    agree = 0
+    for v in shipped.verdicts:
+        guess = predicted[(v.family, v.device)]
+        same = (guess in ("present", "hollow")) == (v.status in ("present", "hollow"))
+        agree += same
+        cellmark = mark[guess] + ("" if guess == v.status else f"/{mark[v.status]}")
+        by_family.setdefault(v.family, []).append(cellmark if same else f"**{cellmark}≠**")
+    rows += [f"| {f} | " + " | ".join(m) + " |" for f, m in by_family.items()]
+    rows.append("")
+    rows.append(
+        f"vLLM {release}: {agree} of {len(shipped.verdicts)} family × device verdicts agree "
+        "(predicted/wheel where the wording differs: hollow counts as built)."
+    )
+    return rows
+
+
 def compilations(cell: dict[str, object]) -> int:
     """nvcc compilations a build of the cell would run: CUDA sources x targets."""
     inventory = cell.get("inventory") or {}
@@ -75,6 +115,8 @@ def main() -> int:
         "The build tier would compile, per cell: "
         + ", ".join(f"{c['cell']['id']} {compilations(c)}" for c in cells)  # type: ignore[index]
         + " (CUDA source x target compilations, from the same File API codemodel).",
+        "",
+        *agreement(args.source, one[0]),
     ]
     print("\n".join(body))
     if args.append:

@@ -31,8 +31,8 @@ import pytest
 from orchestrator.archs import ComputeCapability
 from orchestrator.check import check_paths
 from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
+from orchestrator.matrix import load_families_or_matrix
 from orchestrator.sources import resolve_source
-from orchestrator.symbols import load_families_or_matrix
 from orchestrator.toolchain import cache_root
 
 pytestmark = pytest.mark.integration
