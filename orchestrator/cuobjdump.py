@@ -8,9 +8,13 @@ Two runs per library, both streamed line by line (a large library dumps gigabyte
   then its section table (sizes), its symbol table (``ENTRY`` marks kernels) and a
   hex dump of every section, ``.text.<kernel>`` included (four 32-bit words per
   128-bit instruction);
-* ``cuobjdump -ptx``: the text of every PTX entry, in the same order.
+* ``cuobjdump -ptx``: the text of every PTX entry, in the same order;
+* ``cuobjdump -sass -fun K1,K2...``, only when some kernel's code holds a trap: the
+  disassembly of those kernels, from which their control flow is read (branch
+  targets, guards, exits, traps, calls) by mnemonic, independently of the native
+  engine's bit fields (``kernelcode.sass_control_ops``); the walk over it is shared.
 
-Instruction counts and source files come from :mod:`orchestrator.kernelcode`, as in
+Working-instruction counts and source files come from :mod:`orchestrator.kernelcode`, as in
 the native engine; what differs is everything before: decompression, fatbin and
 ELF parsing are cuobjdump's. ``tests/integration`` checks that both engines give
 equal inventories on real libraries.
@@ -19,6 +23,7 @@ equal inventories on real libraries.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,7 +37,13 @@ from orchestrator.elf import BytesBlob, read_header
 from orchestrator.errors import ArchSpecError, InputFileError, ToolError
 from orchestrator.fatbin import kernel_order
 from orchestrator.inventory import CodeObject, Kernel, Library
-from orchestrator.kernelcode import count_working_sass, is_hollow, sources_in
+from orchestrator.kernelcode import (
+    SASS_INSTRUCTION_BYTES,
+    ControlOp,
+    count_working_sass,
+    is_hollow,
+    sources_in,
+)
 from orchestrator.symbols import demangle
 from orchestrator.toolchain import cuobjdump as find_cuobjdump
 
@@ -281,3 +292,82 @@ def _ptx_object(text: bytes, target: Target) -> CodeObject:
     from orchestrator.fatbin import ptx_object
 
     return ptx_object(text, target)
+
+
+# --- control flow from the disassembly ----------------------------------------------
+
+_SASS_FUNCTION = re.compile(r"^\s*Function : (\S+)")
+_SASS_LINE = re.compile(
+    r"^\s*/\*([0-9a-f]{4,})\*/\s+(@!?U?P(?:T|\d))?\s*([A-Z][A-Z0-9_.]*)\s*([^;]*);"
+)
+_HEX = re.compile(r"-?0x[0-9a-f]+")
+
+
+def control_op_of(guard: str, mnemonic: str, operands: str) -> ControlOp | None:
+    """The control meaning of one disassembled instruction (``@P0``, ``BRA``,
+    ``0x1d0``), by mnemonic; None for one that does not steer control.
+
+    >>> control_op_of("", "BRA", "0x1d0")
+    ControlOp(kind='goto', target=29)
+    >>> control_op_of("", "BRA.DIV", "~URZ, 0x60")
+    ControlOp(kind='branch', target=6)
+    >>> control_op_of("@P0", "BPT.TRAP", "0x1")
+    ControlOp(kind='trap_if', target=-1)
+    """
+    if guard == "@!PT":
+        return None
+    always = guard in ("", "@PT")
+    base = mnemonic.split(".", 1)[0]
+    if base == "BRA":
+        targets = _HEX.findall(operands)
+        if not targets:
+            return ControlOp("unknown")
+        target = int(targets[-1], 16) // SASS_INSTRUCTION_BYTES
+        plain = mnemonic == "BRA" and operands.strip() == targets[-1]
+        return ControlOp("goto" if plain and always else "branch", target)
+    if base == "EXIT":
+        return ControlOp("exit")
+    if base == "BPT":
+        return ControlOp("trap" if always else "trap_if")
+    if base == "CALL":
+        return ControlOp("call_out" if mnemonic.startswith("CALL.ABS") else "call")
+    if base in ("RET", "BRX", "BRXU", "JMP", "JMX", "JMXU", "KILL"):
+        return ControlOp("unknown")
+    return None
+
+
+def parse_sass_dump(stream: IO[bytes]) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+    """``cuobjdump -sass`` output -> per ELF entry (in fatbin order), each function's
+    control instructions (by instruction index) and its instruction count."""
+    functions: dict[str, tuple[dict[int, ControlOp], int]] | None = None
+    ops: dict[int, ControlOp] = {}
+    name = ""
+    last = -1
+
+    def finish() -> None:
+        if functions is not None and name:
+            functions[name] = (ops, last + 1)
+
+    for raw in stream:
+        line = raw.decode("utf-8", "replace")
+        if line.startswith("Fatbin elf code:") or line.startswith("Fatbin ptx code:"):
+            finish()
+            if functions is not None:
+                yield functions
+            functions, name, ops, last = ({} if "elf" in line else None), "", {}, -1
+            continue
+        match = _SASS_FUNCTION.match(line)
+        if match:
+            finish()
+            name, ops, last = match.group(1), {}, -1
+            continue
+        match = _SASS_LINE.match(line)
+        if match and name:
+            index = int(match.group(1), 16) // SASS_INSTRUCTION_BYTES
+            last = max(last, index)
+            op = control_op_of(match.group(2) or "", match.group(3), match.group(4))
+            if op is not None:
+                ops[index] = op
+    finish()
+    if functions is not None:
+        yield functions
