@@ -41,11 +41,14 @@ from orchestrator.kernelcode import (
     SASS_INSTRUCTION_BYTES,
     ControlOp,
     count_working_sass,
+    has_trap,
     is_hollow,
     sources_in,
+    trap_evidence,
 )
 from orchestrator.symbols import demangle
 from orchestrator.toolchain import cuobjdump as find_cuobjdump
+from orchestrator.toolchain import nvdisasm as find_nvdisasm
 
 TIMEOUT_S = 3600
 NO_DEVICE_CODE = "does not contain device code"
@@ -56,6 +59,7 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
     _check_elf(path)
     tool = find_cuobjdump(cuobjdump)
     objects = list(_run(tool, ["-elf"], path, _parse_elf_dump))
+    _read_control_flow(tool, path, objects)
     ptx_texts = (
         iter(_run(tool, ["-ptx"], path, _parse_ptx_dump))
         if any(o.ptx for o in objects)
@@ -77,6 +81,33 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
         else:
             cubins.append(item.code_object(label))
     return Library(label, tuple(cubins), tuple(ptx))
+
+
+def _read_control_flow(tool: Path, path: Path, objects: list[_Object]) -> None:
+    """Disassemble the kernels whose code holds a trap (one ``cuobjdump -sass -fun``
+    run for all of them) and give each cubin their control flow."""
+    cubins = [o for o in objects if not o.ptx]
+    names = sorted({m for o in cubins for m, s in o.kernels if o.names.get(s) in o.trapping})
+    if not names:
+        return
+    with tempfile.TemporaryDirectory(prefix="kernel-matrix-") as tmp:
+        # Mangled CUTLASS names run to kilobytes: an options file, not argv.
+        options = Path(tmp) / "functions.optf"
+        options.write_text("-fun " + ",".join(names) + "\n")
+        env = {"NVDISASM_PATH": str(find_nvdisasm().parent)}
+        dumps = list(_run(tool, ["-sass", "-optf", str(options)], path, _sass_blocks, env))
+    if len(dumps) != len(cubins):
+        raise ToolError(
+            f"{path}: cuobjdump -sass printed {len(dumps)} cubins, cuobjdump -elf {len(cubins)}"
+        )
+    for item, functions in zip(cubins, dumps, strict=True):
+        item.flow = functions
+
+
+def _sass_blocks(
+    stream: IO[bytes], where: str
+) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+    return parse_sass_dump(stream)
 
 
 def probe_stream(stream: IO[bytes], label: str, cuobjdump: Path | None = None) -> Library:
@@ -103,12 +134,17 @@ T = TypeVar("T")
 
 
 def _run(
-    tool: Path, options: list[str], path: Path, parse: Callable[[IO[bytes], str], Iterator[T]]
+    tool: Path,
+    options: list[str],
+    path: Path,
+    parse: Callable[[IO[bytes], str], Iterator[T]],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[T]:
     """Run cuobjdump and parse its stdout as it comes; a crash is a ToolError (exit 3),
     "does not contain device code" an empty result."""
     command = [str(tool), *options, str(path)]
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.setdefault("LC_ALL", "C")
     with tempfile.TemporaryFile() as errors:
         try:
@@ -151,6 +187,8 @@ class _Object:
     kernels: list[tuple[str, int]] = field(default_factory=list)  # (mangled, section)
     symbols: list[str] = field(default_factory=list)
     code: dict[str, int] = field(default_factory=dict)  # .text.<name> -> working instr.
+    trapping: set[str] = field(default_factory=set)  # .text.<name> holding a trap
+    flow: dict[str, tuple[dict[int, ControlOp], int]] = field(default_factory=dict)
     sm: int = 0
 
     def code_object(self, label: str) -> CodeObject:
@@ -160,13 +198,19 @@ class _Object:
             if name not in self.code:
                 raise ToolError(f"{label}: cuobjdump -elf printed no code for kernel {mangled}")
             instructions = self.code[name]
+            evidence = None
+            if name in self.trapping:
+                if mangled not in self.flow:
+                    raise ToolError(f"{label}: cuobjdump -sass printed no code for {mangled}")
+                evidence = trap_evidence(*self.flow[mangled])
             kernels.append(
                 Kernel(
                     demangle(mangled),
                     mangled,
                     self.sizes.get(section, 0),
                     instructions,
-                    is_hollow(instructions),
+                    is_hollow(instructions) or evidence is not None,
+                    str(evidence) if evidence else "",
                 )
             )
         sources = sources_in("\0".join(self.symbols).encode("utf-8", "replace"))
@@ -193,6 +237,8 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
         if current is not None and text_name:
             data = b"".join(w.to_bytes(4, "little") for w in words)
             current.code[text_name] = count_working_sass(data, current.sm)
+            if has_trap(data, 0, len(data), current.sm):
+                current.trapping.add(text_name)
 
     for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
