@@ -26,6 +26,7 @@ from orchestrator.fsutil import write_atomic
 from orchestrator.guards import TRACE_FILE, trace_arguments
 from orchestrator.matrix import Project
 from orchestrator.plan import Cell
+from orchestrator.toolchain import CUTLASS_PLACEHOLDER, cutlass_headers
 
 # A kernel family skipped by its guard leaves one of these lines (vLLM spelling,
 # and the sample extension's).
@@ -125,6 +126,9 @@ def recipe(
     :func:`toolchain_changed`)."""
     archs = format_arch_list(cell.archs)
     options = {**project.cmake_options, **cell.spec.cmake_options}
+    if any(CUTLASS_PLACEHOLDER in value for value in options.values()):
+        include = str(cutlass_headers())
+        options = {k: v.replace(CUTLASS_PLACEHOLDER, include) for k, v in options.items()}
     env = {
         # parallelism: the runner's share of the cores, unless the matrix says
         # otherwise (vLLM: MAX_JOBS compile jobs, each nvcc with NVCC_THREADS threads)

@@ -8,9 +8,13 @@ Two runs per library, both streamed line by line (a large library dumps gigabyte
   then its section table (sizes), its symbol table (``ENTRY`` marks kernels) and a
   hex dump of every section, ``.text.<kernel>`` included (four 32-bit words per
   128-bit instruction);
-* ``cuobjdump -ptx``: the text of every PTX entry, in the same order.
+* ``cuobjdump -ptx``: the text of every PTX entry, in the same order;
+* ``cuobjdump -sass -fun K1,K2...``, only when some kernel's code holds a trap: the
+  disassembly of those kernels, from which their control flow is read (branch
+  targets, guards, exits, traps, calls) by mnemonic, independently of the native
+  engine's bit fields (``kernelcode.sass_control_ops``); the walk over it is shared.
 
-Instruction counts and source files come from :mod:`orchestrator.kernelcode`, as in
+Working-instruction counts and source files come from :mod:`orchestrator.kernelcode`, as in
 the native engine; what differs is everything before: decompression, fatbin and
 ELF parsing are cuobjdump's. ``tests/integration`` checks that both engines give
 equal inventories on real libraries.
@@ -19,6 +23,7 @@ equal inventories on real libraries.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,9 +37,18 @@ from orchestrator.elf import BytesBlob, read_header
 from orchestrator.errors import ArchSpecError, InputFileError, ToolError
 from orchestrator.fatbin import kernel_order
 from orchestrator.inventory import CodeObject, Kernel, Library
-from orchestrator.kernelcode import count_working_sass, is_hollow, sources_in
+from orchestrator.kernelcode import (
+    SASS_INSTRUCTION_BYTES,
+    ControlOp,
+    count_working_sass,
+    has_trap,
+    is_hollow,
+    sources_in,
+    trap_evidence,
+)
 from orchestrator.symbols import demangle
 from orchestrator.toolchain import cuobjdump as find_cuobjdump
+from orchestrator.toolchain import nvdisasm as find_nvdisasm
 
 TIMEOUT_S = 3600
 NO_DEVICE_CODE = "does not contain device code"
@@ -45,6 +59,7 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
     _check_elf(path)
     tool = find_cuobjdump(cuobjdump)
     objects = list(_run(tool, ["-elf"], path, _parse_elf_dump))
+    _read_control_flow(tool, path, objects)
     ptx_texts = (
         iter(_run(tool, ["-ptx"], path, _parse_ptx_dump))
         if any(o.ptx for o in objects)
@@ -66,6 +81,33 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
         else:
             cubins.append(item.code_object(label))
     return Library(label, tuple(cubins), tuple(ptx))
+
+
+def _read_control_flow(tool: Path, path: Path, objects: list[_Object]) -> None:
+    """Disassemble the kernels whose code holds a trap (one ``cuobjdump -sass -fun``
+    run for all of them) and give each cubin their control flow."""
+    cubins = [o for o in objects if not o.ptx]
+    names = sorted({m for o in cubins for m, s in o.kernels if o.names.get(s) in o.trapping})
+    if not names:
+        return
+    with tempfile.TemporaryDirectory(prefix="kernel-matrix-") as tmp:
+        # Mangled CUTLASS names run to kilobytes: an options file, not argv.
+        options = Path(tmp) / "functions.optf"
+        options.write_text("-fun " + ",".join(names) + "\n")
+        env = {"NVDISASM_PATH": str(find_nvdisasm().parent)}
+        dumps = list(_run(tool, ["-sass", "-optf", str(options)], path, _sass_blocks, env))
+    if len(dumps) != len(cubins):
+        raise ToolError(
+            f"{path}: cuobjdump -sass printed {len(dumps)} cubins, cuobjdump -elf {len(cubins)}"
+        )
+    for item, functions in zip(cubins, dumps, strict=True):
+        item.flow = functions
+
+
+def _sass_blocks(
+    stream: IO[bytes], where: str
+) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+    return parse_sass_dump(stream)
 
 
 def probe_stream(stream: IO[bytes], label: str, cuobjdump: Path | None = None) -> Library:
@@ -92,12 +134,17 @@ T = TypeVar("T")
 
 
 def _run(
-    tool: Path, options: list[str], path: Path, parse: Callable[[IO[bytes], str], Iterator[T]]
+    tool: Path,
+    options: list[str],
+    path: Path,
+    parse: Callable[[IO[bytes], str], Iterator[T]],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[T]:
     """Run cuobjdump and parse its stdout as it comes; a crash is a ToolError (exit 3),
     "does not contain device code" an empty result."""
     command = [str(tool), *options, str(path)]
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.setdefault("LC_ALL", "C")
     with tempfile.TemporaryFile() as errors:
         try:
@@ -140,6 +187,8 @@ class _Object:
     kernels: list[tuple[str, int]] = field(default_factory=list)  # (mangled, section)
     symbols: list[str] = field(default_factory=list)
     code: dict[str, int] = field(default_factory=dict)  # .text.<name> -> working instr.
+    trapping: set[str] = field(default_factory=set)  # .text.<name> holding a trap
+    flow: dict[str, tuple[dict[int, ControlOp], int]] = field(default_factory=dict)
     sm: int = 0
 
     def code_object(self, label: str) -> CodeObject:
@@ -149,13 +198,19 @@ class _Object:
             if name not in self.code:
                 raise ToolError(f"{label}: cuobjdump -elf printed no code for kernel {mangled}")
             instructions = self.code[name]
+            evidence = None
+            if name in self.trapping:
+                if mangled not in self.flow:
+                    raise ToolError(f"{label}: cuobjdump -sass printed no code for {mangled}")
+                evidence = trap_evidence(*self.flow[mangled])
             kernels.append(
                 Kernel(
                     demangle(mangled),
                     mangled,
                     self.sizes.get(section, 0),
                     instructions,
-                    is_hollow(instructions),
+                    is_hollow(instructions) or evidence is not None,
+                    str(evidence) if evidence else "",
                 )
             )
         sources = sources_in("\0".join(self.symbols).encode("utf-8", "replace"))
@@ -182,6 +237,8 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
         if current is not None and text_name:
             data = b"".join(w.to_bytes(4, "little") for w in words)
             current.code[text_name] = count_working_sass(data, current.sm)
+            if has_trap(data, 0, len(data), current.sm):
+                current.trapping.add(text_name)
 
     for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -281,3 +338,82 @@ def _ptx_object(text: bytes, target: Target) -> CodeObject:
     from orchestrator.fatbin import ptx_object
 
     return ptx_object(text, target)
+
+
+# --- control flow from the disassembly ----------------------------------------------
+
+_SASS_FUNCTION = re.compile(r"^\s*Function : (\S+)")
+_SASS_LINE = re.compile(
+    r"^\s*/\*([0-9a-f]{4,})\*/\s+(@!?U?P(?:T|\d))?\s*([A-Z][A-Z0-9_.]*)\s*([^;]*);"
+)
+_HEX = re.compile(r"-?0x[0-9a-f]+")
+
+
+def control_op_of(guard: str, mnemonic: str, operands: str) -> ControlOp | None:
+    """The control meaning of one disassembled instruction (``@P0``, ``BRA``,
+    ``0x1d0``), by mnemonic; None for one that does not steer control.
+
+    >>> control_op_of("", "BRA", "0x1d0")
+    ControlOp(kind='goto', target=29)
+    >>> control_op_of("", "BRA.DIV", "~URZ, 0x60")
+    ControlOp(kind='branch', target=6)
+    >>> control_op_of("@P0", "BPT.TRAP", "0x1")
+    ControlOp(kind='trap_if', target=-1)
+    """
+    if guard == "@!PT":
+        return None
+    always = guard in ("", "@PT")
+    base = mnemonic.split(".", 1)[0]
+    if base == "BRA":
+        targets = _HEX.findall(operands)
+        if not targets:
+            return ControlOp("unknown")
+        target = int(targets[-1], 16) // SASS_INSTRUCTION_BYTES
+        plain = mnemonic == "BRA" and operands.strip() == targets[-1]
+        return ControlOp("goto" if plain and always else "branch", target)
+    if base == "EXIT":
+        return ControlOp("exit")
+    if base == "BPT":
+        return ControlOp("trap" if always else "trap_if")
+    if base == "CALL":
+        return ControlOp("call_out" if mnemonic.startswith("CALL.ABS") else "call")
+    if base in ("RET", "BRX", "BRXU", "JMP", "JMX", "JMXU", "KILL"):
+        return ControlOp("unknown")
+    return None
+
+
+def parse_sass_dump(stream: IO[bytes]) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+    """``cuobjdump -sass`` output -> per ELF entry (in fatbin order), each function's
+    control instructions (by instruction index) and its instruction count."""
+    functions: dict[str, tuple[dict[int, ControlOp], int]] | None = None
+    ops: dict[int, ControlOp] = {}
+    name = ""
+    last = -1
+
+    def finish() -> None:
+        if functions is not None and name:
+            functions[name] = (ops, last + 1)
+
+    for raw in stream:
+        line = raw.decode("utf-8", "replace")
+        if line.startswith("Fatbin elf code:") or line.startswith("Fatbin ptx code:"):
+            finish()
+            if functions is not None:
+                yield functions
+            functions, name, ops, last = ({} if "elf" in line else None), "", {}, -1
+            continue
+        match = _SASS_FUNCTION.match(line)
+        if match:
+            finish()
+            name, ops, last = match.group(1), {}, -1
+            continue
+        match = _SASS_LINE.match(line)
+        if match and name:
+            index = int(match.group(1), 16) // SASS_INSTRUCTION_BYTES
+            last = max(last, index)
+            op = control_op_of(match.group(2) or "", match.group(3), match.group(4))
+            if op is not None:
+                ops[index] = op
+    finish()
+    if functions is not None:
+        yield functions

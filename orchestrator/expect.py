@@ -7,7 +7,8 @@ code object among those that contain it (``archs.select_image``). The family is
 * **present** on a device when at least one of its kernels is served there by a
   code object whose kernel has a real body;
 * **hollow** when kernels are served but every served one is hollow (body
-  compiled out, or a trap);
+  compiled out, or every path traps: a CUTLASS arch-guard stub); a present
+  family whose loaded kernels are partly hollow says which in its reason;
 * **missing** when none of its kernels can run there -- with the build-log line
   that explains it, when there is one;
 * **not-applicable** when the family is not meant for that device or CUDA version.
@@ -197,20 +198,51 @@ def judge(
             f"{len(chosen_set)} of {len(kernels)} {name} kernels served on {device} by "
             f"{', '.join(served_by)}"
         )
+        stubs = _hollow_served(kernels, family, device)
+        if stubs:
+            reason += (
+                f"; {len(chosen_set)} of {len(chosen_set) + len(stubs)} loaded there are "
+                f"real, {_why_hollow(stubs)}"
+            )
     else:
         reason = (
             f"{name} loads {', '.join(served_by)} on {device_name(device)}, but its kernels "
-            f"there have no real body ({_instructions(chosen_set)}): compiled out by an "
-            "arch guard, or a trap"
+            f"there cannot work: {_why_hollow([k for _, _, k in chosen_set])}"
         )
     return Verdict(
         name, str(device), status, served_by, libraries, names, built_for, reason, cause=None
     )
 
 
-def _instructions(served: Served) -> str:
-    counts = sorted({k.instructions for _, _, k in served})
-    return "working instructions: " + ", ".join(str(c) for c in counts)
+def _hollow_served(
+    kernels: Sequence[_FamilyKernel], family: FamilyRule, device: ComputeCapability
+) -> list[Kernel]:
+    """The hollow kernels among those the driver loads on ``device``."""
+    found = []
+    for entry in kernels:
+        chosen = select_image(entry.copies, device)
+        if chosen is not None and is_hollow(entry.copies[chosen], family):
+            found.append(entry.copies[chosen])
+    return found
+
+
+def _why_hollow(hollow: Sequence[Kernel]) -> str:
+    """``2 are CUTLASS-style arch-guard stubs (every path traps: 61 traps, ...)``
+    and/or ``1 has no real body (working instructions: 0)``."""
+    stubs = [k for k in hollow if k.traps]
+    empty = sorted({k.instructions for k in hollow if not k.traps})
+    parts = []
+    if stubs:
+        verb = "is an arch-guard stub" if len(stubs) == 1 else "are arch-guard stubs"
+        parts.append(f"{len(stubs)} {verb} ({'; '.join(sorted({k.traps for k in stubs}))})")
+    if empty:
+        count = len(hollow) - len(stubs)
+        verb = "has" if count == 1 else "have"
+        parts.append(
+            f"{count} {verb} no real body (working instructions: "
+            f"{', '.join(str(c) for c in empty)}; compiled out by an arch guard, or a trap)"
+        )
+    return " and ".join(parts)
 
 
 def _target_order(name: str) -> tuple[int, int, int]:

@@ -69,6 +69,7 @@ from orchestrator.kernelcode import (
     count_working_sass_in,
     is_hollow,
     ptx_entries,
+    sass_trap_evidence,
     sources_in,
 )
 from orchestrator.symbols import demangle
@@ -293,22 +294,24 @@ def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
 
 
 def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
-    """A cubin's kernels (size and working instructions of their ``.text``) and sources."""
+    """A cubin's kernels (size and working instructions of their ``.text``, whether
+    every path of it traps) and sources."""
     cubin = read_cubin(data, where)
     kernels = []
     sm = target.cc.sm
     for symbol in cubin.kernels:
         section = symbol.section
-        instructions = count_working_sass_in(
-            cubin.data, section.offset, section.offset + section.size, sm
-        )
+        end = section.offset + section.size
+        instructions = count_working_sass_in(cubin.data, section.offset, end, sm)
+        evidence = sass_trap_evidence(cubin.data, section.offset, end, sm)
         kernels.append(
             Kernel(
                 demangle(symbol.name),
                 symbol.name,
                 section.size,
                 instructions,
-                is_hollow(instructions),
+                is_hollow(instructions) or evidence is not None,
+                str(evidence) if evidence else "",
             )
         )
     return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources_in(cubin.strings))

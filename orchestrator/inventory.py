@@ -26,21 +26,32 @@ class Kernel:
     mangled: str
     size: int  # bytes of its .text section (cubin); 0 for PTX
     instructions: int  # instructions that do work (not NOP/EXIT/BRA/trap...)
-    hollow: bool  # body compiled out or replaced by a trap
+    hollow: bool  # body compiled out, or every path traps
+    # Why it is hollow although it has working instructions: "every path traps: 61
+    # traps, 58 printf/external calls, 4096 instructions" (a CUTLASS arch-guard stub).
+    traps: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "mangled": self.mangled,
             "size": self.size,
             "instructions": self.instructions,
             "hollow": self.hollow,
         }
+        if self.traps:
+            data["traps"] = self.traps
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Kernel:
         return cls(
-            data["name"], data["mangled"], data["size"], data["instructions"], data["hollow"]
+            data["name"],
+            data["mangled"],
+            data["size"],
+            data["instructions"],
+            data["hollow"],
+            data.get("traps", ""),
         )
 
 

@@ -14,6 +14,36 @@ next 4 bits. The opcode values of the instructions that do no work were read off
 the disassembler): they are the same on every architecture from Turing to
 Blackwell, and no instruction that does work shares one of these values.
 
+**Control flow (SASS, sm_70+).** A kernel is also hollow when it can do nothing
+but trap: CUTLASS/CuTe compiled for a target without the arch features it needs
+(wgmma in plain ``sm_90``, tcgen05/UMMA in plain ``sm_100`` or ``sm_120a``) turns
+each missing feature into ``printf("Attempting to use ...")`` + ``trap``, thousands
+of instructions with no path to a normal exit. :func:`sass_control_ops` decodes the
+few instructions that steer control from the bytes; :func:`traps_on_every_path`
+walks the graph they form. Fields, read off ``cuobjdump -sass`` of real cubins
+(vLLM 0.33.0 libraries sm_75 .. sm_120, a probe kernel built by nvcc 13.0 for
+sm_75 .. sm_121 with trap, printf, assert, switch tables, direct and indirect calls;
+``tests/integration/test_control_flow.py`` re-checks them against the disassembler):
+
+* guard predicate: bits 12..15 of word 0 (``0x7`` = PT, always; bit 15 negates);
+* ``BRA`` (``0x947``; ``0x547`` with a uniform predicate) and ``CALL.REL``: the
+  target's byte offset from the next instruction is ``4 * signed(bits 34..81)``
+  up to sm_89, and ``1024 * signed(bits 34..81) + 4 * bits 16..23`` from sm_90
+  on (:func:`branch_offset`); bits 32..33 of word 0 are ``.U`` (1) / ``.DIV`` (2);
+  bits 23..26 of word 1 a condition predicate (``BRA !P3, target``; 7 = PT). A
+  ``BRA`` is unconditional only with guard PT, condition PT and no ``.U``/``.DIV``;
+  every ``0x547`` form counts as conditional;
+* ``EXIT`` ``0x94D``, ``BPT`` ``0x95C`` (``BPT.TRAP``: ``asm("trap;")``,
+  ``__trap()``, ``__brkpt()`` and the trap after a failed ``assert``), ``CALL.REL``
+  ``0x944`` / ``0x344`` (register), ``CALL.ABS`` ``0x343`` (``vprintf``,
+  ``__assertfail``), ``RET`` ``0x950``, ``BRX`` ``0x949``, ``BRXU`` ``0x958``.
+
+ptxas does not treat a trap as the end of a path (code follows it), so the walk
+does: a trap without a guard ends the path. A call returns (callees are not
+walked: a callee that always traps leaves the kernel judged not hollow, the safe
+side); an indirect branch, a return or the end of the code ends the walk with "an
+exit may be reached". Only kernels that contain a trap are walked at all.
+
 **PTX.** An instruction is a ``;``-terminated statement in an ``.entry`` body that
 is not a declaration (``.reg``, ``.local``, ``.shared``, ``.param``, ``.pragma``);
 control flow (``ret``, ``exit``, ``trap``, ``brkpt``, ``bra``) does no work. A
@@ -26,6 +56,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from orchestrator.symbols import DEFAULT_HOLLOW_MAX_INSTRUCTIONS
 
@@ -115,6 +146,240 @@ def count_working_sass_in(
         count, "little"
     )
     return matches.count(0)
+
+
+# --- control flow -------------------------------------------------------------------
+
+OP_BRA = 0x947
+OP_BRA_UNIFORM = 0x547  # BRA.U with a uniform predicate (UP0, !UP3 ...)
+OP_EXIT = 0x94D
+OP_BPT = 0x95C
+OP_CALL_REL = 0x944
+OP_CALL_REL_REGISTER = 0x344  # CALL.REL.NOINC R6 (through a function pointer)
+OP_CALL_ABS = 0x343  # CALL.ABS.NOINC: vprintf, __assertfail, malloc
+OP_RET = 0x950
+OP_BRX = 0x949
+OP_BRXU = 0x958
+PREDICATE_TRUE = 0x7
+PREDICATE_NEVER = 0xF  # @!PT
+SPLIT_BRANCH_OFFSET_SM = 90
+
+ControlKind = Literal["goto", "branch", "exit", "trap", "trap_if", "call", "call_out", "unknown"]
+_CONTROL_OPCODES: dict[int, ControlKind] = {
+    OP_BRA: "branch",
+    OP_BRA_UNIFORM: "branch",
+    OP_EXIT: "exit",
+    OP_BPT: "trap",
+    OP_CALL_REL: "call",
+    OP_CALL_REL_REGISTER: "call",
+    OP_CALL_ABS: "call_out",
+    OP_RET: "unknown",
+    OP_BRX: "unknown",
+    OP_BRXU: "unknown",
+}
+
+
+@dataclass(frozen=True)
+class ControlOp:
+    """An instruction that steers control. ``goto``: unconditional branch;
+    ``branch``: conditional one (both ways); ``exit``: a normal exit (guarded or
+    not: either way a path exits there); ``trap``: ends the path; ``trap_if``: a
+    guarded trap; ``call``/``call_out``: returns to the next instruction (out =
+    to an external function, printf); ``unknown``: anything could follow (an
+    indirect branch, a return)."""
+
+    kind: ControlKind
+    target: int = -1  # instruction index of a branch target
+
+
+@dataclass(frozen=True)
+class TrapEvidence:
+    """Why a kernel is hollow although it has many instructions."""
+
+    traps: int  # BPT.TRAP instructions in its code
+    calls_out: int  # calls to external functions (printf's vprintf, __assertfail)
+    instructions: int  # all instructions of its code
+
+    def __str__(self) -> str:
+        return (
+            f"every path traps: {self.traps} traps, {self.calls_out} printf/external calls, "
+            f"{self.instructions} instructions"
+        )
+
+
+def branch_offset(word0: int, word1: int, sm: int) -> int:
+    """Byte offset of a BRA/CALL.REL target from the next instruction: a signed
+    field of instruction words (4 bytes) in bits 34..81; from Hopper (sm_90) on,
+    its low 8 bits moved to bits 16..23 (the field at 34.. counts 1024 bytes).
+
+    >>> branch_offset(0x0000009000008947, 0x000FEA0003800000, 80)  # @!P0 BRA +0x90
+    144
+    >>> branch_offset(0x0000000000382947, 0x000FEA0003800000, 100)  # @P2 BRA +0xe0
+    224
+    >>> branch_offset(0xFFFFFFC000D47947, 0x000FEA000383FFFF, 100)  # BRA -15536
+    -15536
+    """
+    field = ((word1 & 0x3FFFF) << 30) | (word0 >> 34)
+    if field >> 47:
+        field -= 1 << 48
+    if sm < SPLIT_BRANCH_OFFSET_SM:
+        return field * 4
+    return field * 1024 + ((word0 >> 16) & 0xFF) * 4
+
+
+def _decode_control(word0: int, word1: int, index: int, sm: int) -> ControlOp | None:
+    opcode = word0 & 0xFFF
+    kind = _CONTROL_OPCODES.get(opcode)
+    guard = (word0 >> 12) & 0xF
+    if kind is None or guard == PREDICATE_NEVER:
+        return None
+    target = index + 1 + branch_offset(word0, word1, sm) // SASS_INSTRUCTION_BYTES
+    if opcode == OP_BRA:
+        plain = (word0 >> 32) & 0x3 == 0 and (word1 >> 23) & 0xF == PREDICATE_TRUE
+        return ControlOp("goto" if plain and guard == PREDICATE_TRUE else "branch", target)
+    if opcode == OP_BRA_UNIFORM:
+        return ControlOp("branch", target)
+    if kind == "trap" and guard != PREDICATE_TRUE:
+        return ControlOp("trap_if")
+    return ControlOp(kind)
+
+
+# The opcodes _decode_control looks at, found with the same two-table trick as the
+# non-working ones (no Python loop over instructions).
+def _opcode_tables(opcodes: Iterable[int]) -> tuple[bytes, bytes]:
+    codes = set(opcodes)
+    nibbles = sorted({op >> 8 for op in codes})
+    assert len(nibbles) <= 8, "one bit per high nibble"
+    bit = {nibble: 1 << i for i, nibble in enumerate(nibbles)}
+    low = bytes(sum(bit[op >> 8] for op in codes if op & 0xFF == b) for b in range(256))
+    high = bytes(bit.get(b & 0x0F, 0) for b in range(256))
+    return low, high
+
+
+_CONTROL_LOW, _CONTROL_HIGH = _opcode_tables(_CONTROL_OPCODES)
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _matching(
+    data: bytes | bytearray | memoryview, start: int, end: int, tables: tuple[bytes, bytes]
+) -> bytes:
+    """One byte per instruction of ``data[start:end]``: non-zero where its opcode is
+    in the set the tables were made for."""
+    end = min(end, len(data))
+    count = max(0, end - start) // SASS_INSTRUCTION_BYTES
+    if count == 0:
+        return b""
+    stop = start + count * SASS_INSTRUCTION_BYTES
+    low = bytes(data[start:stop:SASS_INSTRUCTION_BYTES]).translate(tables[0])
+    high = bytes(data[start + 1 : stop : SASS_INSTRUCTION_BYTES]).translate(tables[1])
+    return (int.from_bytes(low, "little") & int.from_bytes(high, "little")).to_bytes(
+        count, "little"
+    )
+
+
+def has_trap(data: bytes | bytearray | memoryview, start: int, end: int, sm: int) -> bool:
+    """Whether ``data[start:end]`` holds a BPT instruction (cheap: one strided copy of
+    the opcodes' low bytes and a search in it; most kernels have none).
+
+    >>> trap = (0x795C).to_bytes(8, "little") + bytes(8)
+    >>> has_trap(bytes(16) + trap, 0, 32, 90), has_trap(bytes(16) + trap, 0, 16, 90)
+    (True, False)
+    """
+    if sm < FIRST_128_BIT_SM:
+        return False
+    end = min(end, len(data))
+    stop = start + max(0, end - start) // SASS_INSTRUCTION_BYTES * SASS_INSTRUCTION_BYTES
+    low = bytes(data[start:stop:SASS_INSTRUCTION_BYTES])
+    at = low.find(OP_BPT & 0xFF)
+    while at >= 0:
+        if data[start + at * SASS_INSTRUCTION_BYTES + 1] & 0x0F == OP_BPT >> 8:
+            return True
+        at = low.find(OP_BPT & 0xFF, at + 1)
+    return False
+
+
+def sass_control_ops(
+    data: bytes | bytearray | memoryview, start: int, end: int, sm: int
+) -> dict[int, ControlOp]:
+    """The control instructions of a Volta+ kernel's code ``data[start:end]``, by
+    instruction index.
+
+    >>> def ins(word0, word1=0x000FEA0003800000):
+    ...     return word0.to_bytes(8, "little") + word1.to_bytes(8, "little")
+    >>> code = ins(0x47947) + ins(0x795C) + ins(0x794D)  # BRA +16 bytes; trap; EXIT
+    >>> sass_control_ops(code, 0, len(code), 90)
+    {0: ControlOp(kind='goto', target=2), 1: ControlOp(kind='trap', target=-1), 2: ControlOp(kind='exit', target=-1)}
+    """
+    ops: dict[int, ControlOp] = {}
+    for match in _NONZERO.finditer(_matching(data, start, end, (_CONTROL_LOW, _CONTROL_HIGH))):
+        index = match.start()
+        at = start + index * SASS_INSTRUCTION_BYTES
+        word0 = int.from_bytes(data[at : at + 8], "little")
+        word1 = int.from_bytes(data[at + 8 : at + 16], "little")
+        op = _decode_control(word0, word1, index, sm)
+        if op is not None:
+            ops[index] = op
+    return ops
+
+
+def traps_on_every_path(ops: dict[int, ControlOp], count: int) -> bool:
+    """Whether no path from instruction 0 reaches a normal exit without a trap, in
+    code of ``count`` instructions whose control instructions are ``ops``. Only the
+    control instructions are visited: straight-line code between them cannot
+    change where a path goes.
+
+    >>> traps_on_every_path({3: ControlOp("trap"), 5: ControlOp("exit")}, 6)
+    True
+    >>> traps_on_every_path({1: ControlOp("branch", 4), 3: ControlOp("trap"), 5: ControlOp("exit")}, 6)
+    False
+    """
+    positions = sorted(ops)
+    seen: set[int] = set()
+    pending = [0]
+    while pending:
+        start = pending.pop()
+        if start in seen:
+            continue
+        seen.add(start)
+        at = bisect_left(positions, start)
+        while True:
+            if at == len(positions):
+                return False  # runs off the end of the code: assume it could exit
+            index = positions[at]
+            op = ops[index]
+            if op.kind in ("exit", "unknown"):
+                return False
+            if op.kind == "trap":
+                break
+            if op.kind in ("goto", "branch"):
+                if not 0 <= op.target < count:
+                    return False  # a target outside the code: assume it could exit
+                pending.append(op.target)
+                if op.kind == "goto":
+                    break
+            at += 1
+    return True
+
+
+def sass_trap_evidence(
+    data: bytes | bytearray | memoryview, start: int, end: int, sm: int
+) -> TrapEvidence | None:
+    """Why the kernel whose code is ``data[start:end]`` is hollow by its control
+    flow (every path traps), or None when a path may reach a normal exit."""
+    if sm < FIRST_128_BIT_SM or not has_trap(data, start, end, sm):
+        return None
+    ops = sass_control_ops(data, start, end, sm)
+    count = (min(end, len(data)) - start) // SASS_INSTRUCTION_BYTES
+    return trap_evidence(ops, count)
+
+
+def trap_evidence(ops: dict[int, ControlOp], count: int) -> TrapEvidence | None:
+    """:class:`TrapEvidence` when every path of the code traps, else None."""
+    if not traps_on_every_path(ops, count):
+        return None
+    kinds = [op.kind for op in ops.values()]
+    traps = kinds.count("trap") + kinds.count("trap_if")
+    return TrapEvidence(traps, kinds.count("call_out"), count)
 
 
 def is_hollow(instructions: int, threshold: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS) -> bool:

@@ -427,6 +427,35 @@ def nvdisasm(explicit: Path | None = None) -> Path:
     return _binary_tool("nvdisasm", "nvidia-cuda-nvdisasm", explicit)
 
 
+CUTLASS_PACKAGE = "nvidia-cutlass==4.2.0.0"
+CUTLASS_INCLUDE = "cutlass_library/source/include"
+CUTLASS_PLACEHOLDER = "{cutlass_include}"
+
+
+def cutlass_headers() -> Path:
+    """CUTLASS/CuTe headers (the include directory holding ``cute/`` and ``cutlass/``),
+    from the PyPI package ``nvidia-cutlass``, installed once (under a lock) into the
+    cache. A matrix's ``cmake_options`` say ``{cutlass_include}`` to get this path."""
+    target = cache_root() / "tools" / "cutlass"
+    include = target / CUTLASS_INCLUDE
+    if (include / "cute").is_dir():
+        return include
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        if not (include / "cute").is_dir():
+            staging = Path(tempfile.mkdtemp(prefix=".cutlass-", dir=target.parent))
+            try:
+                _pip_install(staging, [CUTLASS_PACKAGE], what="CUTLASS headers")
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    if not (include / "cute").is_dir():
+        raise ToolError(f"{CUTLASS_PACKAGE} installed into {target} has no {CUTLASS_INCLUDE}/cute")
+    return include
+
+
 def _binary_tool(name: str, package: str, explicit: Path | None) -> Path:
     """``explicit``, ``KERNEL_MATRIX_<NAME>``, the cached PyPI copy, one on PATH, or
     the newest from PyPI installed (once, under a lock) into the cache."""

@@ -37,10 +37,16 @@ NO_KERNEL_IMAGE = {209: "cudaErrorNoKernelImageForDevice", 98: "cudaErrorInvalid
 RUN_TIMEOUT_S = 120
 
 # Runs in a child process: load every library (so a runner finds its kernels), call
-# one symbol, print its result as JSON. Symbol absent -> null.
-_CHILD = """
+# one symbol, print its result as JSON between markers. Symbol absent -> null. The
+# markers matter: a kernel's device printf (a CUTLASS arch-guard stub prints
+# "Attempting to use ..." from every thread) goes to the same stdout, unordered and
+# without newlines, around the answer.
+RESULT_START = "<<kernel-matrix-result>>"
+RESULT_END = "<</kernel-matrix-result>>"
+_CHILD = f"""
 import ctypes, json, sys
 symbol, paths = sys.argv[1], sys.argv[2:]
+answer = None
 for path in paths:
     lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     try:
@@ -48,10 +54,9 @@ for path in paths:
     except AttributeError:
         continue
     fn.restype = ctypes.c_int
-    print(json.dumps({"library": path, "code": fn()}))
+    answer = {{"library": path, "code": fn()}}
     break
-else:
-    print(json.dumps(None))
+print("\\n{RESULT_START}" + json.dumps(answer) + "{RESULT_END}", flush=True)
 """
 
 
@@ -90,7 +95,11 @@ def call_entry(symbol: str, libraries: Sequence[Path]) -> tuple[str | None, int 
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise InfraError(f"{symbol}: the process calling it died ({last})")
-    answer: dict[str, Any] | None = json.loads(done.stdout.strip().splitlines()[-1])
+    start = done.stdout.rfind(RESULT_START)
+    end = done.stdout.find(RESULT_END, start)
+    if start < 0 or end < 0:
+        raise InfraError(f"{symbol}: the process calling it gave no answer")
+    answer: dict[str, Any] | None = json.loads(done.stdout[start + len(RESULT_START) : end])
     if answer is None:
         return None, None
     return str(answer["library"]), int(answer["code"])

@@ -214,3 +214,29 @@ def test_plan_json_names_every_cell_with_skip_reasons() -> None:
     cells = json.loads(done.stdout)["cells"]
     assert {"planned", "unsupported"} <= {c["status"] for c in cells}
     assert all(c["reason"] for c in cells if c["status"] != "planned")
+
+
+def test_cutlass_arch_guard_stub_is_hollow_and_the_a_guard_fixes_it(tmp_path: Path) -> None:
+    """A real CuTe wgmma kernel (headers from PyPI nvidia-cutlass, provisioned by the
+    tool) guarded by "9.0" instead of "9.0a": the plain sm_90 cubin holds a printf +
+    trap stub of 80+ instructions (read by hand with cuobjdump -sass: BPT.TRAP after
+    each CALL.ABS.NOINC to vprintf, no WARPGROUP instruction), hollow on 9.0."""
+    done = kernel_matrix(
+        "run", "examples/cutlass-stub.yaml", "--out", str(tmp_path / "r"),
+        "--build-dir", str(tmp_path / "b"), "--no-cache",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:]
+    results = {r.id: r for r in load_results([tmp_path / "r"])}
+    stub = verdicts(results["cu13.0-9.0-plain-guard"])[("cutlass_wgmma_sm90", "9.0")]
+    assert stub.status == HOLLOW and stub.served_by == ("sm_90",)
+    assert "arch-guard stub (every path traps: 3 traps" in stub.reason
+    inventory = results["cu13.0-9.0-plain-guard"].inventory
+    assert inventory is not None
+    (kernel,) = [
+        k for lib in inventory.libraries for c in lib.cubins for k in c.kernels
+        if "cutlass_wgmma_sm90_kernel" in k.name
+    ]  # fmt: skip
+    assert kernel.instructions > 8 and kernel.hollow  # the old count alone said present
+    fixed = verdicts(results["cu13.0-9.0-fixed"])[("cutlass_wgmma_sm90", "9.0")]
+    assert fixed.status == PRESENT and fixed.served_by == ("sm_90a",)
+    assert "hollow on 9.0" in done.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import orchestrator.build as build_module
 from orchestrator.archs import CudaVersion, parse_arch_list
 from orchestrator.build import BuildPaths, collect_artifacts, recipe, run_logged, scan_log
 from orchestrator.matrix import CellSpec, Project
@@ -41,6 +42,21 @@ def test_fresh_recipe_configures_without_the_old_cache() -> None:
     assert "--fresh" not in recipe(project, cell(), PATHS, threads=1).steps[0].argv
     configure = recipe(project, cell(), PATHS, threads=1, fresh=True).steps[0]
     assert configure.argv[-1] == "--fresh"
+
+
+def test_cutlass_include_placeholder_is_filled_with_the_provisioned_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the real provisioning (pip install nvidia-cutlass into the cache) is exercised by
+    # tests/integration/test_end_to_end.py::test_cutlass_arch_guard_stub_is_hollow_...
+    monkeypatch.setattr(build_module, "cutlass_headers", lambda: Path("/cache/cutlass/include"))
+    project = Project(Path("/src"), cmake_options={"CUTLASS_INCLUDE_DIR": "{cutlass_include}"})
+    configure, _ = recipe(project, cell("9.0"), PATHS, threads=1).steps
+    assert "-DCUTLASS_INCLUDE_DIR=/cache/cutlass/include" in configure.argv
+    calls: list[int] = []
+    monkeypatch.setattr(build_module, "cutlass_headers", lambda: calls.append(1) or Path("/x"))
+    recipe(Project(Path("/src")), cell("9.0"), PATHS, threads=1)
+    assert calls == []  # nothing provisioned unless a value asks for it
 
 
 def test_configure_only_recipe_has_no_build_step() -> None:
