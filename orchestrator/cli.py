@@ -161,16 +161,30 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.fsutil import sole_writer
-    from orchestrator.options import check_cuda_homes, check_docker_options, resume_settings
-    from orchestrator.runner import default_jobs, latest_run_dir, new_run_id
+    from orchestrator.options import resume_settings
+    from orchestrator.runner import latest_run_dir
 
-    recorded = True
-    if args.resume:
-        if args.out is None:
-            args.out = latest_run_dir()
+    with contextlib.ExitStack() as holding:
+        recorded = True
+        if args.resume:
             if args.out is None:
-                raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
-        recorded = resume_settings(args, args.out)
+                args.out = latest_run_dir()
+                if args.out is None:
+                    raise UsageError("--resume: no earlier run under reports/ (give --out DIR)")
+            # (the run being resumed may still be writing: refused before its settings
+            # are read or compared)
+            holding.enter_context(sole_writer(args.out))
+            recorded = resume_settings(args, args.out)
+        return _prepared_run(args, holding, recorded=recorded)
+
+
+def _prepared_run(
+    args: argparse.Namespace, holding: contextlib.ExitStack, *, recorded: bool
+) -> int:
+    from orchestrator.fsutil import sole_writer
+    from orchestrator.options import check_cuda_homes, check_docker_options
+    from orchestrator.runner import default_jobs, new_run_id
+
     args.build_dir = args.build_dir or Path("build")
     args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
     args.no_cache, args.strict = bool(args.no_cache), bool(args.strict)
@@ -197,10 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     args.jobs, args.timeout = jobs, args.timeout or matrix.timeout
     out_dir = args.out or Path("reports") / new_run_id()
-    with sole_writer(out_dir):
-        if not args.resume:
-            _refuse_finished_results(out_dir)
-        return _run(args, matrix, cells, out_dir, (jobs, threads), notes, recorded=recorded)
+    if not args.resume:
+        holding.enter_context(sole_writer(out_dir))
+        _refuse_finished_results(out_dir)
+    return _run(args, matrix, cells, out_dir, (jobs, threads), notes, recorded=recorded)
 
 
 def _refuse_finished_results(out_dir: Path) -> None:
