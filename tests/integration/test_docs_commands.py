@@ -99,6 +99,8 @@ NOT_HERE = [
      "tests/integration/test_docker_backend.py runs the docker backend"),
     (r"verify-on-device", "needs a GPU"),
     (r"run matrices/vllm-build\.yaml", "builds real vLLM (hours)"),
+    (r"run matrices/vllm-configure\.yaml", "configures real vLLM for five arch lists "
+     "(10+ min); tests/integration/test_vllm_configure.py configures two releases"),
     (r"plan matrices/vllm-build\.yaml", "needs the vLLM checkout the commands before it clone"),
     (r"run examples/verify-gpu\.yaml", "builds 7 cells for the GPU machine; "
      "test_end_to_end builds the same sample extension"),
@@ -179,9 +181,10 @@ _TIME = re.compile(r"\b\d+(\.\d+)? s\b")
 
 
 def _shape(line: str) -> str:
-    """A line with its timings blanked: ``passed in 5.9 s`` and ``in 0.0 s (cached)``
-    agree (a second run answers from the result cache)."""
-    return _TIME.sub("N s", line.strip().replace(" (cached)", ""))
+    """A line with its timings blanked: ``passed in 5.9 s`` and ``in 0.0 s (cached: not
+    rebuilt, artifacts restored into DIR)`` agree (a second run answers from the
+    result cache)."""
+    return _TIME.sub("N s", re.sub(r" \(cached[^)]*\)", "", line.strip()))
 
 
 @pytest.mark.integration
