@@ -51,8 +51,9 @@ def probe(
     ``jobs``: processes the native engine may use for a large library (default:
     this machine's usable CPUs; 1 reads everything in this process).
     ``only``: when given, a shared object found inside a wheel or a directory is
-    read only if ``only(its file name)`` is true (``check`` skips the libraries no
-    family can be in); a file named in ``paths`` is always read."""
+    read only if ``only(its path)`` is true (the member path inside a wheel, e.g.
+    ``vllm/_C.abi3.so``; ``check`` skips the libraries no family can be in); a file
+    named in ``paths`` is always read."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
@@ -94,7 +95,7 @@ def probe_path(
         if not shared:
             # Probing nothing must not look like a clean probe.
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
-        found = [p for p in shared if wanted(p.name)]
+        found = [p for p in shared if wanted(p.as_posix())]
         unique = _dedup_links(found)
         return [_probe_file(p, str(p), engine, cuobjdump, decoder) for p in unique]
     if path.suffix == ".whl" or (zipfile.is_zipfile(path) and not _starts_with_elf(path)):
@@ -187,7 +188,7 @@ def _probe_wheel(
         for info in archive.infolist():
             _check_member_name(path, info.filename)
             name = PurePosixPath(info.filename).name
-            if not info.is_dir() and _is_shared_object_name(name) and wanted(name):
+            if not info.is_dir() and _is_shared_object_name(name) and wanted(info.filename):
                 members.append(info)
         for info in sorted(members, key=lambda i: i.filename):
             label = f"{path}!{info.filename}"
