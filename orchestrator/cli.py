@@ -317,15 +317,22 @@ def cmd_probe(args: argparse.Namespace) -> int:
             table.add_column(str(device.cc), justify="center")
         for name, found in presence.items():
             marks = [
-                "yes"
+                ("jit" if device.cc in found.jit_devices else "yes")
                 if device.cc in found.devices
                 else "hollow"
                 if device.cc in found.hollow_devices
                 else "-"
                 for device in DEVICES
             ]
-            table.add_row(name, " ".join(found.cubins + found.ptx) or "(none)", *marks)
+            built = " ".join(found.cubins + found.ptx) or "(none)"
+            if found.mismatch:
+                built = "(rule does not fit: see warning)"
+            table.add_row(name, built, *marks)
         out.print(table)
+        out.print("jit: present only as PTX, JIT-compiled at first launch", markup=False)
+        for name, found in presence.items():
+            if found.mismatch:
+                out.print(f"warning: {name} not matched: {found.mismatch}", markup=False)
     return EXIT_OK
 
 

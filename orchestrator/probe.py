@@ -27,7 +27,14 @@ from typing import Any, Literal
 from orchestrator.archs import DEVICES, ComputeCapability, Target
 from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
-from orchestrator.expect import HOLLOW, PRESENT, code_objects_holding, family_kernels, serve
+from orchestrator.expect import (
+    HOLLOW,
+    PRESENT,
+    code_objects_holding,
+    family_kernels,
+    rule_mismatch,
+    serve,
+)
 from orchestrator.fatbin import EntryDecoder, read_library
 from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
@@ -260,6 +267,8 @@ class FamilyPresence:
     devices: tuple[ComputeCapability, ...]  # devices on which a working one loads
     hollow_devices: tuple[ComputeCapability, ...]  # devices that load only hollow ones
     libraries: tuple[str, ...]
+    jit_devices: tuple[ComputeCapability, ...] = ()  # of ``devices``: served only by PTX
+    mismatch: str | None = None  # why the family's rule may not fit (it matches nothing)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,6 +278,8 @@ class FamilyPresence:
             "devices": [str(d) for d in self.devices],
             "hollow_devices": [str(d) for d in self.hollow_devices],
             "libraries": list(self.libraries),
+            "jit_devices": [str(d) for d in self.jit_devices],
+            "mismatch": self.mismatch,
         }
 
 
@@ -287,7 +298,8 @@ def family_presence(
         kernels = family_kernels(inventory, rule)
         holding, working = code_objects_holding(kernels, rule)
         hollow = holding - working
-        statuses = {device: serve(kernels, rule, device)[0] for device in devices}
+        served = {device: serve(kernels, rule, device) for device in devices}
+        statuses = {device: status for device, (status, _) in served.items()}
         result[rule.name] = FamilyPresence(
             family=rule.name,
             cubins=_names(t for t in working if not t.ptx),
@@ -296,6 +308,12 @@ def family_presence(
             devices=tuple(d for d in devices if statuses[d] == PRESENT),
             hollow_devices=tuple(d for d in devices if statuses[d] == HOLLOW),
             libraries=tuple(dict.fromkeys(entry.library for entry in kernels)),
+            jit_devices=tuple(
+                d
+                for d in devices
+                if statuses[d] == PRESENT and all(t.ptx for _, t, _ in served[d][1])
+            ),
+            mismatch=rule_mismatch(inventory, rule) if not kernels else None,
         )
     return result
 
