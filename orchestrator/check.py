@@ -14,7 +14,6 @@ and how to show it:
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,18 +27,20 @@ from orchestrator.expect import (
     HOLLOW,
     MISSING,
     NOT_APPLICABLE,
+    NOT_MATCHED,
     PRESENT,
     Verdict,
     code_objects_holding,
     family_kernels,
     judge,
+    rule_mismatch,
 )
 from orchestrator.inventory import Inventory
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
-from orchestrator.reporting.console import console
-from orchestrator.symbols import FamilyRule
+from orchestrator.reporting.console import console, mark
+from orchestrator.symbols import FamilyRule, library_matches
 
-STATUSES = (PRESENT, MISSING, HOLLOW, NOT_APPLICABLE)
+STATUSES = (PRESENT, MISSING, HOLLOW, NOT_MATCHED, NOT_APPLICABLE)
 CHECK_SCHEMA_VERSION = 1  # of ``check --json`` (orchestrator/schemas/check.schema.json)
 
 
@@ -49,12 +50,12 @@ def default_devices(rules: Sequence[FamilyRule]) -> tuple[ComputeCapability, ...
 
 
 def library_filter(rules: Sequence[FamilyRule]) -> Callable[[str], bool] | None:
-    """Which library file names can hold a family's kernel: None (all of them)
-    unless every family restricts its ``libraries``."""
+    """Which library paths can hold a family's kernel: None (all of them) unless
+    every family restricts its ``libraries``."""
     if not rules or any(not rule.libraries for rule in rules):
         return None
     globs = sorted({glob for rule in rules for glob in rule.libraries})
-    return lambda name: any(fnmatch.fnmatch(name, glob) for glob in globs)
+    return lambda path: library_matches(path, globs)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class CheckResult:
     families: tuple[str, ...]
     built_for: dict[str, tuple[str, ...]]  # family -> every code object holding it
     hollow_in: dict[str, tuple[str, ...]]  # family -> those where all its kernels are hollow
+    mismatch: dict[str, str]  # family -> why its rule may not fit (families matching nothing)
     verdicts: tuple[Verdict, ...]
     libraries_read: int
     seconds: float
@@ -97,6 +99,7 @@ class CheckResult:
                 name: {
                     "built_for": list(self.built_for[name]),
                     "hollow_in": list(self.hollow_in[name]),
+                    "mismatch": self.mismatch.get(name),
                 }
                 for name in self.families
             },
@@ -113,6 +116,7 @@ class Judged:
     verdicts: tuple[Verdict, ...]  # family-major, devices in the order asked
     built_for: dict[str, tuple[str, ...]]
     hollow_in: dict[str, tuple[str, ...]]
+    mismatch: dict[str, str]
 
 
 def check_inventory(
@@ -128,16 +132,28 @@ def check_inventory(
     verdicts: list[Verdict] = []
     built_for: dict[str, tuple[str, ...]] = {}
     hollow_in: dict[str, tuple[str, ...]] = {}
+    mismatches: dict[str, str] = {}
     for rule in rules:
         kernels = family_kernels(inventory, rule)
+        mismatch = rule_mismatch(inventory, rule) if not kernels else None
+        if mismatch:
+            mismatches[rule.name] = mismatch
         targets, working = code_objects_holding(kernels, rule)
         built_for[rule.name] = _names(targets)
         hollow_in[rule.name] = _names(targets - working)
         verdicts += [
-            judge(inventory, rule, device, cuda=cuda, skip_lines=skip_lines, kernels=kernels)
+            judge(
+                inventory,
+                rule,
+                device,
+                cuda=cuda,
+                skip_lines=skip_lines,
+                kernels=kernels,
+                mismatch=mismatch,
+            )
             for device in devices
         ]
-    return Judged(tuple(verdicts), built_for, hollow_in)
+    return Judged(tuple(verdicts), built_for, hollow_in, mismatches)
 
 
 def _names(targets: set[Target]) -> tuple[str, ...]:
@@ -168,6 +184,7 @@ def check_paths(
         families=tuple(rule.name for rule in rules),
         built_for=judged.built_for,
         hollow_in=judged.hollow_in,
+        mismatch=judged.mismatch,
         verdicts=judged.verdicts,
         libraries_read=len(inventory.libraries),
         seconds=time.monotonic() - started,
@@ -187,10 +204,23 @@ def verdict_line(result: CheckResult) -> str:
         f"{count[HOLLOW]} hollow",
         f"{count[NOT_APPLICABLE]} not applicable",
     ]
+    if count[NOT_MATCHED]:
+        parts.insert(3, f"{count[NOT_MATCHED]} not matched (the profile may not fit)")
     return (
         f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
         f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {result.exit_code})"
     )
+
+
+def _table_status(verdict: Verdict) -> str:
+    """A verdict's status for a table's mark: ``present-jit`` (✅ᴶ) where it is
+    present only through PTX JIT."""
+    return "present-jit" if verdict.jit_only else verdict.status
+
+
+def verdict_mark(verdict: Verdict) -> str:
+    """A verdict's mark in a table: ✅ᴶ where it is present only through PTX JIT."""
+    return mark(_table_status(verdict))
 
 
 def print_check(result: CheckResult) -> None:
@@ -207,7 +237,9 @@ def print_check(result: CheckResult) -> None:
         built = " ".join(name for name in result.built_for[family] if name not in hollow)
         if hollow:
             built += ("; " if built else "") + "hollow in " + " ".join(hollow)
-        statuses = tuple(result.verdict(family, d).status for d in result.devices)
+        if family in result.mismatch:
+            built = "(rule does not fit: see warning)"
+        statuses = tuple(_table_status(result.verdict(family, d)) for d in result.devices)
         rows.append(FamilyRow(family, built, statuses))
     family_device_view(
         out,
@@ -216,7 +248,10 @@ def print_check(result: CheckResult) -> None:
         [str(d) for d in result.devices],
         code_header="built for",
     )
-    for line in failure_lines(result.failing):
+    for family, why in result.mismatch.items():
+        out.print(f"warning: {family} not matched: {why}", markup=False, soft_wrap=True)
+    failing = [v for v in result.failing if v.status != NOT_MATCHED]  # (warned above)
+    for line in failure_lines(failing):
         out.print(line, markup=False, soft_wrap=True)
     if result.libraries_read == 0:
         out.print("note: no library that a family can be in was found", markup=False)

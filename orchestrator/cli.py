@@ -469,7 +469,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         rows = [
             FamilyRow(
                 name,
-                " ".join(found.cubins + found.ptx),
+                "(rule does not fit: see warning)"
+                if found.mismatch
+                else " ".join(found.cubins + found.ptx),
                 tuple(_probe_status(d, found, meant.get(name, ())) for d in devices),
             )
             for name, found in presence.items()
@@ -480,14 +482,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
             rows,
             [str(d) for d in devices],
         )
+        for name, found in presence.items():
+            if found.mismatch:
+                out.print(f"warning: {name} not matched: {found.mismatch}", markup=False)
     return EXIT_OK
 
 
 def _probe_status(device: ComputeCapability, found: FamilyPresence, meant: Sequence[object]) -> str:
-    """The check vocabulary for what probe found: present, hollow, missing (meant for
-    the device, nothing loads there) or not applicable."""
+    """The check vocabulary for what probe found: present (present-jit: only through
+    PTX JIT), hollow, missing (meant for the device, nothing loads there), not
+    applicable, or not matched (the family's rule does not fit)."""
+    if found.mismatch:
+        return "not-matched"
     if device in found.devices:
-        return "present"
+        return "present-jit" if device in found.jit_devices else "present"
     if device in found.hollow_devices:
         return "hollow"
     return "missing" if device in meant else "not-applicable"

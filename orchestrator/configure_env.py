@@ -85,6 +85,7 @@ class ConfigureSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     stand_ins: Mapping[str, StandIn] = field(default_factory=dict)
     libraries: tuple[str, ...] = ("*.so",)
+    package_dir: str = ""  # where setup.py puts the libraries in the wheel ("vllm")
 
 
 @dataclass(frozen=True)

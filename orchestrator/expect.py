@@ -11,7 +11,16 @@ code object among those that contain it (``archs.select_image``). The family is
   family whose loaded kernels are partly hollow says which in its reason;
 * **missing** when none of its kernels can run there -- with the build-log line
   that explains it, when there is one;
+* **not-matched** when the family's rule no longer fits the build: no kernel
+  matches it, yet its kernel regexes match kernels whose sources its globs reject
+  (or its sources hold kernels its regexes reject) -- typically a project that
+  renamed its files. The tool can then prove neither presence nor absence; it
+  fails the check like a missing family (exit 1), with a warning naming the
+  mismatch instead of a bare "missing";
 * **not-applicable** when the family is not meant for that device or CUDA version.
+
+A present family whose served kernels are all PTX is present *through JIT*
+(``Verdict.jit_only``): the driver compiles that PTX at the first launch.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ PRESENT = "present"
 HOLLOW = "hollow"
 MISSING = "missing"
 NOT_APPLICABLE = "not-applicable"
-FAILING = (MISSING, HOLLOW)
+NOT_MATCHED = "not-matched"
+FAILING = (MISSING, HOLLOW, NOT_MATCHED)
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,20 @@ class Verdict:
     reason: str = ""
     cause: str | None = None  # the build-log line that explains a missing family
     guard: str | None = None  # the CMake call (file:line, as it ran) that dropped it
+    jit_kernels: int = 0  # served kernels the device JIT-compiles from PTX (present only)
 
     @property
     def failing(self) -> bool:
         return self.status in FAILING
+
+    @property
+    def jit_only(self) -> bool:
+        """Present only through PTX JIT: every code object served is PTX."""
+        return (
+            self.status == PRESENT
+            and bool(self.served_by)
+            and all(Target.parse(name).ptx for name in self.served_by)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +88,8 @@ class Verdict:
             "reason": self.reason,
             "cause": self.cause,
             "guard": self.guard,
+            "jit_kernels": self.jit_kernels,
+            "jit_only": self.jit_only,
         }
 
     @classmethod
@@ -83,6 +105,7 @@ class Verdict:
             reason=data.get("reason", ""),
             cause=data.get("cause"),
             guard=data.get("guard"),
+            jit_kernels=data.get("jit_kernels", 0),
         )
 
 
@@ -114,6 +137,58 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
                 ):
                     entry.copies[code.arch] = kernel
     return list(found.values())
+
+
+def rule_mismatch(inventory: Inventory, family: FamilyRule) -> str | None:
+    """Why a family that matches no kernel may be a rule that stopped fitting, or None.
+
+    Only for a family with both ``kernels`` and ``sources`` that matches nothing:
+    kernels in its libraries match its name regexes but come from sources its globs
+    reject (a project that renamed its files), or kernels from its sources match
+    none of its regexes (renamed kernels). Excluded sources and kernels never count.
+    """
+    if not (family.kernels and family.sources):
+        return None
+    by_name: dict[tuple[str, str], set[str]] = {}
+    by_source: dict[tuple[str, str], set[str]] = {}
+    for library in inventory.libraries:
+        if not family.matches_library(library.path):
+            continue
+        for code in library.code_objects():
+            sources = list(code.sources)
+            if any(family.excludes_source(s) for s in sources):
+                continue
+            for kernel in code.kernels:
+                if family.excludes_kernel(kernel.name):
+                    continue
+                name_ok = family.matches_name(kernel.name)
+                source_ok = any(family.matches_source(s) for s in sources)
+                if name_ok and sources and not source_ok:
+                    by_name.setdefault((library.path, kernel.mangled), set()).update(sources)
+                elif source_ok and not name_ok:
+                    by_source.setdefault((library.path, kernel.mangled), set()).add(kernel.name)
+                elif name_ok and (source_ok or not sources):
+                    return None  # the family matches after all
+    if by_name:
+        files = sorted({s for found in by_name.values() for s in found})
+        return (
+            f"{len(by_name)} kernels match {_quoted(family.kernels)} by name but their "
+            f"sources {_quoted(files, 3)} fit none of {_quoted(family.sources)}: the "
+            f"profile's rule for {family.name} may not fit this version"
+        )
+    if by_source:
+        names = sorted({n for found in by_source.values() for n in found})
+        return (
+            f"{len(by_source)} kernels from {_quoted(family.sources)} match none of "
+            f"{_quoted(family.kernels)} (e.g. {_quoted([n[:80] for n in names], 2)}): the "
+            f"profile's rule for {family.name} may not fit this version"
+        )
+    return None
+
+
+def _quoted(items: Sequence[str], most: int = 4) -> str:
+    shown = ", ".join(f"`{item}`" for item in items[:most])
+    return shown + (f", … ({len(items)} in all)" if len(items) > most else "")
 
 
 def code_objects_holding(
@@ -160,9 +235,11 @@ def judge(
     cuda: CudaVersion | None = None,
     skip_lines: Sequence[str] = (),
     kernels: Sequence[_FamilyKernel] | None = None,
+    mismatch: str | None = None,
 ) -> Verdict:
-    """The verdict for one family on one device. ``kernels``: the family's kernels
-    in ``inventory`` (``family_kernels``), when the caller judges several devices."""
+    """The verdict for one family on one device. ``kernels`` and ``mismatch``: the
+    family's kernels in ``inventory`` (``family_kernels``) and its ``rule_mismatch``,
+    when the caller judges several devices (computed here when ``kernels`` is None)."""
     name = family.name
     if not family.applies_to(device, cuda):
         why = (
@@ -174,10 +251,13 @@ def judge(
 
     if kernels is None:
         kernels = family_kernels(inventory, family)
+        mismatch = rule_mismatch(inventory, family) if not kernels else None
     built_for = tuple(sorted({t.name for k in kernels for t in k.copies}, key=_target_order))
     status, chosen_set = serve(kernels, family, device)
     cause = next((line for line in skip_lines if family.explains(line)), None)
 
+    if status == MISSING and not kernels and mismatch:
+        return Verdict(name, str(device), NOT_MATCHED, reason=f"{name} not matched: {mismatch}")
     if status == MISSING:
         if built_for:
             reason = (
@@ -193,11 +273,15 @@ def judge(
     served_by = tuple(sorted({t.name for _, t, _ in chosen_set}, key=_target_order))
     libraries = tuple(sorted({e.library for e, _, _ in chosen_set}))
     names = tuple(sorted({k.name for _, _, k in chosen_set}))
+    jit = sum(1 for _, target, _ in chosen_set if target.ptx)
     if status == PRESENT:
         reason = (
             f"{len(chosen_set)} of {len(kernels)} {name} kernels served on {device} by "
             f"{', '.join(served_by)}"
         )
+        if jit:
+            every = "all" if jit == len(chosen_set) else f"{jit} of them"
+            reason += f" ({every} JIT-compiled from PTX at first launch)"
         stubs = _hollow_served(kernels, family, device)
         if stubs:
             reason += (
@@ -210,7 +294,16 @@ def judge(
             f"there cannot work: {_why_hollow([k for _, _, k in chosen_set])}"
         )
     return Verdict(
-        name, str(device), status, served_by, libraries, names, built_for, reason, cause=None
+        name,
+        str(device),
+        status,
+        served_by,
+        libraries,
+        names,
+        built_for,
+        reason,
+        cause=None,
+        jit_kernels=jit if status == PRESENT else 0,
     )
 
 
@@ -261,8 +354,17 @@ def check_cell(
     verdicts = []
     for family in families:
         kernels = family_kernels(inventory, family)
+        mismatch = rule_mismatch(inventory, family) if not kernels else None
         verdicts += [
-            judge(inventory, family, device, cuda=cuda, skip_lines=skip_lines, kernels=kernels)
+            judge(
+                inventory,
+                family,
+                device,
+                cuda=cuda,
+                skip_lines=skip_lines,
+                kernels=kernels,
+                mismatch=mismatch,
+            )
             for device in requested_devices(archs)
         ]
     return verdicts

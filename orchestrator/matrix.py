@@ -200,6 +200,7 @@ def _configure(raw: dict[str, Any] | None) -> ConfigureSpec | None:
             for name, spec in raw.get("stand_ins", {}).items()
         },
         libraries=tuple(raw.get("libraries", ("*.so",))),
+        package_dir=raw.get("package_dir", ""),
     )
 
 

@@ -217,8 +217,21 @@ def predict_inventory(build_dir: Path, project: Project) -> Inventory:
                     obj = CodeObject(code, kernels, (source.name,))
                     (ptx if code.ptx else cubins).append(obj)
         for artifact in artifacts:
-            libraries.append(Library(_relative(build_dir, artifact), tuple(cubins), tuple(ptx)))
+            libraries.append(
+                Library(_library_name(project, build_dir, artifact), tuple(cubins), tuple(ptx))
+            )
     return Inventory(tuple(libraries))
+
+
+def _library_name(project: Project, build_dir: Path, artifact: str) -> str:
+    """A predicted library's name: relative to the build directory, or -- for a
+    ``build: pip`` project whose setup.py installs the libraries into a package
+    (``configure.package_dir``: ``vllm``) -- as it will be in the wheel, so that
+    anchored ``libraries`` globs (``vllm/_C.*``) see the same path in both tiers."""
+    configure = project.configure
+    if project.build == "pip" and configure is not None and configure.package_dir:
+        return f"{configure.package_dir.strip('/')}/{Path(artifact).name}"
+    return _relative(build_dir, artifact)
 
 
 def _matches(artifact: str, globs: Sequence[str]) -> bool:

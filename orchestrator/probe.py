@@ -27,7 +27,14 @@ from typing import Any, Literal
 from orchestrator.archs import DEVICES, ComputeCapability, Target
 from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
 from orchestrator.errors import InputFileError, UsageError
-from orchestrator.expect import HOLLOW, PRESENT, code_objects_holding, family_kernels, serve
+from orchestrator.expect import (
+    HOLLOW,
+    PRESENT,
+    code_objects_holding,
+    family_kernels,
+    rule_mismatch,
+    serve,
+)
 from orchestrator.fatbin import EntryDecoder, read_library
 from orchestrator.fsutil import not_regular, open_regular, walk_files
 from orchestrator.inventory import Inventory, Library
@@ -53,10 +60,11 @@ def probe(
     ``jobs``: processes the native engine may use for a large library (default:
     this machine's usable CPUs; 1 reads everything in this process).
     ``only``: when given, a shared object found inside a wheel or a directory is
-    read only if ``only(its file name)`` is true (``check`` skips the libraries no
-    family can be in); a file named in ``paths`` is always read.
-    ``root``: name each library by its path relative to this directory (the cell's
-    build directory, where ``run`` found its artifacts), not as given."""
+    read only if ``only(its path)`` is true (the member path inside a wheel, e.g.
+    ``vllm/_C.abi3.so``; ``check`` skips the libraries no family can be in); a file
+    named in ``paths`` is always read. ``root``: name each library by its path
+    relative to this directory (the cell's build directory, where ``run`` found its
+    artifacts), not as given."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
@@ -110,7 +118,7 @@ def probe_path(
         if not shared:
             # Probing nothing must not look like a clean probe.
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this directory")
-        found = [p for p in shared if wanted(p.name)]
+        found = [p for p in shared if wanted(p.as_posix())]
         unique = _dedup_links(found)
         return [_probe_file(p, _label(p, root), engine, cuobjdump, decoder) for p in unique]
     # Before anything opens it: a FIFO blocks its reader, /dev/zero never ends.
@@ -221,7 +229,7 @@ def _probe_wheel(
             name = PurePosixPath(info.filename).name
             if not info.is_dir() and _is_shared_object_name(name):
                 shared += 1
-                if wanted(name):
+                if wanted(info.filename):
                     members.append(info)
         if not shared:
             # As for a directory: probing nothing must not look like a clean probe.
@@ -296,6 +304,8 @@ class FamilyPresence:
     devices: tuple[ComputeCapability, ...]  # devices on which a working one loads
     hollow_devices: tuple[ComputeCapability, ...]  # devices that load only hollow ones
     libraries: tuple[str, ...]
+    jit_devices: tuple[ComputeCapability, ...] = ()  # of ``devices``: served only by PTX
+    mismatch: str | None = None  # why the family's rule may not fit (it matches nothing)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -305,6 +315,8 @@ class FamilyPresence:
             "devices": [str(d) for d in self.devices],
             "hollow_devices": [str(d) for d in self.hollow_devices],
             "libraries": list(self.libraries),
+            "jit_devices": [str(d) for d in self.jit_devices],
+            "mismatch": self.mismatch,
         }
 
 
@@ -323,7 +335,8 @@ def family_presence(
         kernels = family_kernels(inventory, rule)
         holding, working = code_objects_holding(kernels, rule)
         hollow = holding - working
-        statuses = {device: serve(kernels, rule, device)[0] for device in devices}
+        served = {device: serve(kernels, rule, device) for device in devices}
+        statuses = {device: status for device, (status, _) in served.items()}
         result[rule.name] = FamilyPresence(
             family=rule.name,
             cubins=_names(t for t in working if not t.ptx),
@@ -332,6 +345,12 @@ def family_presence(
             devices=tuple(d for d in devices if statuses[d] == PRESENT),
             hollow_devices=tuple(d for d in devices if statuses[d] == HOLLOW),
             libraries=tuple(dict.fromkeys(entry.library for entry in kernels)),
+            jit_devices=tuple(
+                d
+                for d in devices
+                if statuses[d] == PRESENT and all(t.ptx for _, t, _ in served[d][1])
+            ),
+            mismatch=rule_mismatch(inventory, rule) if not kernels else None,
         )
     return result
 

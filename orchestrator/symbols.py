@@ -77,14 +77,23 @@ class FamilyRule:
         return device in self.devices
 
     def matches_library(self, library: str) -> bool:
-        name = PurePosixPath(library).name
-        return not self.libraries or any(fnmatch.fnmatch(name, g) for g in self.libraries)
+        """Whether a library (a path, or ``wheel!member``) may hold the family. A glob
+        without ``/`` matches the file name; one with ``/`` is anchored on the path's
+        last components (``vllm/_C.*`` is ``vllm/_C.abi3.so``, never
+        ``vllm/third_party/deep_gemm/_C.cpython-312-x86_64-linux-gnu.so``)."""
+        return not self.libraries or library_matches(library, self.libraries)
 
     def matches_source(self, source: str) -> bool:
         return _glob_any(source, self.sources)
 
     def excludes_source(self, source: str) -> bool:
         return _glob_any(source, self.exclude_sources)
+
+    def matches_name(self, demangled: str) -> bool:
+        return any(p.search(demangled) for p in self._kernel_patterns)
+
+    def excludes_kernel(self, demangled: str) -> bool:
+        return any(p.search(demangled) for p in self._exclude_patterns)
 
     def matches_kernel(
         self,
@@ -107,15 +116,29 @@ class FamilyRule:
         known_sources = list(sources)
         if any(self.excludes_source(s) for s in known_sources):
             return False
-        if any(p.search(demangled) for p in self._exclude_patterns):
+        if self.excludes_kernel(demangled):
             return False
         source_ok = any(self.matches_source(s) for s in known_sources)
         if predicted and self.sources:
             return source_ok
-        name_ok = any(p.search(demangled) for p in self._kernel_patterns)
+        name_ok = self.matches_name(demangled)
         if self.kernels and self.sources:
             return name_ok and (source_ok or not known_sources)
         return name_ok if self.kernels else source_ok
+
+
+def library_matches(library: str, globs: Iterable[str]) -> bool:
+    """A library path (``wheel.whl!vllm/_C.abi3.so`` or a file path) against
+    ``libraries`` globs: by file name, or anchored on trailing path components.
+
+    >>> library_matches("v.whl!vllm/_C.abi3.so", ["vllm/_C.*"])
+    True
+    >>> library_matches("v.whl!vllm/third_party/deep_gemm/_C.cpython-312.so", ["vllm/_C.*"])
+    False
+    >>> library_matches("/b/vllm/third_party/deep_gemm/_C.cpython-312.so", ["_C.*"])
+    True
+    """
+    return _glob_any(library.rsplit("!", 1)[-1], globs)
 
 
 def _glob_any(source: str, globs: Iterable[str]) -> bool:

@@ -15,11 +15,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
+from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
 from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 # Worst first: the status a family shows in a grid is the worst over its devices.
-_FAMILY_ORDER = (MISSING, HOLLOW, PRESENT, NOT_APPLICABLE)
+_FAMILY_ORDER = (MISSING, NOT_MATCHED, HOLLOW, PRESENT, NOT_APPLICABLE)
 CELL_STATUSES = (FAILED, ERROR, NOT_RUN, PASSED, SKIPPED)
 
 
@@ -30,6 +30,7 @@ class FamilyStatus:
 
     status: str
     devices: tuple[str, ...] = ()  # the devices where ``status`` holds
+    jit_devices: tuple[str, ...] = ()  # present devices that only JIT it from PTX
 
     @property
     def checked(self) -> bool:
@@ -58,7 +59,8 @@ def family_status(result: CellResult, family: str) -> FamilyStatus:
     for status in _FAMILY_ORDER:
         devices = tuple(v.device for v in verdicts if v.status == status)
         if devices:
-            return FamilyStatus(status, devices)
+            jit = tuple(v.device for v in verdicts if v.jit_only)
+            return FamilyStatus(status, devices, jit)
     return FamilyStatus(NOT_APPLICABLE)
 
 

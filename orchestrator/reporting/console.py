@@ -23,9 +23,11 @@ def console(stderr: bool = False) -> Console:
 
 MARKS = {
     "present": "✅",
+    "present-jit": "✅ᴶ",  # present only as PTX, JIT-compiled at first launch
     "missing": "❌",
     "hollow": "⚠️",
     "not-applicable": "➖",
+    "not-matched": "❓",
     "passed": "✅",
     "failed": "❌",
     "error": "💥",
@@ -34,9 +36,11 @@ MARKS = {
 }
 ASCII_MARKS = {
     "present": "ok",
+    "present-jit": "ok(jit)",
     "missing": "MISSING",
     "hollow": "HOLLOW",
     "not-applicable": "-",
+    "not-matched": "NOT-MATCHED",
     "passed": "PASS",
     "failed": "FAIL",
     "error": "ERROR",

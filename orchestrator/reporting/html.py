@@ -35,7 +35,7 @@ from orchestrator.baseline import (
     KernelCopy,
     kernel_copies,
 )
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, Verdict
+from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT, Verdict
 from orchestrator.reporting.cells import (
     cell_status,
     clean,
@@ -59,6 +59,7 @@ GLYPHS = {
     MISSING: "✗",
     HOLLOW: "◌",
     NOT_APPLICABLE: "·",
+    NOT_MATCHED: "?",
     PASSED: "✓",
     FAILED: "✗",
     ERROR: "E",
@@ -69,6 +70,7 @@ LEGEND = (
     (PRESENT, "present on every requested device"),
     (MISSING, "missing on a requested device"),
     (HOLLOW, "hollow: loaded, but compiled out or a trap"),
+    (NOT_MATCHED, "not matched: the family's rule does not fit the build"),
     (NOT_APPLICABLE, "not applicable"),
     (ERROR, "build/probe error: not checked"),
     (NOT_RUN, "not run: not checked"),
@@ -204,10 +206,12 @@ def _heat_row(result: CellResult, families: Sequence[str]) -> HeatRow:
     cells = []
     for family in families:
         status = family_status(result, family)
-        if status.status in (MISSING, HOLLOW):
+        if status.status in (MISSING, HOLLOW, NOT_MATCHED):
             title = f"{family}: {status.status} on {', '.join(status.devices)}"
         elif status.status == PRESENT:
             title = f"{family}: present on {', '.join(status.devices)}"
+            if status.jit_devices:
+                title += f" (only as PTX, JIT-compiled, on {', '.join(status.jit_devices)})"
         elif status.status == NOT_APPLICABLE:
             title = f"{family}: not applicable"
         else:

@@ -25,7 +25,7 @@ from orchestrator.baseline import (
     Diff,
     Finding,
 )
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
+from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
 from orchestrator.reporting.cells import (
     PREDICTED_NOTE,
     cell_status,
@@ -48,6 +48,7 @@ ICONS = {
     MISSING: "❌",
     HOLLOW: "⚠️",
     NOT_APPLICABLE: "➖",
+    NOT_MATCHED: "❓",
     PASSED: "✅",
     FAILED: "❌",
     ERROR: "💥",
@@ -57,7 +58,9 @@ ICONS = {
 WORDS = {0: "OK", 1: "FAILED", 2: "USAGE ERROR", 3: "ERROR"}
 LEGEND = (
     "✅ present on every requested device · ❌ missing (on the devices named) · "
-    "⚠️ hollow: loaded but compiled out or a trap · ➖ not applicable, or cell skipped · "
+    "⚠️ hollow: loaded but compiled out or a trap · ✅ᴶ present only as PTX, JIT-compiled "
+    "at first launch (on the devices named) · ❓ not matched: the family's rule does not fit "
+    "the build (see the warning) · ➖ not applicable, or cell skipped · "
     "💥 build or probe error: not checked · ⏸️ not run: not checked"
 )
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~!])")
@@ -173,8 +176,10 @@ def grid_row(result: CellResult, families: Sequence[str]) -> str:
     for family in families:
         shown = family_status(result, family)
         entry = ICONS.get(shown.status, shown.status)
-        if shown.status in (MISSING, HOLLOW):
+        if shown.status in (MISSING, HOLLOW, NOT_MATCHED):
             entry += " " + text(", ".join(shown.devices))
+        elif shown.status == PRESENT and shown.jit_devices:
+            entry += "ᴶ " + text(", ".join(shown.jit_devices))
         entries.append(entry)
     status = cell_status(result)
     return f"| {text(result.id)} | {ICONS[status]} {status} | " + " | ".join(entries) + " |"

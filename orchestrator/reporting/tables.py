@@ -71,11 +71,18 @@ class FamilyRow:
 
 
 LEGEND = ("present", "missing", "hollow", "not-applicable")
-LEGEND_WORDS = {"not-applicable": "not applicable (not meant for that device)"}
+# Shown in a legend only when a table uses them.
+EXTRA_LEGEND = ("present-jit", "not-matched")
+LEGEND_WORDS = {
+    "not-applicable": "not applicable (not meant for that device)",
+    "present-jit": "present only as PTX, JIT-compiled at first launch",
+    "not-matched": "not matched (the family's rule does not fit this build: see warning)",
+}
 
 
-def legend() -> str:
-    return "  ".join(f"{mark(s)} {LEGEND_WORDS.get(s, s)}" for s in LEGEND)
+def legend(used: Sequence[str] = ()) -> str:
+    shown = [*LEGEND, *(s for s in EXTRA_LEGEND if s in used)]
+    return "  ".join(f"{mark(s)} {LEGEND_WORDS.get(s, s)}" for s in shown)
 
 
 def family_device_view(
@@ -105,7 +112,7 @@ def family_device_view(
             text.append(row.family, style="bold")
             text.append(f"  {code_header}: {row.code or '(none)'}\n")
             groups = []
-            for status in LEGEND:
+            for status in (*LEGEND, *EXTRA_LEGEND):
                 on = [d for d, s in zip(devices, row.statuses, strict=True) if s == status]
                 if on:
                     groups.append(f"{mark(status)} {' '.join(on)}")
@@ -113,4 +120,4 @@ def family_device_view(
         return text
 
     show(console, as_grid, per_family)
-    console.print(legend(), markup=False)
+    console.print(legend([s for row in rows for s in row.statuses]), markup=False)

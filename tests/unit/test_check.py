@@ -31,7 +31,15 @@ from orchestrator.check import (
 )
 from orchestrator.cli import main
 from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, EXIT_USAGE, ArchSpecError
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, judge
+from orchestrator.expect import (
+    HOLLOW,
+    MISSING,
+    NOT_APPLICABLE,
+    NOT_MATCHED,
+    PRESENT,
+    judge,
+    rule_mismatch,
+)
 from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
 from orchestrator.symbols import FamilyRule
 
@@ -188,7 +196,7 @@ def test_json_verdicts(
     assert "built only for sm_100a, sm_120a, none of which runs on 12.1" in missing["reason"]
     assert data["devices"] == ["12.0", "12.1"]
     assert data["families"]["nvfp4"]["built_for"] == ["sm_100a", "sm_120a"]
-    assert data["counts"] == {PRESENT: 2, MISSING: 2, HOLLOW: 0, NOT_APPLICABLE: 0}
+    assert data["counts"] == {PRESENT: 2, MISSING: 2, HOLLOW: 0, NOT_MATCHED: 0, NOT_APPLICABLE: 0}
     assert data["exit_code"] == EXIT_KERNEL_MISSING
     assert data["libraries_read"] == 1  # the flash-attention library was not read
 
@@ -316,6 +324,11 @@ def test_library_filter() -> None:
     assert only is not None
     assert only("_C.abi3.so") and only("_moe_C_stable_libtorch.abi3.so")
     assert not only("_vllm_fa2_C.abi3.so")
+    anchored = library_filter([FamilyRule("a", (CC("9.0"),), libraries=("vllm/_C.*",))])
+    assert anchored is not None
+    assert anchored("vllm/_C.abi3.so") and anchored("/build/lib/vllm/_C.abi3.so")
+    assert not anchored("vllm/third_party/deep_gemm/_C.cpython-312-x86_64-linux-gnu.so")
+    assert not anchored("_C.abi3.so")
     assert (
         library_filter(
             [FamilyRule("a", (CC("9.0"),)), FamilyRule("b", (CC("9.0"),), libraries=("x",))]
@@ -401,3 +414,94 @@ def test_ptx_only_family_is_present_through_jit(
     assert code == EXIT_OK
     (verdict,) = json.loads(out)["verdicts"]
     assert verdict["served_by"] == ["compute_80"]
+    assert verdict["status"] == PRESENT
+    assert verdict["jit_only"] is True and verdict["jit_kernels"] == 1
+    assert "all JIT-compiled from PTX at first launch" in verdict["reason"]
+    code, out, _ = run(capsys, str(wheel), "--families", str(families))
+    assert code == EXIT_OK
+    row = next(line for line in out.splitlines() if "nvfp4" in line)
+    assert "✅ᴶ" in row
+    assert "present only as PTX, JIT-compiled at first launch" in out
+
+
+def test_jit_for_some_kernels_only_is_said_in_the_reason_not_the_mark() -> None:
+    """Marlin on Hopper: bf16 kernels have an sm_90 cubin, fp16 ones only compute_80."""
+    inventory = Inventory(
+        (
+            Library(
+                "w.whl!vllm/_C.abi3.so",
+                cubins=(code("sm_90", "k.cu", kernel("bf16_kernel", 40)),),
+                ptx=(code("compute_80", "k.cu", kernel("fp16_kernel", 40)),),
+            ),
+        )
+    )
+    rule = FamilyRule("marlin", (CC("9.0"), CC("8.0")), kernels=("_kernel",))
+    on_hopper = judge(inventory, rule, CC("9.0"))
+    assert on_hopper.status == PRESENT and on_hopper.jit_kernels == 1
+    assert not on_hopper.jit_only
+    assert "(1 of them JIT-compiled from PTX at first launch)" in on_hopper.reason
+    on_ampere = judge(inventory, rule, CC("8.0"))
+    assert on_ampere.jit_only and on_ampere.served_by == ("compute_80",)
+
+
+MARLIN = "_ZN6marlin6MarlinIN3c104HalfELl1125899906843648ELi256EEEvPK4int4"
+RENAMED = """families:
+  marlin:
+    sources: ["sm80_kernel_*.cu"]
+    kernels: ['marlin(::|\\d+)Marlin(<|I)']
+    libraries: ["_C.*"]
+    devices: ['8.0', '9.0']
+"""
+
+
+def test_a_rule_whose_source_globs_no_longer_fit_is_not_matched_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old vLLM names its Marlin units kernel_<type>_<type>.cu: the name regex fits,
+    the source globs reject every kernel. That is not "missing" but "not matched"."""
+    old_name = "_ZN55_INTERNAL_0a0b0c0d_18_kernel_fp16_ku4_cu_0e0f0a0b6marlin1xE"
+    wheel = make_wheel(
+        tmp_path,
+        library(cubin(80, "", (MARLIN, working_body(40)), (old_name, working_body(4)))),
+    )
+    families = tmp_path / "f.yaml"
+    families.write_text(RENAMED)
+    code_, out, _ = run(capsys, str(wheel), "--families", str(families), "--json")
+    assert code_ == EXIT_KERNEL_MISSING  # unverifiable is not a pass
+    data = json.loads(out)
+    assert {v["status"] for v in data["verdicts"]} == {NOT_MATCHED}
+    warning = data["families"]["marlin"]["mismatch"]
+    assert "1 kernels match `marlin(::|\\d+)Marlin(<|I)` by name" in warning
+    assert "`kernel_fp16_ku4.cu`" in warning and "fit none of `sm80_kernel_*.cu`" in warning
+    assert data["counts"][NOT_MATCHED] == 2 and data["counts"][MISSING] == 0
+    code_, out, _ = run(capsys, str(wheel), "--families", str(families))
+    assert code_ == EXIT_KERNEL_MISSING
+    assert "warning: marlin not matched: 1 kernels match" in out
+    assert "no kernel of marlin" not in out
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["marlin"])
+    assert row.count("❓") == 2 and "❌" not in row
+    assert "2 not matched (the profile may not fit)" in out.strip().splitlines()[-1]
+
+
+def test_the_reverse_mismatch_and_no_mismatch_where_the_rule_fits() -> None:
+    def inventory(source: str, name: str) -> Inventory:
+        return Inventory(
+            (Library("x/_C.abi3.so", cubins=(code("sm_80", source, kernel(name, 40)),)),)
+        )
+
+    rule = FamilyRule("marlin", (CC("8.0"),), sources=("sm80_kernel_*.cu",), kernels=("Marlin<",))
+    renamed_kernel = inventory("sm80_kernel_fp16.cu", "marlin::NewGemm<1>")
+    why = rule_mismatch(renamed_kernel, rule)
+    assert why is not None and why.startswith("1 kernels from `sm80_kernel_*.cu` match none")
+    assert judge(renamed_kernel, rule, CC("8.0")).status == NOT_MATCHED
+    fits = inventory("sm80_kernel_fp16.cu", "marlin::Marlin<1>")
+    assert rule_mismatch(fits, rule) is None
+    assert judge(fits, rule, CC("8.0")).status == PRESENT
+    unrelated = inventory("other.cu", "other_kernel")
+    assert rule_mismatch(unrelated, rule) is None
+    assert judge(unrelated, rule, CC("8.0")).status == MISSING
+    # a library the family may not live in never makes a mismatch
+    elsewhere = FamilyRule(
+        "marlin", (CC("8.0"),), sources=("x.cu",), kernels=("Marlin<",), libraries=("_moe_C*",)
+    )
+    assert rule_mismatch(fits, elsewhere) is None

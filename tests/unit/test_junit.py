@@ -54,8 +54,8 @@ def test_a_large_matrix_is_valid_too(name: str) -> None:
 def test_log_control_characters_cannot_break_the_xml(tmp_path: Path) -> None:
     results = sample_results()
     results[2].log_tail.append("bell \x07 nul \x00 escape \x1b[1m bold")
-    results[1].verdicts[0] = type(results[1].verdicts[0])(
-        **{**results[1].verdicts[0].to_json(), "reason": "form\x0cfeed"}
+    results[1].verdicts[0] = type(results[1].verdicts[0]).from_json(
+        {**results[1].verdicts[0].to_json(), "reason": "form\x0cfeed"}
     )
     text = junit_text(results)
     for name in SCHEMAS:

@@ -7,9 +7,10 @@ import dataclasses
 from report_data import CRASH, NASTY, SKIP_LINE, passed_cell, sample_results, synthetic_results
 
 from orchestrator.baseline import diff_results, summarize
-from orchestrator.expect import MISSING
+from orchestrator.expect import MISSING, NOT_MATCHED, PRESENT, Verdict
+from orchestrator.reporting.html import build_view, render_html
 from orchestrator.reporting.markdown import GITHUB_SUMMARY_LIMIT, code, render_markdown, text
-from orchestrator.results import exit_code
+from orchestrator.results import FAILED, exit_code
 
 
 def grid_rows(markdown: str) -> dict[str, str]:
@@ -83,3 +84,24 @@ def test_even_a_tiny_limit_keeps_the_verdict() -> None:
     md = render_markdown(results, exit_code=exit_code(results), limit=6000)
     assert md.startswith("## kernel-matrix: ❌ FAILED")
     assert "Truncated" in md
+
+
+def test_not_matched_and_jit_only_families_are_shown_as_such() -> None:
+    """A rule that stopped fitting is ❓ with its devices and its warning, never a
+    bare ❌; a family present only as PTX is ✅ᴶ with the devices that JIT it."""
+    cell = passed_cell()
+    jit = Verdict("marlin", "12.1", PRESENT, ("compute_80",), ("_C.abi3.so",),
+                  ("marlin::Marlin<1>",), ("sm_80", "compute_80"),
+                  "1 of 1 marlin kernels served on 12.1 by compute_80 "
+                  "(all JIT-compiled from PTX at first launch)", jit_kernels=1)  # fmt: skip
+    unfit = Verdict("marlin_moe", "12.1", NOT_MATCHED,
+                    reason="marlin_moe not matched: 350 kernels match `x` by name but ...")  # fmt: skip
+    cell = dataclasses.replace(cell, verdicts=[*cell.verdicts, jit, unfit], status=FAILED)
+    md = render_markdown([cell], exit_code=exit_code([cell]))
+    row = grid_rows(md)["cu13.0-12.1f"]
+    assert "| ✅ᴶ 12.1 | ❓ 12.1 |" in row, row
+    assert "**not-matched** on 12.1: marlin\\_moe not matched: 350 kernels match" in md
+    assert exit_code([cell]) == 1
+    html = render_html(build_view([cell], exit_code=1, verdict="FAILED"))
+    assert 'class="badge s-not-matched"' in html and ">JIT</span>" in html
+    assert "only as PTX, JIT-compiled, on 12.1" in html

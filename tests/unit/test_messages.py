@@ -96,6 +96,7 @@ def test_check_json_is_versioned_and_valid() -> None:
         families=("nvfp4",),
         built_for={"nvfp4": ("sm_120a",)},
         hollow_in={"nvfp4": ()},
+        mismatch={},
         verdicts=(Verdict("nvfp4", "12.1", MISSING, reason="r"),),
         libraries_read=1,
         seconds=0.5,

@@ -240,6 +240,27 @@ def test_family_devices_follow_the_image_the_driver_loads() -> None:
     assert family_presence(inventory, [strict])["nvfp4"].devices == ()
 
 
+def test_family_presence_says_jit_only_and_rule_mismatch() -> None:
+    marlin = "_ZN6marlin6MarlinIN3c104HalfEEEvv"
+    inventory = Inventory(
+        (
+            Library(
+                "w.whl!vllm/_C.abi3.so",
+                cubins=(code("sm_80", kernel(marlin, 40), sources=("kernel_fp16_ku4.cu",)),),
+                ptx=(code("compute_80", kernel(marlin, 40), sources=("kernel_fp16_ku4.cu",)),),
+            ),
+        )
+    )
+    fits = FamilyRule("marlin", (CC("8.0"),), kernels=("Marlin",), sources=("kernel_*.cu",))
+    found = family_presence(inventory, [fits], (CC("8.0"), CC("9.0")))["marlin"]
+    assert found.devices == (CC("8.0"), CC("9.0")) and found.jit_devices == (CC("9.0"),)
+    assert found.mismatch is None and found.to_json()["jit_devices"] == ["9.0"]
+    renamed = FamilyRule("marlin", (CC("8.0"),), kernels=("Marlin",), sources=("sm80_*.cu",))
+    stale = family_presence(inventory, [renamed], (CC("8.0"),))["marlin"]
+    assert stale.devices == () and stale.mismatch is not None
+    assert "`kernel_fp16_ku4.cu` fit none of `sm80_*.cu`" in stale.mismatch
+
+
 def test_cli_probe_json_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cubin = build_cubin(
         CubinSpec([KernelSpec(NVFP4, working_body(30)), KernelSpec(SM120, hollow_body())])

@@ -102,6 +102,7 @@ def test_check_view_of_the_vllm_families_fits(
         families=tuple(r.name for r in rules),
         built_for={r.name: ("sm_100a", "sm_120a") for r in rules},
         hollow_in={r.name: () for r in rules},
+        mismatch={},
         verdicts=verdicts,
         libraries_read=3,
         seconds=1.0,
