@@ -40,6 +40,7 @@ from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 
 from orchestrator.errors import ToolchainError
+from orchestrator.fsutil import staged_directory
 from orchestrator.toolchain import (
     INSTALL_TIMEOUT_S,
     LOCK_TIMEOUT_S,
@@ -227,15 +228,8 @@ def _provisioned(
                 return target
             progress(f"provisioning {what} into {target} (once; cached)")
             started = time.monotonic()
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            try:
+            with staged_directory(target, f".{target.name}-") as staging:
                 install(staging)
-                if target.exists():
-                    shutil.rmtree(target)
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
             seconds = time.monotonic() - started
             size = _tree_size(target)
             _write_mark(target, {"what": what, "seconds": round(seconds, 1), "bytes": size})

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -56,6 +57,22 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def staged_directory(target: Path, prefix: str) -> Iterator[Path]:
+    """A fresh directory next to ``target`` to fill; when the block ends without an
+    error it replaces ``target`` (one rename), otherwise it is removed: ``target`` is
+    whole or absent, never half-installed."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from orchestrator.errors import InputFileError, ToolchainError, UsageError
+from orchestrator.fsutil import staged_directory
 from orchestrator.toolchain import LOCK_TIMEOUT_S, cache_root
 
 _RELEASE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)$")
@@ -66,16 +67,9 @@ def unpack_sdist(sdist: Path) -> Path:
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
         if done.is_file():
             return target / done.read_text().strip()
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
-        try:
+        with staged_directory(target, ".unpack-") as staging:
             top = _unpack(sdist, staging)
             (staging / ".kernel-matrix-unpacked").write_text(top + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return target / top
 
 
