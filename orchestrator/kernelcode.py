@@ -23,7 +23,7 @@ few instructions that steer control from the bytes; :func:`traps_on_every_path`
 walks the graph they form. Fields, read off ``cuobjdump -sass`` of real cubins
 (vLLM 0.33.0 libraries sm_75 .. sm_120, a probe kernel built by nvcc 13.0 for
 sm_75 .. sm_121 with trap, printf, assert, switch tables, direct and indirect calls;
-``tests/integration/test_control_flow.py`` re-checks them against the disassembler):
+``tests/integration/test_control_flow_real.py`` re-checks them against the disassembler):
 
 * guard predicate: bits 12..15 of word 0 (``0x7`` = PT, always; bit 15 negates);
 * ``BRA`` (``0x947``; ``0x547`` with a uniform predicate) and ``CALL.REL``: the

@@ -1,6 +1,6 @@
 """Control flow of SASS kernels (``kernelcode``): hand-made instruction words whose
 encodings are those read off ``cuobjdump -sass`` of real cubins (the integration test
-``tests/integration/test_control_flow.py`` checks the decoder against the real
+``tests/integration/test_control_flow_real.py`` checks the decoder against the real
 disassembler); and the verdict's words for hollow and partly hollow families."""
 
 from __future__ import annotations
