@@ -46,8 +46,9 @@ from orchestrator.results import CellResult, load_cell_result
 from orchestrator.toolchain import cache_root
 
 # Part of every key: entries of an older layout (results holding absolute artifact
-# paths, no stored artifacts) are never read back.
-CACHE_FORMAT = "2"
+# paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT) are never
+# read back.
+CACHE_FORMAT = "3"
 LIMIT_VARIABLE = "KERNEL_MATRIX_CELL_CACHE_LIMIT"
 DEFAULT_LIMIT = "20G"
 SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}

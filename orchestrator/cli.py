@@ -293,7 +293,7 @@ def _run(
 
     def on_done(result: CellResult) -> None:
         watching.finished(result.id)
-        out.print(cell_line(result))
+        out.print(cell_line(result), markup=False, soft_wrap=True)  # a log line, never wrapped
 
     try:
         with watching:
