@@ -285,14 +285,14 @@ def cmake_cuda_home(toolchain: Toolchain, progress: Progress) -> Path:
         shutil.copytree(base / "bin", home / "bin", symlinks=True, copy_function=_link_or_copy)
         for entry in base.iterdir():
             if entry.name not in ("bin", "lib", "lib64", "include"):
-                (home / entry.name).symlink_to(_relocated(entry, base, target))
+                (home / entry.name).symlink_to(entry)
         for sub in ("lib", "include"):
             (home / sub).mkdir()
             for source_dir in (base / sub, nvrtc / sub):
                 for entry in source_dir.iterdir() if source_dir.is_dir() else ():
                     link = home / sub / entry.name
                     if not link.exists():
-                        link.symlink_to(_relocated(entry, base, target, staging))
+                        link.symlink_to(_relocated(entry, target, staging))
         (home / "lib64").symlink_to("lib")
         _unversioned_links(home / "lib")
         stubs = home / "lib" / "stubs"
@@ -303,10 +303,10 @@ def cmake_cuda_home(toolchain: Toolchain, progress: Progress) -> Path:
     return root / "home"
 
 
-def _relocated(entry: Path, base: Path, target: Path, staging: Path | None = None) -> Path:
+def _relocated(entry: Path, target: Path, staging: Path) -> Path:
     """Where ``entry`` will be once the staging directory is renamed to ``target``
     (links are absolute: the toolchain and the completion live in one cache)."""
-    if staging is not None and entry.is_relative_to(staging):
+    if entry.is_relative_to(staging):
         return target / entry.relative_to(staging)
     return entry
 
