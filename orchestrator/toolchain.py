@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from orchestrator import progress
 from orchestrator.archs import CudaVersion
 from orchestrator.errors import ToolchainError, ToolError
+from orchestrator.fsutil import staged_directory
 
 # Components a build needs; the meta-package pins their versions to one release.
 PYPI_COMPONENTS = ("nvcc", "nvvm", "crt", "cudart", "cccl")
@@ -186,9 +187,8 @@ def _toolchain_what(cuda: CudaVersion) -> str:
 
 
 def _install(cuda: CudaVersion, target: Path) -> Toolchain:
-    staging = Path(tempfile.mkdtemp(prefix=f".cuda-{cuda}-", dir=target.parent))
     requirement = f"cuda-toolkit[{','.join(PYPI_COMPONENTS)}]=={cuda}.*"
-    try:
+    with staged_directory(target, f".cuda-{cuda}-") as staging:
         _pip_install(staging, [requirement], what=_toolchain_what(cuda))
         home = cuda_home_in(staging, cuda)
         if not (home / "bin" / "nvcc").is_file():
@@ -197,12 +197,6 @@ def _install(cuda: CudaVersion, target: Path) -> Toolchain:
         if not lib64.exists():
             # nvcc.profile links with -L$(TOP)/lib64; the wheels ship lib/.
             lib64.symlink_to("lib")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     home = cuda_home_in(target, cuda)
     version, full = nvcc_version(home / "bin" / "nvcc")
     if version != cuda:
@@ -443,14 +437,8 @@ def cutlass_headers() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
         if not (include / "cute").is_dir():
-            staging = Path(tempfile.mkdtemp(prefix=".cutlass-", dir=target.parent))
-            try:
+            with staged_directory(target, ".cutlass-") as staging:
                 _pip_install(staging, [CUTLASS_PACKAGE], what="CUTLASS headers")
-                shutil.rmtree(target, ignore_errors=True)
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
     if not (include / "cute").is_dir():
         raise ToolError(f"{CUTLASS_PACKAGE} installed into {target} has no {CUTLASS_INCLUDE}/cute")
     return include
@@ -477,13 +465,8 @@ def _binary_tool(name: str, package: str, explicit: Path | None) -> Path:
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
         found = sorted(target.glob(pattern))
         if not found:
-            staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-            try:
+            with staged_directory(target, f".{name}-") as staging:
                 _pip_install(staging, [package], what=name)
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
             found = sorted(target.glob(pattern))
     if not found:
         raise ToolError(f"{package} installed into {target} has no bin/{name}")
