@@ -48,7 +48,7 @@ from orchestrator.toolchain import cache_root
 # Part of every key: entries of an older layout (results holding absolute artifact
 # paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT) are never
 # read back.
-CACHE_FORMAT = "3"
+CACHE_FORMAT = "4"
 LIMIT_VARIABLE = "KERNEL_MATRIX_CELL_CACHE_LIMIT"
 DEFAULT_LIMIT = "20G"
 SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}

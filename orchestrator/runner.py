@@ -131,7 +131,6 @@ def run_cell(
             result = cached
         else:
             _build_and_probe(matrix, cell, backend, options, result, log_path)
-            _store_in_cache(key, tier, result, build_dir, log_path, options)
         result.cache_key = key
     except (KernelMatrixError, OSError) as exc:
         # OSError: this machine (a full disk, a directory we may not write), not a bug.
@@ -154,12 +153,15 @@ def run_cell(
             result.verdicts, matrix, build_dir, tier=tier, guards=guards
         )
         result.archs_without_code, served = archs_without_code(inventory, cell.archs)
-        result.warnings += [
-            f"kernel-matrix: no code object for requested {note}" for note in served
-        ]
+        notes = [f"kernel-matrix: no code object for requested {note}" for note in served]
+        result.warnings += [note for note in notes if note not in result.warnings]
         result.settle()
-        if tier == "build" and not result.cached:
-            result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
+        if not result.cached:
+            # Stored with its guards: the configure trace that explains a missing
+            # family is not among the artifacts a cached cell gets back.
+            _store_in_cache(key, tier, result, build_dir, log_path, options)
+            if tier == "build":
+                result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
     return result
 

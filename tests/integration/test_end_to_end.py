@@ -144,6 +144,18 @@ def test_regression_37725_fails_naming_the_cmake_line(tmp_path: Path) -> None:
     assert fixed[("nvfp4", "12.1")].served_by == ("sm_121a",)
     junit = (tmp_path / "r" / "junit.xml").read_text()
     assert "nvfp4" in junit and "Not building NVFP4" in junit
+    # Answered from the cell cache (another build directory, no configure trace in
+    # it): the same verdicts, the guard line included.
+    again = kernel_matrix(
+        "run", "examples/regression-37725.yaml", "--out", str(tmp_path / "r2"),
+        "--build-dir", str(tmp_path / "b2"),
+    )  # fmt: skip
+    assert again.returncode == 1, again.stdout[-3000:]
+    cached = {r.id: r for r in load_results([tmp_path / "r2"])}
+    assert cached["cu13.0-12.1a-bug"].cached
+    assert bug[("nvfp4", "12.1")].guard is not None
+    assert verdicts(cached["cu13.0-12.1a-bug"]) == bug
+    assert f"dropped by {bug[('nvfp4', '12.1')].guard}" in again.stdout
 
 
 def test_exact_arch_guard_makes_the_sm120_family_hollow_on_12_1(tmp_path: Path) -> None:
