@@ -121,12 +121,15 @@ class _FamilyKernel:
 def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKernel]:
     found: dict[tuple[str, str], _FamilyKernel] = {}
     for library in inventory.libraries:
+        if not family.matches_library(library.path):
+            continue
         for code in library.code_objects():
+            facts = family.source_facts(code.sources)
+            if facts is None:
+                continue
             for kernel in code.kernels:
                 predicted = kernel.instructions < 0  # (configure tier: see is_hollow)
-                if not family.matches_kernel(
-                    kernel.name, code.sources, library.path, predicted=predicted
-                ):
+                if not family.matches_kernel_from(facts, kernel.name, predicted):
                     continue
                 key = (library.path, kernel.mangled)
                 entry = found.setdefault(key, _FamilyKernel(library.path, kernel.mangled))

@@ -12,7 +12,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,6 +46,11 @@ class FamilyRule:
     _kernel_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _exclude_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _log_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
+    # Demangled name -> (matches a kernel regex, matches an exclude regex): one kernel
+    # is met in every code object that holds it, and several checks read one rule.
+    _name_memo: dict[str, tuple[bool, bool]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         # Users' regexes are matched with time limits (userregex); an error names the rule.
@@ -90,10 +95,20 @@ class FamilyRule:
         return _glob_any(source, self.exclude_sources)
 
     def matches_name(self, demangled: str) -> bool:
-        return any(p.search(demangled) for p in self._kernel_patterns)
+        return self._name_rules(demangled)[0]
 
     def excludes_kernel(self, demangled: str) -> bool:
-        return any(p.search(demangled) for p in self._exclude_patterns)
+        return self._name_rules(demangled)[1]
+
+    def _name_rules(self, demangled: str) -> tuple[bool, bool]:
+        known = self._name_memo.get(demangled)
+        if known is None:
+            known = (
+                any(p.search(demangled) for p in self._kernel_patterns),
+                any(p.search(demangled) for p in self._exclude_patterns),
+            )
+            self._name_memo[demangled] = known
+        return known
 
     def matches_kernel(
         self,
@@ -113,17 +128,31 @@ class FamilyRule:
         """
         if library and not self.matches_library(library):
             return False
-        known_sources = list(sources)
-        if any(self.excludes_source(s) for s in known_sources):
+        facts = self.source_facts(sources)
+        return facts is not None and self.matches_kernel_from(facts, demangled, predicted)
+
+    def source_facts(self, sources: Iterable[str]) -> tuple[bool, bool] | None:
+        """What a code object's sources say for every kernel in it: None when one of
+        them is excluded, else (one matches the family's globs, any are known).
+        Computed once per code object, then ``matches_kernel_from`` per kernel."""
+        known = tuple(sources)
+        if any(self.excludes_source(s) for s in known):
+            return None
+        return any(self.matches_source(s) for s in known), bool(known)
+
+    def matches_kernel_from(
+        self, facts: tuple[bool, bool], demangled: str, predicted: bool = False
+    ) -> bool:
+        """``matches_kernel`` for a kernel of a code object whose ``source_facts``
+        are ``facts`` (not None)."""
+        source_ok, known = facts
+        name_ok, excluded = self._name_rules(demangled)
+        if excluded:
             return False
-        if self.excludes_kernel(demangled):
-            return False
-        source_ok = any(self.matches_source(s) for s in known_sources)
         if predicted and self.sources:
             return source_ok
-        name_ok = self.matches_name(demangled)
         if self.kernels and self.sources:
-            return name_ok and (source_ok or not known_sources)
+            return name_ok and (source_ok or not known)
         return name_ok if self.kernels else source_ok
 
 
@@ -143,6 +172,13 @@ def library_matches(library: str, globs: Iterable[str]) -> bool:
 
 def _glob_any(source: str, globs: Iterable[str]) -> bool:
     """Match a glob against a basename (``nvfp4_*.cu``) or a path suffix (``csrc/x/*.cu``)."""
+    return _glob_any_of(source, tuple(globs))
+
+
+# A library holds thousands of kernels from a few hundred sources: each (source,
+# globs) pair is matched once.
+@lru_cache(maxsize=1 << 16)
+def _glob_any_of(source: str, globs: tuple[str, ...]) -> bool:
     path = PurePosixPath(source)
     for glob in globs:
         if "/" in glob:
