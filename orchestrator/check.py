@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
+from orchestrator.demand import Demand
 from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, UsageError
 from orchestrator.expect import (
     HOLLOW,
@@ -35,7 +36,7 @@ from orchestrator.expect import (
     judge,
     rule_mismatch,
 )
-from orchestrator.inventory import Inventory
+from orchestrator.inventory import NOT_JUDGED, Inventory
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
 from orchestrator.reporting.console import console, mark
 from orchestrator.symbols import FamilyRule, library_matches
@@ -70,6 +71,9 @@ class CheckResult:
     verdicts: tuple[Verdict, ...]
     libraries_read: int
     seconds: float
+    # family -> code objects holding it that were not analysed (lazy read; see demand)
+    not_judged: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unread: tuple[str, ...] = ()  # PTX targets left undecoded: no requested device loads them
 
     @property
     def failing(self) -> list[Verdict]:
@@ -99,6 +103,7 @@ class CheckResult:
                 name: {
                     "built_for": list(self.built_for[name]),
                     "hollow_in": list(self.hollow_in[name]),
+                    "not_judged": list(self.not_judged.get(name, ())),
                     "mismatch": self.mismatch.get(name),
                 }
                 for name in self.families
@@ -107,6 +112,7 @@ class CheckResult:
             "counts": self.counts(),
             "exit_code": self.exit_code,
             "libraries_read": self.libraries_read,
+            "unread": list(self.unread),
             "seconds": round(self.seconds, 2),
         }
 
@@ -117,6 +123,7 @@ class Judged:
     built_for: dict[str, tuple[str, ...]]
     hollow_in: dict[str, tuple[str, ...]]
     mismatch: dict[str, str]
+    not_judged: dict[str, tuple[str, ...]]
 
 
 def check_inventory(
@@ -132,6 +139,7 @@ def check_inventory(
     verdicts: list[Verdict] = []
     built_for: dict[str, tuple[str, ...]] = {}
     hollow_in: dict[str, tuple[str, ...]] = {}
+    not_judged: dict[str, tuple[str, ...]] = {}
     mismatches: dict[str, str] = {}
     for rule in rules:
         kernels = family_kernels(inventory, rule)
@@ -141,6 +149,14 @@ def check_inventory(
         targets, working = code_objects_holding(kernels, rule)
         built_for[rule.name] = _names(targets)
         hollow_in[rule.name] = _names(targets - working)
+        not_judged[rule.name] = _names(
+            {
+                t
+                for k in kernels
+                for t, kernel in k.copies.items()
+                if kernel.instructions == NOT_JUDGED
+            }
+        )
         verdicts += [
             judge(
                 inventory,
@@ -153,7 +169,7 @@ def check_inventory(
             )
             for device in devices
         ]
-    return Judged(tuple(verdicts), built_for, hollow_in, mismatches)
+    return Judged(tuple(verdicts), built_for, hollow_in, mismatches, not_judged)
 
 
 def _names(targets: set[Target]) -> tuple[str, ...]:
@@ -169,13 +185,22 @@ def check_paths(
     cuobjdump: Path | None = None,
     cuda: CudaVersion | None = None,
     skip_lines: Sequence[str] = (),
+    lazy: bool = True,
 ) -> CheckResult:
-    """Probe ``paths`` (only the libraries a family can be in) and judge them."""
+    """Probe ``paths`` (only the libraries a family can be in) and judge them.
+    ``lazy``: read only what the verdicts need (``orchestrator.demand``); False
+    reads the full inventory, as ``probe`` does."""
     if not rules:
         raise UsageError("the families file defines no family to check")
     started = time.monotonic()
     wanted = tuple(devices) if devices else default_devices(rules)
-    inventory = probe(paths, engine=engine, cuobjdump=cuobjdump, only=library_filter(rules))
+    inventory = probe(
+        paths,
+        engine=engine,
+        cuobjdump=cuobjdump,
+        only=library_filter(rules),
+        demand=Demand(tuple(rules), wanted) if lazy else None,
+    )
     judged = check_inventory(inventory, rules, wanted, cuda=cuda, skip_lines=skip_lines)
     return CheckResult(
         paths=tuple(str(p) for p in paths),
@@ -188,7 +213,33 @@ def check_paths(
         verdicts=judged.verdicts,
         libraries_read=len(inventory.libraries),
         seconds=time.monotonic() - started,
+        not_judged=judged.not_judged,
+        unread=_names({Target.parse(t) for lib in inventory.libraries for t in lib.unread}),
     )
+
+
+def lazy_read_differences(lazy: CheckResult, full: CheckResult) -> list[str]:
+    """Where a lazy check (``orchestrator.demand``) disagrees with a full read of the
+    same paths: empty when its verdicts are the full read's, except that the code
+    objects a family was built for (and a reason naming them) may lack the PTX
+    modules it left unread. Used by the tests and the benchmark."""
+    found = []
+    pairs = list(zip(lazy.verdicts, full.verdicts, strict=False))
+    if len(lazy.verdicts) != len(full.verdicts):
+        found.append(f"{len(lazy.verdicts)} verdicts, the full read {len(full.verdicts)}")
+    for mine, theirs in pairs:
+        where = f"{theirs.family} on {theirs.device}"
+        if replace(mine, built_for=(), reason="") != replace(theirs, built_for=(), reason=""):
+            found.append(
+                f"{where}: {mine.status} {mine.served_by}, full: {theirs.status} {theirs.served_by}"
+            )
+        extra = set(mine.built_for) - set(theirs.built_for)
+        left = set(theirs.built_for) - set(mine.built_for) - set(lazy.unread)
+        if extra or left:
+            found.append(f"{where}: built for {mine.built_for}, full: {theirs.built_for}")
+        elif mine.built_for == theirs.built_for and mine.reason != theirs.reason:
+            found.append(f"{where}: {mine.reason!r}, full: {theirs.reason!r}")
+    return found
 
 
 # --- output ---------------------------------------------------------------------------
@@ -233,8 +284,12 @@ def print_check(result: CheckResult) -> None:
     title = ", ".join(Path(p).name for p in result.paths)
     rows = []
     for family in result.families:
-        hollow = result.hollow_in[family]
-        built = " ".join(name for name in result.built_for[family] if name not in hollow)
+        hollow, unjudged = result.hollow_in[family], result.not_judged.get(family, ())
+        built = " ".join(
+            name + ("°" if name in unjudged else "")
+            for name in result.built_for[family]
+            if name not in hollow
+        )
         if hollow:
             built += ("; " if built else "") + "hollow in " + " ".join(hollow)
         if family in result.mismatch:
@@ -248,6 +303,20 @@ def print_check(result: CheckResult) -> None:
         [str(d) for d in result.devices],
         code_header="built for",
     )
+    if any(result.not_judged.values()):
+        out.print(
+            "° not judged: no requested device loads it, so its kernels were not analysed "
+            "(`kernel-matrix probe` judges every code object)",
+            markup=False,
+            soft_wrap=True,
+        )
+    if result.unread:
+        out.print(
+            f"note: PTX not read ({' '.join(result.unread)}): in its fatbin a cubin serves "
+            "every requested device it could JIT for, so the driver never loads it there",
+            markup=False,
+            soft_wrap=True,
+        )
     for family, why in result.mismatch.items():
         out.print(f"warning: {family} not matched: {why}", markup=False, soft_wrap=True)
     failing = [v for v in result.failing if v.status != NOT_MATCHED]  # (warned above)

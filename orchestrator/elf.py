@@ -15,7 +15,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import Protocol
 
 from orchestrator.errors import InputFileError
 
@@ -85,23 +85,6 @@ class FileBlob:
             parts.append(more)
             got += len(more)
         return b"".join(parts)
-
-
-class StreamBlob:
-    """A blob behind a seekable stream (a wheel member read through ``zipfile``).
-
-    Reads are mostly sequential; a backward seek makes zipfile decompress again
-    from the member's start, which costs time but never memory."""
-
-    def __init__(self, name: str, stream: IO[bytes], size: int) -> None:
-        self.name = name
-        self.stream = stream
-        self.size = size
-
-    def read(self, offset: int, length: int) -> bytes | memoryview:
-        if self.stream.tell() != offset:
-            self.stream.seek(offset)
-        return self.stream.read(length)
 
 
 def read_exact(blob: Blob, offset: int, length: int, what: str) -> bytes | memoryview:

@@ -38,7 +38,7 @@ from orchestrator.archs import (
     requested_devices,
     select_image,
 )
-from orchestrator.inventory import Inventory, Kernel
+from orchestrator.inventory import PREDICTED, Inventory, Kernel
 from orchestrator.symbols import FamilyRule
 
 PRESENT = "present"
@@ -128,7 +128,7 @@ def family_kernels(inventory: Inventory, family: FamilyRule) -> list[_FamilyKern
             if facts is None:
                 continue
             for kernel in code.kernels:
-                predicted = kernel.instructions < 0  # (configure tier: see is_hollow)
+                predicted = kernel.instructions == PREDICTED  # (configure tier)
                 if not family.matches_kernel_from(facts, kernel.name, predicted):
                     continue
                 key = (library.path, kernel.mangled)
@@ -224,7 +224,7 @@ def serve(
 
 def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:
     """Hollow by the family's own threshold (or as the probe judged it). A negative
-    instruction count means unknown (a configure-time prediction)."""
+    instruction count means unknown (PREDICTED, NOT_JUDGED): not hollow."""
     if kernel.instructions < 0:
         return kernel.hollow
     return kernel.hollow or kernel.instructions <= family.hollow_max_instructions

@@ -62,9 +62,10 @@ import lz4.block
 import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
+from orchestrator.demand import Demand, KernelFilter
 from orchestrator.elf import Blob, FileBlob, Section, read_cubin, read_exact, read_header
 from orchestrator.errors import InputFileError
-from orchestrator.inventory import CodeObject, Kernel, Library
+from orchestrator.inventory import NOT_JUDGED, CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
     count_working_sass_in,
     is_hollow,
@@ -126,6 +127,7 @@ class Entry:
     payload_size: int
     compressed_size: int
     uncompressed_size: int
+    container: int = 0  # offset of its fatbin container (one per translation unit)
 
 
 def entry_target(sm: int, flags: int, kind: int, where: str) -> Target:
@@ -189,13 +191,13 @@ def iter_entries(blob: Blob, offset: int, size: int) -> Iterator[Entry]:
         entry_pos = position + header_size
         container_end = entry_pos + entries_size
         while entry_pos < container_end:
-            entry = _read_entry(blob, entry_pos, container_end)
+            entry = _read_entry(blob, entry_pos, container_end, position)
             yield entry
             entry_pos = entry.payload_offset + entry.payload_size
         position = container_end
 
 
-def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
+def _read_entry(blob: Blob, position: int, container_end: int, container: int) -> Entry:
     where = f"{blob.name}: fatbin entry at offset {position}"
     if container_end - position < ENTRY_HEADER_MIN:
         raise InputFileError(f"{where}: truncated entry header")
@@ -243,7 +245,9 @@ def _read_entry(blob: Blob, position: int, container_end: int) -> Entry:
                 f"{uncompressed} uncompressed)"
             )
     target = entry_target(sm, flags, kind, where)
-    return Entry(kind, target, flags, payload_offset, payload_size, compressed, uncompressed)
+    return Entry(
+        kind, target, flags, payload_offset, payload_size, compressed, uncompressed, container
+    )
 
 
 def payload(blob: Blob, entry: Entry) -> bytes:
@@ -293,20 +297,35 @@ def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
     return data
 
 
-def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
+def cubin_object(
+    data: bytes,
+    target: Target,
+    where: str,
+    keep: KernelFilter | None = None,
+    judge: bool = True,
+) -> CodeObject:
     """A cubin's kernels (size and working instructions of their ``.text``, whether
-    every path of it traps) and sources."""
+    every path of it traps) and sources; with ``keep``, only the kernels it keeps
+    (the others are neither listed nor analysed); without ``judge``, the kernels'
+    code is not analysed (``NOT_JUDGED``)."""
     cubin = read_cubin(data, where)
+    sources = sources_in(cubin.strings)
     kernels = []
     sm = target.cc.sm
     for symbol in cubin.kernels:
+        name = demangle(symbol.name)
+        if keep is not None and not keep(name, sources):
+            continue
         section = symbol.section
+        if not judge:
+            kernels.append(Kernel(name, symbol.name, section.size, NOT_JUDGED, False))
+            continue
         end = section.offset + section.size
         instructions = count_working_sass_in(cubin.data, section.offset, end, sm)
         evidence = sass_trap_evidence(cubin.data, section.offset, end, sm)
         kernels.append(
             Kernel(
-                demangle(symbol.name),
+                name,
                 symbol.name,
                 section.size,
                 instructions,
@@ -314,16 +333,19 @@ def cubin_object(data: bytes, target: Target, where: str) -> CodeObject:
                 str(evidence) if evidence else "",
             )
         )
-    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources_in(cubin.strings))
+    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
 
 
-def ptx_object(text: bytes, target: Target) -> CodeObject:
-    """A PTX module's entries (instruction counts from the text) and sources."""
+def ptx_object(text: bytes, target: Target, keep: KernelFilter | None = None) -> CodeObject:
+    """A PTX module's entries (instruction counts from the text) and sources; with
+    ``keep``, only the entries it keeps."""
+    sources = sources_in(text)
+    wanted = None if keep is None else (lambda mangled: keep(demangle(mangled), sources))
     kernels = [
         Kernel(demangle(e.mangled), e.mangled, 0, e.instructions, is_hollow(e.instructions))
-        for e in ptx_entries(text)
+        for e in ptx_entries(text, wanted)
     ]
-    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources_in(text))
+    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
 
 
 def kernel_order(kernel: Kernel) -> tuple[str, int]:
@@ -332,13 +354,20 @@ def kernel_order(kernel: Kernel) -> tuple[str, int]:
     return (kernel.mangled, kernel.size)
 
 
-def code_object(entry: Entry, stored: bytes, name: str) -> CodeObject:
-    """One entry's code object, from its payload as stored in the fatbin."""
+def code_object(
+    entry: Entry, stored: bytes, name: str, demand: Demand | None = None, library: str = ""
+) -> CodeObject:
+    """One entry's code object, from its payload as stored in the fatbin; with a
+    demand, read as lazily as it allows (``orchestrator.demand``)."""
     data = decompress(stored, entry, name)
+    keep = None
+    if demand is not None:
+        keep = demand.kernel_filter(library) or (lambda _name, _sources: False)
     if entry.kind == KIND_ELF:
         where = f"{name}: {entry.target.name} cubin at offset {entry.payload_offset}"
-        return cubin_object(data, entry.target, where)
-    return ptx_object(data, entry.target)
+        judge = demand is None or demand.judges(entry.target)
+        return cubin_object(data, entry.target, where, keep, judge)
+    return ptx_object(data, entry.target, keep)
 
 
 def stored_length(entry: Entry) -> int:
@@ -361,8 +390,9 @@ class EntryDecoder:
     ``AHEAD_BYTES`` of them at a time (and always at least one).
     """
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, demand: Demand | None = None) -> None:
         self.workers = max(1, workers)
+        self.demand = demand  # read lazily, for these families and devices (check)
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> EntryDecoder:
@@ -381,11 +411,14 @@ class EntryDecoder:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def decode(self, blob: Blob, entries: Iterator[Entry], size: int) -> Iterator[CodeObject]:
-        """The code object of every entry, in order; ``size`` is the fatbin's size."""
+    def decode(
+        self, blob: Blob, entries: Iterator[Entry], size: int, library: str = ""
+    ) -> Iterator[CodeObject]:
+        """The code object of every entry, in order; ``size`` is the fatbin's size,
+        ``library`` the library's label (which families may live in it)."""
         if self.workers == 1 or size < PARALLEL_MIN_BYTES:
             for entry in entries:
-                yield code_object(entry, raw_payload(blob, entry), blob.name)
+                yield code_object(entry, raw_payload(blob, entry), blob.name, self.demand, library)
             return
         pool = self._start()
         window: deque[tuple[Future[CodeObject], int]] = deque()
@@ -394,12 +427,17 @@ class EntryDecoder:
             for entry in entries:
                 if isinstance(blob, FileBlob):
                     task = pool.submit(
-                        _decode_file_entry, blob.path, entry, stored_length(entry), blob.name
+                        _decode_file_entry,
+                        blob.path,
+                        entry,
+                        stored_length(entry),
+                        blob.name,
+                        library,
                     )
                     held = 0
                 else:
                     stored = raw_payload(blob, entry)
-                    task = pool.submit(code_object, entry, stored, blob.name)
+                    task = pool.submit(_decode_stored, entry, stored, blob.name, library)
                     held = len(stored)
                 window.append((task, held))
                 in_flight += held
@@ -418,7 +456,10 @@ class EntryDecoder:
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=_context(), initializer=_worker_init
+                max_workers=self.workers,
+                mp_context=_context(),
+                initializer=_worker_init,
+                initargs=(self.demand,),
             )
         return self._pool
 
@@ -436,13 +477,23 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init() -> None:
+_WORKER_DEMAND: Demand | None = None  # in a worker: the decoder's demand
+
+
+def _worker_init(demand: Demand | None) -> None:
+    global _WORKER_DEMAND
+    _WORKER_DEMAND = demand
     # Ctrl-C is for the main process, which stops the pool; a worker only finishes
     # its entry.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode_file_entry(path: str, entry: Entry, length: int, name: str) -> CodeObject:
+def _decode_stored(entry: Entry, stored: bytes, name: str, library: str) -> CodeObject:
+    """In a worker: decode a stored payload."""
+    return code_object(entry, stored, name, _WORKER_DEMAND, library)
+
+
+def _decode_file_entry(path: str, entry: Entry, length: int, name: str, library: str) -> CodeObject:
     """In a worker: read an entry's stored payload from the file, then decode it."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -453,7 +504,7 @@ def _decode_file_entry(path: str, entry: Entry, length: int, name: str) -> CodeO
         raise InputFileError(
             f"{name}: truncated: could not read a payload at {entry.payload_offset}"
         )
-    return code_object(entry, stored, name)
+    return _decode_stored(entry, stored, name, library)
 
 
 # Work bounds per library (docs/security.md). vLLM 0.33.0's _C_stable_libtorch holds
@@ -501,14 +552,31 @@ def bounded(entries: Iterator[Entry], name: str, seen: list[int]) -> Iterator[En
 
 def read_library(blob: Blob, path: str, decoder: EntryDecoder | None = None) -> Library:
     """The inventory of one shared object (or any ELF file) with the native reader;
-    ``decoder`` may spread the work over processes."""
+    ``decoder`` may spread the work over processes, and with a demand reads only
+    what its verdicts need (``orchestrator.demand``)."""
     header = read_header(blob)
     decoder = decoder or EntryDecoder()
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
+    unread: list[Target] = []
     seen = [0, 0]
     for offset, size in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
         entries = bounded(iter_entries(blob, offset, size), blob.name, seen)
-        for code in decoder.decode(blob, entries, size):
+        if decoder.demand is not None:
+            entries = _wanted(entries, decoder.demand, unread)
+        for code in decoder.decode(blob, entries, size, path):
             (ptx if code.arch.ptx else cubins).append(code)
-    return Library(path, tuple(cubins), tuple(ptx))
+    return Library(path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread))
+
+
+def _wanted(entries: Iterator[Entry], demand: Demand, unread: list[Target]) -> Iterator[Entry]:
+    """The entries a demand needs, container by container (a container's PTX is
+    wanted only where its cubins fall short); the others' targets go to ``unread``."""
+    for _, group in itertools.groupby(entries, key=lambda entry: entry.container):
+        batch = list(group)  # (headers only: payloads are read when decoded)
+        cubins = [entry.target for entry in batch if entry.kind == KIND_ELF]
+        for entry in batch:
+            if entry.kind == KIND_ELF or demand.wanted_ptx(entry.target, cubins):
+                yield entry
+            else:
+                unread.append(entry.target)

@@ -17,6 +17,12 @@ from orchestrator.archs import Target
 
 INVENTORY_SCHEMA_VERSION = 1
 
+# Instruction counts that are no count: a kernel the configure tier predicts from the
+# sources (nothing compiled yet), and one a lazy read (check) listed without analysing
+# its code because no requested device loads the code object that holds it.
+PREDICTED = -1
+NOT_JUDGED = -2
+
 
 @dataclass(frozen=True, order=True)
 class Kernel:
@@ -25,7 +31,7 @@ class Kernel:
     name: str  # demangled
     mangled: str
     size: int  # bytes of its .text section (cubin); 0 for PTX
-    instructions: int  # instructions that do work (not NOP/EXIT/BRA/trap...)
+    instructions: int  # instructions that do work (not NOP/EXIT/BRA/trap...), or < 0
     hollow: bool  # body compiled out, or every path traps
     # Why it is hollow although it has working instructions: "every path traps: 61
     # traps, 58 printf/external calls, 4096 instructions" (a CUTLASS arch-guard stub).
@@ -122,6 +128,9 @@ class Library:
     path: str
     cubins: tuple[CodeObject, ...] = ()
     ptx: tuple[CodeObject, ...] = ()
+    # Code objects a lazy read (check: orchestrator.demand) left undecoded, by target;
+    # the code objects it read then list only the kernels some family may count.
+    unread: tuple[str, ...] = ()
 
     @property
     def has_device_code(self) -> bool:
@@ -132,11 +141,14 @@ class Library:
         yield from self.ptx
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "path": self.path,
             "cubins": [c.to_json() for c in self.cubins],
             "ptx": [p.to_json() for p in self.ptx],
         }
+        if self.unread:
+            data["unread"] = list(self.unread)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Library:
@@ -144,6 +156,7 @@ class Library:
             data["path"],
             tuple(CodeObject.from_json(c) for c in data["cubins"]),
             tuple(CodeObject.from_json(p) for p in data["ptx"]),
+            tuple(data.get("unread", ())),
         )
 
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -414,8 +414,10 @@ class PtxEntry:
     instructions: int
 
 
-def ptx_entries(text: bytes) -> list[PtxEntry]:
-    """The kernels of a PTX module with their working-instruction counts.
+def ptx_entries(text: bytes, wanted: Callable[[str], bool] | None = None) -> list[PtxEntry]:
+    """The kernels of a PTX module with their working-instruction counts; with
+    ``wanted`` (of a mangled name), only those it wants, and only their bodies are
+    scanned (the same counts: ``tests/unit/test_kernelcode.py``).
 
     >>> ptx = b'''.version 9.0
     ... .target sm_80
@@ -439,16 +441,47 @@ def ptx_entries(text: bytes) -> list[PtxEntry]:
     >>> ptx_entries(ptx)
     [PtxEntry(mangled='_Z5emptyPf', instructions=0), PtxEntry(mangled='_Z4workPf', instructions=3)]
     """
-    headers, not_work = _scan_lines(text)
+    if wanted is None:
+        headers, not_work = _scan_lines(text)
+    else:
+        headers, not_work = _ptx_headers(text), []
     entries = []
     for index, (kind, name, _, end_of_header) in enumerate(headers):
         if kind != b"entry":
             continue
+        mangled = name.decode("ascii")
+        if wanted is not None and not wanted(mangled):
+            continue
         end = headers[index + 1][2] if index + 1 < len(headers) else len(text)
-        entries.append(
-            PtxEntry(name.decode("ascii"), _ptx_body_count(text, end_of_header, end, not_work))
-        )
+        if wanted is not None:
+            not_work = _not_work_lines(text, end_of_header, end)
+        entries.append(PtxEntry(mangled, _ptx_body_count(text, end_of_header, end, not_work)))
     return entries
+
+
+def _ptx_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
+    """The function headers ``_scan_lines`` finds, found without scanning every line:
+    each ``.entry`` / ``.func`` (a fast substring search) whose line holds only
+    linkage words before it."""
+    headers: list[tuple[bytes, bytes, int, int]] = []
+    for keyword in (b".entry", b".func"):
+        at = text.find(keyword)
+        while at >= 0:
+            line = text.rfind(b"\n", 0, at) + 1
+            linkage = _LINKAGE.match(text, line, at)
+            if linkage is not None and linkage.end() == at:
+                _add_header(text, at, headers)
+            at = text.find(keyword, at + 1)
+    return sorted(headers, key=lambda header: header[2])
+
+
+def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:
+    """``_scan_lines``'s no-work newlines between ``start`` and ``end`` (one body)."""
+    return [
+        match.start()
+        for match in _PTX_LINE_START.finditer(text, start, end)
+        if match.start("header") < 0 and _does_no_work(text, match)
+    ]
 
 
 # What one pass over a PTX module finds at line starts: a function header, or a
@@ -477,15 +510,19 @@ def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[
         keyword = match.start("header")
         if keyword >= 0:
             _add_header(text, keyword, headers)
-            continue
-        newline = match.start()
-        # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on
-        # the line's first _CANDIDATE_WINDOW characters. Anything else (rare) is
-        # checked exactly so.
-        plain = match.end() - newline - 1 <= _CANDIDATE_WINDOW and match.start("more") < 0
-        if plain or _line_does_no_work(text, newline + 1, len(text)):
-            not_work.append(newline)
+        elif _does_no_work(text, match):
+            not_work.append(match.start())
     return headers, not_work
+
+
+def _does_no_work(text: bytes, match: re.Match[bytes]) -> bool:
+    """Whether a no-work candidate of ``_PTX_LINE_START`` is a line doing no work."""
+    newline = match.start()
+    # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on the
+    # line's first _CANDIDATE_WINDOW characters. Anything else (rare) is checked
+    # exactly so.
+    plain = match.end() - newline - 1 <= _CANDIDATE_WINDOW and match.start("more") < 0
+    return plain or _line_does_no_work(text, newline + 1, len(text))
 
 
 def _add_header(text: bytes, keyword: int, headers: list[tuple[bytes, bytes, int, int]]) -> None:

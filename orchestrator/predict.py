@@ -28,7 +28,7 @@ from typing import Any
 
 from orchestrator.archs import Target
 from orchestrator.errors import ArchSpecError, BuildError
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
+from orchestrator.inventory import PREDICTED, CodeObject, Inventory, Kernel, Library
 from orchestrator.matrix import Project
 
 QUERY_CLIENT = "client-kernel-matrix"
@@ -211,7 +211,7 @@ def predict_inventory(build_dir: Path, project: Project) -> Inventory:
             for code in gencode_targets(group.flags):
                 for source in group.sources:
                     kernels = tuple(
-                        Kernel(name=n, mangled=n, size=0, instructions=-1, hollow=False)
+                        Kernel(name=n, mangled=n, size=0, instructions=PREDICTED, hollow=False)
                         for n in declared_kernels(source)
                     )
                     obj = CodeObject(code, kernels, (source.name,))

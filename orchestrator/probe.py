@@ -1,7 +1,8 @@
 """Probe: what device code a built library really contains.
 
-``probe(paths)`` takes shared objects, wheels (read in place: members are streamed
-from the zip, never unpacked to disk) and directories (searched for ``*.so`` and
+``probe(paths)`` takes shared objects, wheels (each library member inflated once
+into a private temporary file, deleted after reading; nothing is unpacked under the
+member's own path) and directories (searched for ``*.so`` and
 ``*.so.N``), and returns an :class:`~orchestrator.inventory.Inventory`. Two engines
 give the same inventory: ``native`` (our fatbin reader, no CUDA needed; the
 default, being the faster) and ``cuobjdump`` (parses the real tool's output).
@@ -16,17 +17,19 @@ from __future__ import annotations
 import lzma
 import os
 import struct
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from orchestrator.archs import DEVICES, ComputeCapability, Target
-from orchestrator.elf import ELF_MAGIC, Blob, FileBlob, StreamBlob
-from orchestrator.errors import InputFileError, UsageError
+from orchestrator.demand import Demand
+from orchestrator.elf import ELF_MAGIC, Blob, FileBlob
+from orchestrator.errors import FileSystemError, InputFileError, UsageError
 from orchestrator.expect import (
     HOLLOW,
     PRESENT,
@@ -53,6 +56,7 @@ def probe(
     jobs: int | None = None,
     only: Callable[[str], bool] | None = None,
     root: Path | None = None,
+    demand: Demand | None = None,
 ) -> Inventory:
     """The inventory of every shared object under ``paths`` (files, wheels, dirs),
     in the order given (directories and wheels sorted by member path).
@@ -64,11 +68,12 @@ def probe(
     ``vllm/_C.abi3.so``; ``check`` skips the libraries no family can be in); a file
     named in ``paths`` is always read. ``root``: name each library by its path
     relative to this directory (the cell's build directory, where ``run`` found its
-    artifacts), not as given."""
+    artifacts), not as given. ``demand``: read only what the verdicts of these
+    families on these devices need (native engine; ``orchestrator.demand``)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
-    with EntryDecoder(default_probe_jobs() if jobs is None else jobs) as decoder:
+    with EntryDecoder(default_probe_jobs() if jobs is None else jobs, demand) as decoder:
         for path in paths:
             libraries.extend(
                 probe_path(
@@ -278,16 +283,61 @@ def _probe_member(
         raise InputFileError(
             f"{label}: corrupt wheel member: unknown compression method {info.compress_type}"
         )
-    try:
-        with ExitStack() as stack:
-            stream = stack.enter_context(archive.open(info))
-            if engine == "cuobjdump":
-                from orchestrator.cuobjdump import probe_stream
+    if engine == "cuobjdump":
+        from orchestrator.cuobjdump import probe_stream
 
+        try:
+            with archive.open(info) as stream:
                 return probe_stream(stream, label, cuobjdump)
-            return read_library(StreamBlob(label, stream, info.file_size), label, decoder)
-    except ZIP_ERRORS as exc:
-        raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+        except ZIP_ERRORS as exc:
+            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+    with _inflated(archive, info, label) as blob:
+        return read_library(blob, label, decoder)
+
+
+# A real library is well under 1 GiB (vLLM's largest, 0.33.0's FlashAttention 2, is
+# 308 MB); a member claiming more is refused before anything is written.
+MAX_MEMBER_BYTES = 4 << 30
+
+
+@contextmanager
+def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> Iterator[FileBlob]:
+    """The member inflated once, into a private temporary file that kernel-matrix
+    names (never the member's path) and deletes when done.
+
+    Why not read the zip stream in place: a shared object's section table is at its
+    end and its fatbin before it, and a deflate stream cannot seek back -- zipfile
+    inflates the member again from its start for every backward step. Inflated
+    once, the file is read with ``pread`` like any library, by worker processes
+    too."""
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise InputFileError(
+            f"{label}: a wheel member of {info.file_size} bytes (more than "
+            f"{MAX_MEMBER_BYTES >> 30} GiB); refusing it"
+        )
+    with tempfile.NamedTemporaryFile(prefix="kernel-matrix-member-", suffix=".so") as copy:
+        try:
+            with archive.open(info) as stream:
+                while True:
+                    try:
+                        chunk = stream.read(1 << 20)
+                    except ZIP_ERRORS as exc:
+                        raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+                    if not chunk:
+                        break
+                    copy.write(chunk)
+            copy.flush()
+        except ZIP_ERRORS as exc:  # (opening the member: a damaged local header)
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise FileSystemError(
+                    f"{label}: cannot inflate into {copy.name}: {exc.strerror} "
+                    "(set TMPDIR to a directory with room)"
+                ) from None
+            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+        size = os.fstat(copy.fileno()).st_size
+        if size == 0:
+            raise InputFileError(f"{label}: empty wheel member, not an ELF shared object")
+        yield FileBlob(label, copy.fileno(), size, copy.name)
 
 
 # --- kernel families ----------------------------------------------------------------

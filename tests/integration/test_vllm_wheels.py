@@ -40,6 +40,7 @@ from orchestrator.check import (
     CheckResult,
     check_inventory,
     check_paths,
+    lazy_read_differences,
     library_filter,
     verdict_mark,
 )
@@ -208,8 +209,9 @@ def wheel_path(release: str) -> Path:
 @dataclass(frozen=True)
 class Probed:
     wheel: Path
-    inventory: Inventory  # what check read (the libraries a family can be in)
-    result: CheckResult  # check on the truth table's five devices
+    inventory: Inventory  # what check read in full (the libraries a family can be in)
+    result: CheckResult  # check, full read, on the truth table's five devices
+    lazy: CheckResult  # check as it runs: only what the verdicts need (orchestrator.demand)
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +221,8 @@ def rules() -> tuple[FamilyRule, ...]:
 
 @pytest.fixture(scope="session")
 def probed(rules: tuple[FamilyRule, ...]) -> Iterator[Callable[[str], Probed]]:
-    """release -> the wheel checked by check_paths, and the inventory it probed."""
+    """release -> the wheel checked by check_paths (full and lazy), and the full
+    inventory it probed."""
     cache: dict[str, Probed] = {}
 
     def get(release: str) -> Probed:
@@ -234,9 +237,10 @@ def probed(rules: tuple[FamilyRule, ...]) -> Iterator[Callable[[str], Probed]]:
 
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(check_module, "probe", spy)
-                result = check_paths([wheel], rules, tuple(CC(d) for d in DEVICES))
+                result = check_paths([wheel], rules, tuple(CC(d) for d in DEVICES), lazy=False)
             (inventory,) = seen
-            cache[release] = Probed(wheel, inventory, result)
+            lazy = check_paths([wheel], rules, tuple(CC(d) for d in DEVICES))
+            cache[release] = Probed(wheel, inventory, result, lazy)
         return cache[release]
 
     yield get
@@ -344,6 +348,33 @@ def test_check_verdicts_match_the_truth(release: str, probed: Callable[[str], Pr
                 )
                 assert verdict.jit_only == jit_only, where
                 assert verdict_mark(verdict).endswith(("ᴶ", "(jit)")) == jit_only, where
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_lazy_check_gives_the_full_reads_verdicts(
+    release: str, probed: Callable[[str], Probed]
+) -> None:
+    """check reads only what its verdicts need; they are the full read's, and so is
+    every family's list of code objects (less the PTX modules it did not need), its
+    hollow ones among those a requested device loads."""
+    found = probed(release)
+    full, lazy = found.result, found.lazy
+    assert lazy_read_differences(lazy, full) == []
+    assert lazy.mismatch == full.mismatch
+    for family in full.families:
+        skipped_ptx = {t for t in full.built_for[family] if t.startswith("compute_")} - set(
+            lazy.built_for[family]
+        )
+        assert set(lazy.built_for[family]) == set(full.built_for[family]) - skipped_ptx
+        unjudged = set(lazy.not_judged[family])
+        assert set(lazy.hollow_in[family]) == set(full.hollow_in[family]) - unjudged, family
+        # not judged: exactly the cubins no requested device loads
+        assert unjudged == {
+            t
+            for t in lazy.built_for[family]
+            if not any(Target.parse(t).runs_on(CC(d)) for d in DEVICES)
+        }, family
+    assert full.not_judged == {family: () for family in full.families}
 
 
 def test_0_19_lacks_the_guarded_families_on_b300_and_dgx_spark(

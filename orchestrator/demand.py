@@ -1,0 +1,84 @@
+"""What a verdict needs from a library: the lazy reading of ``check``.
+
+``probe`` reads everything (it is the reference). ``check`` judges given families on
+given devices, and for that reads less:
+
+* **PTX.** A PTX module is decompressed only when its fatbin container has no cubin
+  for some requested device that the PTX can JIT for: the driver takes one image
+  per fatbin, a cubin before PTX (``archs.select_image``), so otherwise that PTX is
+  never loaded on a requested device. ``Library.unread`` names those left alone.
+* **Kernels.** Of a decoded code object, only the kernels some family may count --
+  in a library the family may live in, matching its name regexes or its source
+  globs (exclusions aside, so this is a superset of what the families match) -- are
+  kept.
+* **Analysis.** Their code (working instructions, every path trapping) is analysed
+  only in cubins that run on a requested device. Every cubin is still read for its
+  kernel names -- a missing family's reason names the code objects it was built for
+  ("built only for sm_120a, none of which runs on 12.1") -- but the kernels of one
+  that no requested device loads are listed as ``NOT_JUDGED``.
+
+The verdicts are the same as on the full inventory (tests/integration compare both
+on every vLLM wheel they use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from orchestrator.archs import ComputeCapability, Target
+
+if TYPE_CHECKING:
+    from orchestrator.symbols import FamilyRule
+
+KernelFilter = Callable[[str, tuple[str, ...]], bool]  # (demangled name, sources) -> keep
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The families and devices a ``check`` asks about."""
+
+    rules: tuple[FamilyRule, ...]
+    devices: tuple[ComputeCapability, ...]
+    _filters: dict[str, KernelFilter | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def digest(self) -> str:
+        """What decides which kernels are kept: every rule's matching parts."""
+        parts = [
+            repr((r.sources, r.kernels, r.libraries))
+            for r in sorted(self.rules, key=lambda r: r.name)
+        ]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    def judges(self, target: Target) -> bool:
+        """Whether the kernels of a cubin are analysed: it runs on a requested device."""
+        return any(target.runs_on(device) for device in self.devices)
+
+    def wanted_ptx(self, target: Target, container_cubins: Sequence[Target]) -> bool:
+        """A PTX module is read when a requested device it can JIT for has no cubin
+        in its container (the driver would load the PTX there)."""
+        return any(
+            target.runs_on(device) and not any(c.runs_on(device) for c in container_cubins)
+            for device in self.devices
+        )
+
+    def kernel_filter(self, library: str) -> KernelFilter | None:
+        """Which kernels of ``library`` to keep; None when no family may live in it."""
+        if library not in self._filters:
+            rules = [r for r in self.rules if r.matches_library(library)]
+            self._filters[library] = _keep_for(tuple(rules)) if rules else None
+        return self._filters[library]
+
+
+def _keep_for(rules: tuple[FamilyRule, ...]) -> KernelFilter:
+    def keep(demangled: str, sources: tuple[str, ...]) -> bool:
+        return any(
+            rule.matches_name(demangled) or any(rule.matches_source(s) for s in sources)
+            for rule in rules
+        )
+
+    return keep
