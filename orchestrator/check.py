@@ -14,6 +14,7 @@ and how to show it:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.demand import Demand
-from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, UsageError
+from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, KernelMatrixError, UsageError
 from orchestrator.expect import (
     HOLLOW,
     MISSING,
@@ -74,6 +75,25 @@ class CheckResult:
     # family -> code objects holding it that were not analysed (lazy read; see demand)
     not_judged: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unread: tuple[str, ...] = ()  # PTX targets left undecoded: no requested device loads them
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckResult:
+        """The result ``to_json`` wrote (the check cache keeps whole results)."""
+        families = data["families"]
+        return cls(
+            paths=tuple(data["paths"]),
+            engine=data["engine"],
+            devices=tuple(ComputeCapability.parse(d) for d in data["devices"]),
+            families=tuple(families),
+            built_for={name: tuple(f["built_for"]) for name, f in families.items()},
+            hollow_in={name: tuple(f["hollow_in"]) for name, f in families.items()},
+            mismatch={name: f["mismatch"] for name, f in families.items() if f.get("mismatch")},
+            verdicts=tuple(Verdict.from_json(v) for v in data["verdicts"]),
+            libraries_read=data["libraries_read"],
+            seconds=data["seconds"],
+            not_judged={name: tuple(f.get("not_judged", ())) for name, f in families.items()},
+            unread=tuple(data.get("unread", ())),
+        )
 
     @property
     def failing(self) -> list[Verdict]:
@@ -186,23 +206,35 @@ def check_paths(
     cuda: CudaVersion | None = None,
     skip_lines: Sequence[str] = (),
     lazy: bool = True,
+    cache: bool = False,
 ) -> CheckResult:
     """Probe ``paths`` (only the libraries a family can be in) and judge them.
     ``lazy``: read only what the verdicts need (``orchestrator.demand``); False
-    reads the full inventory, as ``probe`` does."""
+    reads the full inventory, as ``probe`` does. ``cache``: keep the lazy reads and
+    answer from them (``orchestrator.checkcache``)."""
     if not rules:
         raise UsageError("the families file defines no family to check")
     started = time.monotonic()
     wanted = tuple(devices) if devices else default_devices(rules)
+    key = None
+    if cache and lazy and engine == "native":
+        from orchestrator import checkcache
+
+        key = checkcache.result_key(paths, rules, wanted, cuda, tuple(skip_lines))
+        kept = checkcache.load_result(key) if key else None
+        if kept is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError, KernelMatrixError):
+                return replace(CheckResult.from_json(kept), seconds=time.monotonic() - started)
     inventory = probe(
         paths,
         engine=engine,
         cuobjdump=cuobjdump,
         only=library_filter(rules),
         demand=Demand(tuple(rules), wanted) if lazy else None,
+        cache=cache,
     )
     judged = check_inventory(inventory, rules, wanted, cuda=cuda, skip_lines=skip_lines)
-    return CheckResult(
+    result = CheckResult(
         paths=tuple(str(p) for p in paths),
         engine=engine,
         devices=wanted,
@@ -216,6 +248,11 @@ def check_paths(
         not_judged=judged.not_judged,
         unread=_names({Target.parse(t) for lib in inventory.libraries for t in lib.unread}),
     )
+    if key is not None:
+        from orchestrator import checkcache
+
+        checkcache.store_result(key, result.to_json())
+    return result
 
 
 def lazy_read_differences(lazy: CheckResult, full: CheckResult) -> list[str]:

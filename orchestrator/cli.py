@@ -568,6 +568,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cuobjdump=args.cuobjdump,
         cuda=cuda,
         skip_lines=skip_lines,
+        cache=not args.no_cache,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -730,6 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="its build log: a missing family gets the 'Not building ...' line that explains it",
     )
     p.add_argument("--json", action="store_true", help="machine-readable verdicts")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every library afresh, neither using nor writing the check cache "
+        "(what a check read is kept by content under ~/.cache/kernel-matrix/check)",
+    )
     p.set_defaults(handler=cmd_check)
 
     p = verbs.add_parser("docker", help="images of the docker backend")

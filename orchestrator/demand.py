@@ -33,6 +33,7 @@ from orchestrator.archs import ComputeCapability, Target
 if TYPE_CHECKING:
     from orchestrator.symbols import FamilyRule
 
+SKIP, LIST, JUDGE = "skip", "list", "judge"  # what a lazy read does with an entry
 KernelFilter = Callable[[str, tuple[str, ...]], bool]  # (demangled name, sources) -> keep
 
 
@@ -53,6 +54,20 @@ class Demand:
             for r in sorted(self.rules, key=lambda r: r.name)
         ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    def plan(self, headers: Sequence[tuple[Target, int]]) -> list[str]:
+        """For each entry (its target and container, in fatbin order): SKIP, LIST
+        (kernel names, code not analysed) or JUDGE."""
+        cubins: dict[int, list[Target]] = {}
+        for target, container in headers:
+            if not target.ptx:
+                cubins.setdefault(container, []).append(target)
+        return [
+            (SKIP if not self.wanted_ptx(target, cubins.get(container, ())) else JUDGE)
+            if target.ptx
+            else (JUDGE if self.judges(target) else LIST)
+            for target, container in headers
+        ]
 
     def judges(self, target: Target) -> bool:
         """Whether the kernels of a cubin are analysed: it runs on a requested device."""

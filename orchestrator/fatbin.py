@@ -53,16 +53,16 @@ import struct
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 import lz4.block
 import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
-from orchestrator.demand import Demand, KernelFilter
+from orchestrator.demand import JUDGE, LIST, SKIP, Demand, KernelFilter
 from orchestrator.elf import Blob, FileBlob, Section, read_cubin, read_exact, read_header
 from orchestrator.errors import InputFileError
 from orchestrator.inventory import NOT_JUDGED, CodeObject, Kernel, Library
@@ -390,9 +390,12 @@ class EntryDecoder:
     ``AHEAD_BYTES`` of them at a time (and always at least one).
     """
 
-    def __init__(self, workers: int = 1, demand: Demand | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, demand: Demand | None = None, *, cache: bool = False
+    ) -> None:
         self.workers = max(1, workers)
         self.demand = demand  # read lazily, for these families and devices (check)
+        self.cache = cache and demand is not None  # keep lazy reads (orchestrator.checkcache)
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> EntryDecoder:
@@ -550,33 +553,102 @@ def bounded(entries: Iterator[Entry], name: str, seen: list[int]) -> Iterator[En
         yield entry
 
 
-def read_library(blob: Blob, path: str, decoder: EntryDecoder | None = None) -> Library:
+@dataclass(frozen=True)
+class ReadEntry:
+    """One fatbin entry as a read left it: what the check cache keeps per library
+    (``orchestrator.checkcache``), so that another run -- other devices too -- can
+    reuse every code object it has and decode only the rest."""
+
+    target: Target
+    container: int
+    action: str  # demand.SKIP / LIST / JUDGE: what was done with it
+    code: CodeObject | None  # None when skipped
+
+    def serves(self, action: str) -> bool:
+        """Whether this reading answers ``action`` (a judged one answers a listing)."""
+        return action == SKIP or self.action == JUDGE or self.action == action
+
+
+def read_library(
+    blob: Blob,
+    path: str,
+    decoder: EntryDecoder | None = None,
+    known: Sequence[ReadEntry] = (),
+    record: list[ReadEntry] | None = None,
+) -> Library:
     """The inventory of one shared object (or any ELF file) with the native reader;
     ``decoder`` may spread the work over processes, and with a demand reads only
-    what its verdicts need (``orchestrator.demand``)."""
+    what its verdicts need (``orchestrator.demand``). ``known``: an earlier read of
+    the same bytes for the same families, whose code objects are reused where they
+    answer; ``record`` receives every entry as known after this read."""
     header = read_header(blob)
     decoder = decoder or EntryDecoder()
+    demand = decoder.demand
     cubins: list[CodeObject] = []
     ptx: list[CodeObject] = []
     unread: list[Target] = []
     seen = [0, 0]
+    index = 0
     for offset, size in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
-        entries = bounded(iter_entries(blob, offset, size), blob.name, seen)
-        if decoder.demand is not None:
-            entries = _wanted(entries, decoder.demand, unread)
-        for code in decoder.decode(blob, entries, size, path):
-            (ptx if code.arch.ptx else cubins).append(code)
+        entries = list(bounded(iter_entries(blob, offset, size), blob.name, seen))
+        headers = [(entry.target, entry.container) for entry in entries]
+        actions = demand.plan(headers) if demand else [JUDGE] * len(entries)
+        earlier = [
+            known[index + i]
+            if index + i < len(known)
+            and known[index + i].target == target
+            and known[index + i].container == container
+            else None
+            for i, (target, container) in enumerate(headers)
+        ]
+        todo = [
+            entry
+            for entry, action, old in zip(entries, actions, earlier, strict=True)
+            if action != SKIP and not (old and old.serves(action))
+        ]
+        decoded = iter(decoder.decode(blob, iter(todo), size, path))
+        for entry, action, old in zip(entries, actions, earlier, strict=True):
+            if action == SKIP:
+                unread.append(entry.target)
+                now = old or ReadEntry(entry.target, entry.container, SKIP, None)
+            elif old and old.serves(action):
+                now = old
+            else:
+                now = ReadEntry(entry.target, entry.container, action, next(decoded))
+            if action != SKIP and now.code is not None:
+                (ptx if entry.kind == KIND_PTX else cubins).append(
+                    _as_listed(now.code) if action == LIST and now.action == JUDGE else now.code
+                )
+            if record is not None:
+                record.append(now)
+        index += len(entries)
     return Library(path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread))
 
 
-def _wanted(entries: Iterator[Entry], demand: Demand, unread: list[Target]) -> Iterator[Entry]:
-    """The entries a demand needs, container by container (a container's PTX is
-    wanted only where its cubins fall short); the others' targets go to ``unread``."""
-    for _, group in itertools.groupby(entries, key=lambda entry: entry.container):
-        batch = list(group)  # (headers only: payloads are read when decoded)
-        cubins = [entry.target for entry in batch if entry.kind == KIND_ELF]
-        for entry in batch:
-            if entry.kind == KIND_ELF or demand.wanted_ptx(entry.target, cubins):
-                yield entry
-            else:
-                unread.append(entry.target)
+def library_from_record(path: str, known: Sequence[ReadEntry], demand: Demand) -> Library | None:
+    """The library as ``read_library`` would give it, from an earlier read alone;
+    None when that read lacks a code object this demand needs."""
+    actions = demand.plan([(entry.target, entry.container) for entry in known])
+    cubins: list[CodeObject] = []
+    ptx: list[CodeObject] = []
+    unread: list[str] = []
+    for entry, action in zip(known, actions, strict=True):
+        if action == SKIP:
+            unread.append(entry.target.name)
+        elif not entry.serves(action) or entry.code is None:
+            return None
+        else:
+            code = (
+                _as_listed(entry.code) if action == LIST and entry.action == JUDGE else entry.code
+            )
+            (ptx if entry.target.ptx else cubins).append(code)
+    return Library(path, tuple(cubins), tuple(ptx), tuple(unread))
+
+
+def _as_listed(code: CodeObject) -> CodeObject:
+    """A judged code object as a listing gives it: its kernels NOT_JUDGED (so that a
+    read from the cache is the read itself, whatever an earlier run judged)."""
+    return replace(
+        code,
+        kernels=tuple(Kernel(k.name, k.mangled, k.size, NOT_JUDGED, False) for k in code.kernels),
+    )

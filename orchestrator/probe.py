@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -57,6 +57,7 @@ def probe(
     only: Callable[[str], bool] | None = None,
     root: Path | None = None,
     demand: Demand | None = None,
+    cache: bool = False,
 ) -> Inventory:
     """The inventory of every shared object under ``paths`` (files, wheels, dirs),
     in the order given (directories and wheels sorted by member path).
@@ -69,11 +70,13 @@ def probe(
     named in ``paths`` is always read. ``root``: name each library by its path
     relative to this directory (the cell's build directory, where ``run`` found its
     artifacts), not as given. ``demand``: read only what the verdicts of these
-    families on these devices need (native engine; ``orchestrator.demand``)."""
+    families on these devices need (native engine; ``orchestrator.demand``), and
+    with ``cache`` keep and reuse those reads (``orchestrator.checkcache``)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
-    with EntryDecoder(default_probe_jobs() if jobs is None else jobs, demand) as decoder:
+    workers = default_probe_jobs() if jobs is None else jobs
+    with EntryDecoder(workers, demand, cache=cache) as decoder:
         for path in paths:
             libraries.extend(
                 probe_path(
@@ -179,7 +182,13 @@ def _probe_file(
         _check_elf_file(path)
         return probe_file(path, label, cuobjdump)
     with _opened(path) as blob:
-        return read_library(blob, label, decoder)
+        if not decoder.cache:
+            return read_library(blob, label, decoder)
+        from orchestrator import checkcache
+
+        assert decoder.demand is not None
+        key = checkcache.file_key(label, path, decoder.demand)
+        return _read_cached(key, label, decoder, lambda: blob)
 
 
 def _check_elf_file(path: Path) -> None:
@@ -291,8 +300,38 @@ def _probe_member(
                 return probe_stream(stream, label, cuobjdump)
         except ZIP_ERRORS as exc:
             raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-    with _inflated(archive, info, label) as blob:
-        return read_library(blob, label, decoder)
+    if not decoder.cache:
+        with _inflated(archive, info, label) as blob:
+            return read_library(blob, label, decoder)
+    from orchestrator import checkcache
+
+    assert decoder.demand is not None
+    key = checkcache.member_key(label, info, decoder.demand)
+    with ExitStack() as stack:  # (the member is inflated only when the record falls short)
+        return _read_cached(
+            key, label, decoder, lambda: stack.enter_context(_inflated(archive, info, label))
+        )
+
+
+def _read_cached(
+    key: str, label: str, decoder: EntryDecoder, open_blob: Callable[[], Blob]
+) -> Library:
+    """A lazy read answered from the check cache where its record has every code
+    object needed, else a read of the library that reuses what the record has (and
+    a grown record)."""
+    from orchestrator import checkcache
+    from orchestrator.fatbin import ReadEntry, library_from_record
+
+    assert decoder.demand is not None
+    known = checkcache.load(key)
+    if known:
+        library = library_from_record(label, known, decoder.demand)
+        if library is not None:
+            return library
+    record: list[ReadEntry] = []
+    library = read_library(open_blob(), label, decoder, known, record)
+    checkcache.store(key, record)
+    return library
 
 
 # A real library is well under 1 GiB (vLLM's largest, 0.33.0's FlashAttention 2, is

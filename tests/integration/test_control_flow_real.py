@@ -21,13 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from vllm_wheel_cache import vllm_wheel
 
 from orchestrator.archs import CudaVersion, Target
 from orchestrator.cuobjdump import control_op_of, probe_file
 from orchestrator.inventory import Library
 from orchestrator.kernelcode import SASS_INSTRUCTION_BYTES, _decode_control
 from orchestrator.probe import probe
-from orchestrator.toolchain import cache_root, cuobjdump, nvdisasm, provision
+from orchestrator.toolchain import cuobjdump, nvdisasm, provision
 
 pytestmark = pytest.mark.integration
 
@@ -146,14 +147,12 @@ def test_engines_agree_and_match_the_source_on_every_sass_generation(built: Path
 
 @pytest.fixture(scope="module")
 def vllm_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    wheels = sorted((cache_root() / "wheels").glob("vllm-0.33.0-*.whl"))
-    if not wheels:
-        pytest.skip(
-            "vLLM 0.33.0 is not in the wheel cache (tests/integration/test_vllm_wheels.py fetches it)"
-        )
+    cached, why = vllm_wheel("0.33.0")
+    if cached is None:
+        pytest.skip(why)
     out = tmp_path_factory.mktemp("vllm")
     found = {}
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(cached) as wheel:
         for member in ("vllm/_C_stable_libtorch.abi3.so", "vllm/_qutlass_C.abi3.so"):
             found[Path(member).name] = Path(wheel.extract(member, out))
     return found

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from vllm_wheel_cache import vllm_wheel
 
 from orchestrator.cli import build_parser
 
@@ -169,11 +170,21 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _needs_missing_wheel(command: Command, scratch: Path) -> str | None:
+    """Why a command that reads a vLLM wheel cannot run (the wheel cannot be had),
+    or None; a wheel missing from the cache is downloaded first (the docs' own pip
+    download is not run here)."""
     for pattern in re.findall(r"(\S*wheels/vllm-[\w.*-]+\.whl)", command.text):
         expanded = os.path.expanduser(pattern)
         base = Path(expanded) if expanded.startswith("/") else scratch / expanded
-        if not list(base.parent.glob(base.name)):
-            return f"{pattern} is not cached here (the pip download before it fetches it)"
+        if list(base.parent.glob(base.name)):
+            continue
+        release = re.match(r"vllm-([0-9.]+)-", base.name)
+        wheel, why = vllm_wheel(release[1]) if release else (None, f"{pattern}: no release")
+        if wheel is None:
+            return why
+        link = scratch / "wheels" / wheel.name
+        if not link.exists():
+            link.symlink_to(wheel)
     return None
 
 

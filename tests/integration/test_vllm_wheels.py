@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from vllm_wheel_cache import vllm_wheel
 
 import orchestrator.check as check_module
 from orchestrator.archs import ComputeCapability, Target
@@ -59,14 +58,12 @@ from orchestrator.expect import (
 from orchestrator.inventory import Inventory
 from orchestrator.matrix import load_families_or_matrix
 from orchestrator.symbols import FamilyRule, library_matches
-from orchestrator.toolchain import cache_root
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "matrices" / "vllm.yaml"
 TRUTH = ROOT / "matrices" / "vllm-truth.md"
-WHEEL_DIR = cache_root() / "wheels"
 RELEASES = ("0.11.0", "0.14.0", "0.17.0", "0.19.0", "0.21.0", "0.25.0", "0.33.0")
 CUDA = {  # from the binaries: PTX ISA version, libcudart.so.N (vllm-truth.md)
     "0.11.0": "12.8",
@@ -185,25 +182,10 @@ def test_the_truth_file_covers_every_family_of_the_profile_for_each_release() ->
 def wheel_path(release: str) -> Path:
     if release not in SELECTED:
         pytest.skip(f"vLLM {release} not in KERNEL_MATRIX_VLLM_RELEASES={','.join(SELECTED)}")
-    found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
-    if not found:
-        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", f"vllm=={release}", "--no-deps",
-                "--only-binary=:all:", "--quiet", "-d", str(WHEEL_DIR),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )  # fmt: skip
-        found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
-        if not found:
-            reason = (result.stderr or result.stdout).strip()[-300:]
-            pytest.skip(
-                f"vLLM {release} wheel not cached in {WHEEL_DIR} and not downloadable: {reason}"
-            )
-    return found[-1]
+    wheel, why = vllm_wheel(release)
+    if wheel is None:
+        pytest.skip(why)
+    return wheel
 
 
 @dataclass(frozen=True)

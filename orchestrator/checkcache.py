@@ -1,0 +1,152 @@
+"""The check cache: what a lazy read (``orchestrator.demand``) of a library found,
+kept by content, so that checking the same wheel again -- a nightly re-check,
+another device list -- decodes nothing it already has.
+
+One record per library and family set: every fatbin entry's target, container and
+code object as read (skipped, listed or judged). A later check plans its own reads
+from the record's headers (``demand.plan``): when the record answers all of them the
+library is not even opened; otherwise it is read, reusing what the record has, and
+the record grows.
+
+A whole check is kept too, by the same inputs: its result is answered again without
+opening a library when the paths (regular files: their size, modification time and
+inode), the families, the devices, the CUDA version and the log lines are the same.
+
+Keys: a wheel member by the zip directory's CRC-32 and sizes (reading them costs
+nothing), a file by its size, modification time and inode; then the library's path
+(which families may live in it), the families' matching rules, this tool's version
+and the record format. Records live under ``<cache>/check``, at most
+``MAX_RECORDS`` of them (least recently used go first); a damaged record is a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.archs import Target
+from orchestrator.demand import JUDGE, LIST, SKIP, Demand
+from orchestrator.errors import KernelMatrixError
+from orchestrator.fatbin import ReadEntry
+from orchestrator.fsutil import write_atomic
+from orchestrator.inventory import CodeObject, library_identity
+from orchestrator.toolchain import cache_root
+
+RECORD_FORMAT = "1"
+MAX_RECORDS = 64
+_ACTIONS = (SKIP, LIST, JUDGE)
+
+
+def records_dir() -> Path:
+    return cache_root() / "check"
+
+
+def member_key(library: str, info: zipfile.ZipInfo, demand: Demand) -> str:
+    """A wheel member's key, from the zip directory alone."""
+    return _key(library, f"zip:{info.CRC:08x}:{info.file_size}:{info.compress_size}", demand)
+
+
+def file_key(library: str, path: Path, demand: Demand) -> str:
+    """A library file's key, from its metadata."""
+    stat = path.stat()
+    return _key(
+        library, f"file:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_dev}:{stat.st_ino}", demand
+    )
+
+
+def _key(library: str, content: str, demand: Demand) -> str:
+    parts = (__version__, RECORD_FORMAT, library_identity(library), content, demand.digest())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def result_key(
+    paths: Sequence[Path], rules: Sequence[Any], devices: Sequence[Any], *other: object
+) -> str | None:
+    """The key of a whole check, or None when a path is not a regular file (a
+    directory's libraries are keyed one by one)."""
+    parts = [__version__, RECORD_FORMAT, repr(tuple(rules)), repr(tuple(devices)), repr(other)]
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        if not path.is_file():
+            return None
+        parts.append(
+            f"{path}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_dev}:{stat.st_ino}"
+        )
+    return "result-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def load_result(key: str) -> dict[str, Any] | None:
+    """A whole check's JSON document, kept by ``store_result``."""
+    try:
+        data = json.loads((records_dir() / f"{key}.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def store_result(key: str, document: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        records_dir().mkdir(parents=True, exist_ok=True)
+        write_atomic(records_dir() / f"{key}.json", json.dumps(document, separators=(",", ":")))
+        _evict(records_dir())
+
+
+def load(key: str) -> list[ReadEntry]:
+    """The record of ``key``; empty when there is none or it is damaged."""
+    path = records_dir() / f"{key}.json"
+    try:
+        data = json.loads(path.read_bytes())
+        entries = [_entry(item) for item in data["entries"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, KernelMatrixError):
+        return []
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used
+    return entries
+
+
+def store(key: str, entries: Sequence[ReadEntry]) -> None:
+    """Keep a record (best effort: the cache is an optimisation)."""
+    directory = records_dir()
+    data = {"format": RECORD_FORMAT, "entries": [_item(entry) for entry in entries]}
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")))
+        _evict(directory)
+
+
+def _evict(directory: Path) -> None:
+    records = []
+    for path in directory.glob("*.json"):
+        with contextlib.suppress(OSError):
+            records.append((path.stat().st_mtime, path))
+    for _, path in sorted(records)[: max(0, len(records) - MAX_RECORDS)]:
+        path.unlink(missing_ok=True)
+
+
+def _item(entry: ReadEntry) -> dict[str, Any]:
+    return {
+        "target": entry.target.name,
+        "container": entry.container,
+        "action": entry.action,
+        "code": entry.code.to_json() if entry.code is not None else None,
+    }
+
+
+def _entry(item: dict[str, Any]) -> ReadEntry:
+    action = item["action"]
+    if action not in _ACTIONS:
+        raise ValueError(action)
+    code = CodeObject.from_json(item["code"]) if item["code"] is not None else None
+    if (code is None) != (action == SKIP):
+        raise ValueError("a read entry without its code object")
+    return ReadEntry(Target.parse(item["target"]), int(item["container"]), action, code)

@@ -1,0 +1,137 @@
+"""The check cache (orchestrator.checkcache): a repeated check answers from it, another
+device list reuses what an earlier read decoded, and nothing stale or damaged is
+ever trusted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from synth import hollow_body, working_body
+from test_check import GEMM, QUANT, cubin, library, make_wheel
+
+import orchestrator.check as check_module
+import orchestrator.fatbin as fatbin_module
+from orchestrator import checkcache
+from orchestrator.archs import ComputeCapability
+from orchestrator.check import check_paths
+from orchestrator.cli import main
+from orchestrator.symbols import FamilyRule
+
+CC = ComputeCapability.parse
+RULES = (
+    FamilyRule(
+        "nvfp4",
+        (CC("10.0"), CC("12.0"), CC("12.1")),
+        kernels=("quant_kernel",),
+        libraries=("_C.*",),
+    ),
+    FamilyRule(
+        "scaled_mm_sm120",
+        (CC("12.0"), CC("12.1")),
+        kernels=("scaled_mm_sm120_fp8",),
+        libraries=("_C.*",),
+    ),
+)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KERNEL_MATRIX_CACHE", str(cache))
+    return cache / "check"
+
+
+@pytest.fixture
+def wheel(tmp_path: Path) -> Path:
+    return make_wheel(
+        tmp_path,
+        library(
+            cubin(100, "f", (QUANT, working_body(40))),
+            cubin(120, "f", (QUANT, working_body(40)), (GEMM, hollow_body())),
+        ),
+    )
+
+
+def devices(text: str) -> tuple[ComputeCapability, ...]:
+    return tuple(CC(d) for d in text.split(","))
+
+
+def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a library was read although the cache had it")
+
+    monkeypatch.setattr(fatbin_module, "read_library", refuse)
+    monkeypatch.setattr("orchestrator.probe.read_library", refuse)
+
+
+def test_a_repeated_check_answers_from_the_cache_with_the_same_result(
+    wheel: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
+    assert sorted(p.name.startswith("result-") for p in own_cache.iterdir()) == [False, True]
+    no_reading(monkeypatch)
+    monkeypatch.setattr(check_module, "probe", lambda *a, **k: pytest.fail("probed again"))
+    again = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
+    assert again.to_json() | {"seconds": 0} == first.to_json() | {"seconds": 0}
+    assert again.verdict("scaled_mm_sm120", "12.1").status == "hollow"
+
+
+def test_other_devices_reuse_the_library_record_without_reading_it(
+    wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12.0 and 12.1 judge sm_120f and list sm_100f; 10.0 then needs sm_100f judged
+    (read again, the record grows), and 10.0 + 12.x is answered by the record alone."""
+    check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
+    blackwell = check_paths([wheel], RULES, devices("10.0"), cache=True)
+    assert blackwell.verdict("nvfp4", "10.0").status == "present"
+    fresh = check_paths([wheel], RULES, devices("10.0,12.1"), cache=False)
+    no_reading(monkeypatch)
+    both = check_paths([wheel], RULES, devices("10.0,12.1"), cache=True)
+    assert both.verdicts == fresh.verdicts
+    assert both.not_judged == fresh.not_judged
+
+
+def test_a_changed_wheel_is_read_again(wheel: Path, tmp_path: Path) -> None:
+    check_paths([wheel], RULES, devices("12.1"), cache=True)
+    rebuilt = make_wheel(tmp_path, library(cubin(120, "a", (QUANT, working_body(40)))))
+    assert rebuilt == wheel  # same path, other bytes
+    verdict = check_paths([rebuilt], RULES, devices("12.1"), cache=True).verdict("nvfp4", "12.1")
+    assert verdict.status == "missing"  # sm_120a does not run on 12.1
+
+
+def test_a_damaged_record_is_a_miss(wheel: Path, own_cache: Path) -> None:
+    first = check_paths([wheel], RULES, devices("12.1"), cache=True)
+    for record in own_cache.iterdir():
+        record.write_text(json.dumps({"entries": [{"target": "sm_999", "action": "judge"}]}))
+    again = check_paths([wheel], RULES, devices("12.1"), cache=True)
+    assert again.verdicts == first.verdicts
+    for record in own_cache.iterdir():
+        record.write_bytes(b"\x00garbage")
+    assert check_paths([wheel], RULES, devices("12.1"), cache=True).verdicts == first.verdicts
+
+
+def test_check_no_cache_writes_nothing(
+    wheel: Path, own_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    families = tmp_path / "families.yaml"
+    families.write_text(
+        "families:\n  nvfp4:\n    kernels: ['quant_kernel']\n    libraries: ['_C.*']\n"
+        "    devices: ['12.1']\n"
+    )
+    assert main(["check", str(wheel), "--families", str(families), "--no-cache"]) == 0
+    assert not own_cache.exists()
+    assert main(["check", str(wheel), "--families", str(families)]) == 0
+    assert own_cache.is_dir() and len(list(own_cache.iterdir())) == 2
+    capsys.readouterr()
+
+
+def test_the_record_keeps_at_most_its_limit(
+    wheel: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkcache, "MAX_RECORDS", 3)
+    for device in ("10.0", "12.0", "12.1", "10.0,12.0"):
+        check_paths([wheel], RULES, devices(device), cache=True)
+    assert len(list(own_cache.iterdir())) == 3
