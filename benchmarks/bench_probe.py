@@ -26,15 +26,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, add_output_options, append_entry, median, usable_cpus
+from common import ROOT, PeakSampler, add_output_options, append_entry, median, usable_cpus
 
 sys.path.insert(0, str(ROOT))
 from orchestrator.toolchain import cache_root, cuobjdump
@@ -70,50 +68,6 @@ seconds = time.perf_counter() - start
 text = json.dumps(inventory.to_json(), sort_keys=True)
 print(json.dumps({"seconds": seconds, "digest": hashlib.sha256(text.encode()).hexdigest()}))
 """
-
-
-def tree_rss_kib(pid: int) -> int:
-    """Resident KiB of a process and all its descendants (Linux /proc)."""
-    total = 0
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    todo.extend(int(c) for c in children.read().split())
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-@dataclass
-class PeakSampler:
-    """Samples a process tree's total RSS until stopped; keeps the peak."""
-
-    pid: int
-    peak_kib: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> PeakSampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pid))
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
 
 
 def native_run(path: Path, jobs: str, digest: bool = False) -> dict[str, Any]:

@@ -12,7 +12,8 @@ given devices, and for that reads less:
   globs (exclusions aside, so this is a superset of what the families match) -- are
   kept.
 * **Analysis.** Their code (working instructions, every path trapping) is analysed
-  only in cubins that run on a requested device. Every cubin is still read for its
+  only in cubins that run on a requested device; a PTX body is counted only up to
+  the families' largest hollowness threshold (a count above it is a lower bound). Every cubin is still read for its
   kernel names -- a missing family's reason names the code objects it was built for
   ("built only for sm_120a, none of which runs on 12.1") -- but the kernels of one
   that no requested device loads are listed as ``NOT_JUDGED``.
@@ -50,10 +51,16 @@ class Demand:
     def digest(self) -> str:
         """What decides which kernels are kept: every rule's matching parts."""
         parts = [
-            repr((r.sources, r.kernels, r.libraries))
+            repr((r.sources, r.kernels, r.libraries, r.hollow_max_instructions))
             for r in sorted(self.rules, key=lambda r: r.name)
         ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    @property
+    def hollow_limit(self) -> int:
+        """The largest hollowness threshold of the families: a PTX body is counted up
+        to it (past it, no family judges the kernel hollow)."""
+        return max((rule.hollow_max_instructions for rule in self.rules), default=0)
 
     def plan(self, headers: Sequence[tuple[Target, int]]) -> list[str]:
         """For each entry (its target and container, in fatbin order): SKIP, LIST
@@ -90,10 +97,22 @@ class Demand:
 
 
 def _keep_for(rules: tuple[FamilyRule, ...]) -> KernelFilter:
+    # A kernel is met in every code object that holds it, a code object's sources
+    # hold for all its kernels: each is decided once.
+    by_sources: dict[tuple[str, ...], bool] = {}
+    by_name: dict[str, bool] = {}
+
     def keep(demangled: str, sources: tuple[str, ...]) -> bool:
-        return any(
-            rule.matches_name(demangled) or any(rule.matches_source(s) for s in sources)
-            for rule in rules
-        )
+        source_hit = by_sources.get(sources)
+        if source_hit is None:
+            source_hit = by_sources[sources] = any(
+                rule.matches_source(s) for rule in rules for s in sources
+            )
+        if source_hit:
+            return True
+        name_hit = by_name.get(demangled)
+        if name_hit is None:
+            name_hit = by_name[demangled] = any(rule.matches_name(demangled) for rule in rules)
+        return name_hit
 
     return keep

@@ -336,14 +336,16 @@ def cubin_object(
     return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
 
 
-def ptx_object(text: bytes, target: Target, keep: KernelFilter | None = None) -> CodeObject:
+def ptx_object(
+    text: bytes, target: Target, keep: KernelFilter | None = None, limit: int | None = None
+) -> CodeObject:
     """A PTX module's entries (instruction counts from the text) and sources; with
-    ``keep``, only the entries it keeps."""
+    ``keep``, only the entries it keeps, counted up to ``limit``."""
     sources = sources_in(text)
     wanted = None if keep is None else (lambda mangled: keep(demangle(mangled), sources))
     kernels = [
         Kernel(demangle(e.mangled), e.mangled, 0, e.instructions, is_hollow(e.instructions))
-        for e in ptx_entries(text, wanted)
+        for e in ptx_entries(text, wanted, limit)
     ]
     return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
 
@@ -367,7 +369,7 @@ def code_object(
         where = f"{name}: {entry.target.name} cubin at offset {entry.payload_offset}"
         judge = demand is None or demand.judges(entry.target)
         return cubin_object(data, entry.target, where, keep, judge)
-    return ptx_object(data, entry.target, keep)
+    return ptx_object(data, entry.target, keep, demand.hollow_limit if demand else None)
 
 
 def stored_length(entry: Entry) -> int:

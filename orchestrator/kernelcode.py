@@ -414,10 +414,15 @@ class PtxEntry:
     instructions: int
 
 
-def ptx_entries(text: bytes, wanted: Callable[[str], bool] | None = None) -> list[PtxEntry]:
+def ptx_entries(
+    text: bytes, wanted: Callable[[str], bool] | None = None, limit: int | None = None
+) -> list[PtxEntry]:
     """The kernels of a PTX module with their working-instruction counts; with
     ``wanted`` (of a mangled name), only those it wants, and only their bodies are
-    scanned (the same counts: ``tests/unit/test_kernelcode.py``).
+    scanned (the same counts: ``tests/unit/test_demand.py``). With ``limit`` too, a
+    body is scanned only until it has more than ``limit`` working instructions: a
+    count above ``limit`` is then a lower bound (hollowness up to that threshold is
+    decided exactly, which is all a verdict asks).
 
     >>> ptx = b'''.version 9.0
     ... .target sm_80
@@ -453,9 +458,11 @@ def ptx_entries(text: bytes, wanted: Callable[[str], bool] | None = None) -> lis
         if wanted is not None and not wanted(mangled):
             continue
         end = headers[index + 1][2] if index + 1 < len(headers) else len(text)
-        if wanted is not None:
-            not_work = _not_work_lines(text, end_of_header, end)
-        entries.append(PtxEntry(mangled, _ptx_body_count(text, end_of_header, end, not_work)))
+        if wanted is None:
+            count = _ptx_body_count(text, end_of_header, end, not_work)
+        else:
+            count = _ptx_body_count_until(text, end_of_header, end, limit)
+        entries.append(PtxEntry(mangled, count))
     return entries
 
 
@@ -551,11 +558,9 @@ def _ptx_body_count(text: bytes, start: int, end: int, not_work: list[int]) -> i
     at the start of a line before the next function (embedded PTX is compacted,
     inner blocks also close at column 0, so the last one is the body's): its
     statements (``;``) less the lines in it that do no work."""
-    params_end = text.find(b")", start, end)
-    opening = text.find(b"{", params_end if params_end >= 0 else start, end)
+    opening, closing = _ptx_body(text, start, end)
     if opening < 0:
         return 0  # a declaration without a body
-    closing = text.rfind(b"\n}", opening, end)
     if closing < 0:
         # No closing line: the body runs to the next header (truncated or odd PTX),
         # counted line by line.
@@ -568,6 +573,39 @@ def _ptx_body_count(text: bytes, start: int, end: int, not_work: list[int]) -> i
     # The body's first line follows the "{" (usually nothing, or a newline).
     idle += _line_does_no_work(text, low, high)
     return max(0, text.count(b";", low, high) - idle)
+
+
+def _ptx_body(text: bytes, start: int, end: int) -> tuple[int, int]:
+    """(the body's ``{``, the newline before its closing ``}``); -1 where absent."""
+    params_end = text.find(b")", start, end)
+    opening = text.find(b"{", params_end if params_end >= 0 else start, end)
+    if opening < 0:
+        return -1, -1
+    return opening, text.rfind(b"\n}", opening, end)
+
+
+_CHUNK = 4096  # bytes of a body scanned at a time when counting up to a limit
+
+
+def _ptx_body_count_until(text: bytes, start: int, end: int, limit: int | None) -> int:
+    """``_ptx_body_count`` of one body, scanning only that body, and with ``limit``
+    only until more than ``limit`` working instructions are found (chunk by chunk,
+    each ending at a line end; every no-work line holds its own ``;``, so the count
+    only grows)."""
+    opening, closing = _ptx_body(text, start, end)
+    if opening < 0 or closing < 0:
+        return _ptx_body_count(text, start, end, _not_work_lines(text, start, end))
+    low, high = opening + 1, closing + 1
+    working = -_line_does_no_work(text, low, high)
+    position = low
+    while position < high:
+        stop = text.find(b"\n", min(high, position + _CHUNK), high)
+        stop = high if stop < 0 else stop
+        working += text.count(b";", position, stop) - len(_not_work_lines(text, position, stop))
+        position = stop
+        if limit is not None and working > limit:
+            break
+    return max(0, working)
 
 
 def ptx_target(text: bytes) -> str | None:

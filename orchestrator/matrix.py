@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,11 +20,13 @@ from orchestrator.archs import (
     format_arch_list,
     parse_arch_list,
 )
-from orchestrator.configure_env import ConfigureSpec, PythonSpec, StandIn
 from orchestrator.errors import ConfigError
 from orchestrator.fsutil import MAX_CONFIG_BYTES, read_text
 from orchestrator.symbols import FamilyRule, families_from_document, load_families
 from orchestrator.yamlfile import Document, JsonPath, format_path, load_document
+
+if TYPE_CHECKING:  # (imported where a configure section is read: it needs packaging)
+    from orchestrator.configure_env import ConfigureSpec
 
 DEFAULT_ARTIFACTS = ("**/*.so",)
 DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
@@ -181,6 +183,8 @@ def _configure(raw: dict[str, Any] | None) -> ConfigureSpec | None:
     if raw is None:
         return None
     python = raw.get("python", {})
+    from orchestrator.configure_env import ConfigureSpec, PythonSpec, StandIn
+
     return ConfigureSpec(
         cmake_source=raw.get("cmake_source", "."),
         python=PythonSpec(
