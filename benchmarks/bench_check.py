@@ -10,7 +10,8 @@ ratios):
 
 * check, first run, cold cache: a fresh ``KERNEL_MATRIX_CACHE`` per round, so
   nothing of an earlier read is there;
-* check, repeated: the same command again, with the cache the first run left.
+* check, repeated: the same command again, with the cache the first run left;
+* check, first run with ``--jobs 2`` (two reading processes; the default is one).
 
 Both are ``python -m orchestrator check WHEEL --families matrices/vllm.yaml
 --devices 9.0,10.0,10.3,12.0,12.1 --json`` in a fresh interpreter (its start-up and
@@ -78,9 +79,9 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def check_argv(wheel: Path) -> list[str]:
+def check_argv(wheel: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator", "check", str(wheel), "--families",
-            str(FAMILIES), "--devices", DEVICES, "--json"]  # fmt: skip
+            str(FAMILIES), "--devices", DEVICES, "--json", *more]  # fmt: skip
 
 
 def newest_wheel() -> Path:
@@ -115,13 +116,15 @@ def main() -> int:
             pipeline = timed(["bash", "-c", PIPELINE, "pipeline", str(wheel), str(tool), GREP])
             cold = timed(check_argv(wheel), env)
             warm = timed(check_argv(wheel), env)
-            for run in (cold, warm):
+            env = {**os.environ, "KERNEL_MATRIX_CACHE": f"{scratch}/cache-{round_}-jobs"}
+            parallel = timed(check_argv(wheel, "--jobs", "2"), env)
+            for run in (cold, warm, parallel):
                 lazy = CheckResult.from_json(json.loads(run["out"]))
                 differences = lazy_read_differences(lazy, full)
                 if differences:
                     agree = False
                     print("lazy and full reads disagree:", differences[:5], file=sys.stderr)
-            rows.append({"pipeline": pipeline, "cold": cold, "warm": warm})
+            rows.append({"pipeline": pipeline, "cold": cold, "warm": warm, "jobs2": parallel})
             print(
                 f"round {round_ + 1}: pipeline {pipeline['wall_s']:.2f} s "
                 f"({pipeline['cpu_s']:.2f} CPU s), check cold {cold['wall_s']:.2f} s "
@@ -142,7 +145,11 @@ def main() -> int:
         f"| unzip + cuobjdump --dump-elf-symbols + grep | {mid('pipeline', 'wall_s'):.2f} | "
         f"{mid('pipeline', 'cpu_s'):.2f} | {mid('pipeline', 'rss_mb'):.0f} | 1.0 | 1.0 |",
     ]
-    for kind, label in (("cold", "check, first run, cold cache"), ("warm", "check, repeated")):
+    for kind, label in (
+        ("cold", "check, first run, cold cache"),
+        ("warm", "check, repeated"),
+        ("jobs2", "check, first run, cold cache, --jobs 2"),
+    ):
         body.append(
             f"| {label} | {mid(kind, 'wall_s'):.2f} | {mid(kind, 'cpu_s'):.2f} | "
             f"{mid(kind, 'rss_mb'):.0f} | {ratio(kind, 'wall_s'):.2f}× | "

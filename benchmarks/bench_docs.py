@@ -11,7 +11,8 @@ Each documented command is run N times from outside (wall clock, as a user's
   incident, two cells built);
 * ``kernel-matrix check <wheel> --families matrices/vllm.yaml --devices
   9.0,10.0,10.3,12.0,12.1`` for each vLLM wheel in the cache (README, docs/vllm.md;
-  the page cache is warm after the first run).
+  the page cache is warm after the first run): a first check (an empty check
+  cache, ``KERNEL_MATRIX_CACHE`` of its own), then the same command again.
 
 Every figure is a range (fastest to slowest run) with its conditions, the form in
 which the docs quote it. Takes about 2-5 minutes per repeat on 2 cores.
@@ -34,21 +35,24 @@ WHEELS = Path.home() / ".cache" / "kernel-matrix" / "wheels"
 DEVICES = "9.0,10.0,10.3,12.0,12.1"
 
 
-def commands(scratch: Path) -> list[tuple[str, list[str]]]:
+def commands(scratch: Path, caches: Path) -> list[tuple[str, list[str], Path | None]]:
+    """(what, argv, the KERNEL_MATRIX_CACHE it runs with: None for the user's); results
+    under ``scratch``, check caches under ``caches``."""
     out = ["--out", str(scratch / "reports"), "--build-dir", str(scratch / "build")]
-    found = [
+    found: list[tuple[str, list[str], Path | None]] = [
         ("configure tier, default matrix (12 cells, J=auto), cold",
-         ["run", "matrix.yaml", "--tier", "configure", "--no-cache", *out]),
+         ["run", "matrix.yaml", "--tier", "configure", "--no-cache", *out], None),
         ("examples/regression-37725.yaml (2 cells built), cold",
-         ["run", "examples/regression-37725.yaml", "--no-cache", *out]),
+         ["run", "examples/regression-37725.yaml", "--no-cache", *out], None),
     ]  # fmt: skip
     for version in ("0.19.0", "0.21.0", "0.33.0"):
         wheel = next(iter(sorted(WHEELS.glob(f"vllm-{version}-*.whl"))), None)
         if wheel is not None:
-            found.append(
-                (f"check vLLM {version} ({wheel.stat().st_size / 1e6:.0f} MB wheel)",
-                 ["check", str(wheel), "--families", "matrices/vllm.yaml", "--devices", DEVICES])
-            )  # fmt: skip
+            argv = ["check", str(wheel), "--families", "matrices/vllm.yaml", "--devices", DEVICES]
+            cache = caches / f"check-cache-{version}"
+            size = f"{wheel.stat().st_size / 1e6:.0f} MB wheel"
+            found.append((f"check vLLM {version} ({size}), first run", argv, cache))
+            found.append((f"check vLLM {version}, the same command again", argv, cache))
     return found
 
 
@@ -61,11 +65,16 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-docs-") as tmp:
-        for index, (what, _) in enumerate(commands(Path(tmp))):
+        for index, (what, _, _) in enumerate(commands(Path(tmp), Path(tmp))):
             times, loads = [], []
             for repeat in range(args.repeats):
-                # A run directory and build tree of its own for each run.
-                argv = commands(Path(tmp) / str(repeat))[index][1]
+                # A run directory and build tree of its own per command and repeat; a
+                # check cache per repeat (its second check reuses the first's).
+                scratch, caches = Path(tmp) / f"{index}-{repeat}", Path(tmp) / f"caches-{repeat}"
+                _, argv, cache = commands(scratch, caches)[index]
+                env = {**os.environ, "NO_COLOR": "1"}
+                if cache is not None:
+                    env["KERNEL_MATRIX_CACHE"] = str(cache)
                 loads.append(load_average().split()[0])
                 started = time.monotonic()
                 done = subprocess.run(
@@ -73,7 +82,7 @@ def main() -> int:
                     cwd=ROOT,
                     capture_output=True,
                     text=True,
-                    env={**os.environ, "NO_COLOR": "1"},
+                    env=env,
                     check=False,
                 )
                 times.append(time.monotonic() - started)

@@ -207,11 +207,13 @@ def check_paths(
     skip_lines: Sequence[str] = (),
     lazy: bool = True,
     cache: bool = False,
+    jobs: int | None = None,
 ) -> CheckResult:
     """Probe ``paths`` (only the libraries a family can be in) and judge them.
     ``lazy``: read only what the verdicts need (``orchestrator.demand``); False
     reads the full inventory, as ``probe`` does. ``cache``: keep the lazy reads and
-    answer from them (``orchestrator.checkcache``)."""
+    answer from them (``orchestrator.checkcache``). ``jobs``: processes that read a
+    large library (default: this machine's CPUs)."""
     if not rules:
         raise UsageError("the families file defines no family to check")
     started = time.monotonic()
@@ -232,6 +234,7 @@ def check_paths(
         only=library_filter(rules),
         demand=Demand(tuple(rules), wanted) if lazy else None,
         cache=cache,
+        jobs=jobs,
     )
     judged = check_inventory(inventory, rules, wanted, cuda=cuda, skip_lines=skip_lines)
     result = CheckResult(
