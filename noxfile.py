@@ -6,7 +6,7 @@ nox -s cell -- ID          one cell of matrix.yaml
 nox -s probe -- PATH...    inventory of built libraries or wheels
 nox -s tests               unit + integration tests (what CI runs)
 nox -s lint                ruff + mypy
-nox -s bench               benchmarks, figures appended to BENCHMARKS.md (about 20 min)
+nox -s bench               benchmarks, figures appended to BENCHMARKS.md (about 25 min)
 nox -s fuzz -- -max_total_time=1200   fuzz the fatbin reader and the config/artifact loaders
 """
 
