@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 from synth import (
-    KIND_ELF,
     KIND_PTX,
-    CubinSpec,
     EntrySpec,
-    KernelSpec,
     build_container,
-    build_cubin,
     build_shared_object,
     hollow_body,
     ptx_module,
     working_body,
 )
+from test_check import cubin
 
 from orchestrator.archs import ComputeCapability
 from orchestrator.check import check_paths, lazy_read_differences
@@ -33,11 +30,6 @@ CC = ComputeCapability.parse
 QUANT = "_ZN55_GLOBAL__N__6483e388_22_nvfp4_quant_kernels_cu_f7e2e07912quant_kernelEPf"
 OTHER = "_Z13unrelated_fooPf"
 RULES = (FamilyRule("nvfp4", (CC("9.0"), CC("10.0"), CC("10.3")), kernels=("quant_kernel",)),)
-
-
-def cubin(sm: int, variant: str, *kernels: tuple[str, bytes]) -> EntrySpec:
-    spec = CubinSpec([KernelSpec(name, code) for name, code in kernels])
-    return EntrySpec(KIND_ELF, sm, build_cubin(spec, sm), variant)
 
 
 def ptx(sm: int, *names: str) -> EntrySpec:
