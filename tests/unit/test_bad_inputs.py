@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -1196,10 +1197,33 @@ def test_zip_slip_wheel_leaves_nothing_outside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The wheel is refused before anything is read out of it, and nothing is ever
-    extracted: probe streams members in place."""
+    extracted under a member's path."""
     run_case(CATALOGUE["probe: wheel with zip-slip member"], tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["pkg-1.0-py3-none-any.whl", "wheels"]
     assert not (tmp_path.parent / "evil.so").exists()
+
+
+def test_an_oversized_wheel_member_is_refused_and_no_copy_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A library member is inflated once into a private temporary file: one claiming
+    more than the bound is refused before anything is written, and a read one leaves
+    no copy behind."""
+    import orchestrator.probe as probe_module
+
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pkg/_C.so", build_shared_object([]) + bytes(4096))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (re-read TMPDIR)
+    assert main(["probe", str(wheel), "--json"]) == 0
+    assert list(scratch.iterdir()) == []
+    monkeypatch.setattr(probe_module, "MAX_MEMBER_BYTES", 1024)
+    assert main(["probe", str(wheel)]) == 2
+    assert "a wheel member of" in capsys.readouterr().err
+    assert list(scratch.iterdir()) == []
 
 
 def test_toolchain_failure_keeps_the_cell_result(
