@@ -11,9 +11,10 @@
    cache on the default matrix;
 5. configure: the configure tier against the build tier;
 6. docs: every figure README.md and docs/vllm.md quote, as ranges with their load;
-7. check: ``check`` on the vLLM 0.33.0 wheel against unzip + ``cuobjdump
+7. cell cache: storing and restoring a vLLM-sized cell's artifacts;
+8. check: ``check`` on the vLLM 0.33.0 wheel against unzip + ``cuobjdump
    --dump-elf-symbols``, first run and repeated (issue 20);
-8. vLLM configure: the configure tier on vLLM 0.33.0's source (issue 16; the first
+9. vLLM configure: the configure tier on vLLM 0.33.0's source (issue 16; the first
    time, it provisions torch and the CMake-ready toolkit, about 6 GB).
 
 Takes about 25 minutes on 2 cores (``--quick``: about 12), more the first time.
@@ -45,9 +46,10 @@ def main() -> int:
     matrix = [str(HERE / "bench_matrix.py"), "--repeats", "1" if args.quick else "3"]
     configure = [str(HERE / "bench_configure.py"), "--repeats", "1" if args.quick else "3"]
     docs = [str(HERE / "bench_docs.py"), "--repeats", "2" if args.quick else "3"]
+    cells = [str(HERE / "bench_cell_cache.py")]
     check = [str(HERE / "bench_check.py"), "--rounds", "3" if args.quick else "5"]
     vllm = [str(HERE / "bench_vllm_configure.py")]
-    for command in (probe, matrix, configure, docs, check, vllm):
+    for command in (probe, matrix, configure, docs, cells, check, vllm):
         print("$", " ".join(["python", *command, *common]), flush=True)
         subprocess.run([sys.executable, *command, *common], check=True)
     return 0
