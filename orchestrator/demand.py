@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.archs import ComputeCapability, Target
 
@@ -47,6 +47,10 @@ class Demand:
     _filters: dict[str, KernelFilter | None] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process: the families and devices (its filters are rebuilt there).
+        return (Demand, (self.rules, self.devices))
 
     def digest(self) -> str:
         """What decides which kernels are kept: every rule's matching parts."""

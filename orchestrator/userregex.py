@@ -104,6 +104,10 @@ class UserRegex:
                 with self._lock:
                     self._spent += excess
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process (check's lazy read): the pattern, compiled there anew.
+        return (UserRegex, (self.pattern, self.where))
+
     def __repr__(self) -> str:
         return f"UserRegex({self.pattern!r})"
 

@@ -116,3 +116,22 @@ def test_ptx_bodies_of_wanted_entries_count_as_in_the_full_scan() -> None:
     assert [e.instructions for e in full] == [0, 7, 1]
     assert ptx_entries(text, lambda _name: True) == full
     assert ptx_entries(text, lambda name: name == "_Z1bPf") == [full[1]]
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_worker_processes_read_as_lazily_as_one(
+    two_units: Path, start: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes (started by fork, or by spawn, which pickles the demand:
+    its families' regexes are compiled again there) the lazy read is the same."""
+    import multiprocessing
+
+    import orchestrator.fatbin as fatbin_module
+
+    monkeypatch.setattr(fatbin_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(fatbin_module, "_context", lambda: multiprocessing.get_context(start))
+    demand = Demand(RULES, (CC("10.3"),))
+    (alone,) = probe([two_units], demand=demand, jobs=1).libraries
+    (together,) = probe([two_units], demand=demand, jobs=2).libraries
+    assert together == alone
+    assert [c.arch.name for c in together.ptx] == ["compute_90"]
