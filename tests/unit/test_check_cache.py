@@ -135,3 +135,20 @@ def test_the_record_keeps_at_most_its_limit(
     for device in ("10.0", "12.0", "12.1", "10.0,12.0"):
         check_paths([wheel], RULES, devices(device), cache=True)
     assert len(list(own_cache.iterdir())) == 3
+
+
+def test_a_library_file_is_kept_by_its_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    so = tmp_path / "build" / "_C.so"
+    so.parent.mkdir()
+    so.write_bytes(library(cubin(120, "f", (QUANT, working_body(40)))))
+    first = check_paths([so.parent], RULES, devices("12.1"), cache=True)
+    assert first.verdict("nvfp4", "12.1").status == "present"
+    with monkeypatch.context() as patch:
+        no_reading(patch)
+        again = check_paths([so.parent], RULES, devices("12.0,12.1"), cache=True)
+    assert again.verdict("nvfp4", "12.0").status == "present"
+    so.write_bytes(library(cubin(120, "a", (QUANT, working_body(40)))))  # rebuilt
+    rebuilt = check_paths([so.parent], RULES, devices("12.1"), cache=True)
+    assert rebuilt.verdict("nvfp4", "12.1").status == "missing"
