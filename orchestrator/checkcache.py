@@ -14,8 +14,9 @@ inode), the families, the devices, the CUDA version and the log lines are the sa
 
 Keys: a wheel member by the zip directory's CRC-32 and sizes (reading them costs
 nothing), a file by its size, modification time and inode; then the library's path
-(which families may live in it), the families' matching rules, this tool's version
-and the record format. Records live under ``<cache>/check``, at most
+(which families may live in it), the families' matching rules, this tool's code (its
+version and a digest of its own source files: a changed reader never answers from an
+older one's records) and the record format. Records live under ``<cache>/check``, at most
 ``MAX_RECORDS`` of them (least recently used go first); a damaged record is a miss.
 """
 
@@ -27,6 +28,7 @@ import json
 import os
 import zipfile
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,19 @@ def file_key(library: str, path: Path, demand: Demand) -> str:
     )
 
 
+@cache
+def code_digest() -> str:
+    """This tool's version and a digest of its own Python sources."""
+    digest = hashlib.sha256(__version__.encode())
+    package = Path(__file__).resolve().parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _key(library: str, content: str, demand: Demand) -> str:
-    parts = (__version__, RECORD_FORMAT, library_identity(library), content, demand.digest())
+    parts = (code_digest(), RECORD_FORMAT, library_identity(library), content, demand.digest())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
@@ -71,7 +84,7 @@ def result_key(
 ) -> str | None:
     """The key of a whole check, or None when a path is not a regular file (a
     directory's libraries are keyed one by one)."""
-    parts = [__version__, RECORD_FORMAT, repr(tuple(rules)), repr(tuple(devices)), repr(other)]
+    parts = [code_digest(), RECORD_FORMAT, repr(tuple(rules)), repr(tuple(devices)), repr(other)]
     for path in paths:
         try:
             stat = path.stat()
