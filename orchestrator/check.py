@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator import checkcache
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.demand import Demand
 from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, KernelMatrixError, UsageError
@@ -220,8 +221,6 @@ def check_paths(
     wanted = tuple(devices) if devices else default_devices(rules)
     key = None
     if cache and lazy and engine == "native":
-        from orchestrator import checkcache
-
         key = checkcache.result_key(paths, rules, wanted, cuda, tuple(skip_lines))
         kept = checkcache.load_result(key) if key else None
         if kept is not None:
@@ -252,8 +251,6 @@ def check_paths(
         unread=_names({Target.parse(t) for lib in inventory.libraries for t in lib.unread}),
     )
     if key is not None:
-        from orchestrator import checkcache
-
         checkcache.store_result(key, result.to_json())
     return result
 

@@ -108,10 +108,8 @@ def load_result(key: str) -> dict[str, Any] | None:
 
 
 def store_result(key: str, document: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        records_dir().mkdir(parents=True, exist_ok=True)
-        write_atomic(records_dir() / f"{key}.json", json.dumps(document, separators=(",", ":")))
-        _evict(records_dir())
+    """Keep a whole check's JSON document (best effort)."""
+    _write(key, document)
 
 
 def load(key: str) -> list[ReadEntry]:
@@ -129,8 +127,12 @@ def load(key: str) -> list[ReadEntry]:
 
 def store(key: str, entries: Sequence[ReadEntry]) -> None:
     """Keep a record (best effort: the cache is an optimisation)."""
+    _write(key, {"format": RECORD_FORMAT, "entries": [_item(entry) for entry in entries]})
+
+
+def _write(key: str, data: dict[str, Any]) -> None:
+    """Write ``<key>.json`` whole or not at all, then keep the cache within its bound."""
     directory = records_dir()
-    data = {"format": RECORD_FORMAT, "entries": [_item(entry) for entry in entries]}
     with contextlib.suppress(OSError):
         directory.mkdir(parents=True, exist_ok=True)
         write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")))

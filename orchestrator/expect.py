@@ -158,19 +158,19 @@ def rule_mismatch(inventory: Inventory, family: FamilyRule) -> str | None:
         if not family.matches_library(library.path):
             continue
         for code in library.code_objects():
-            sources = list(code.sources)
-            if any(family.excludes_source(s) for s in sources):
+            facts = family.source_facts(code.sources)
+            if facts is None:
                 continue
+            source_ok, known = facts
             for kernel in code.kernels:
                 if family.excludes_kernel(kernel.name):
                     continue
                 name_ok = family.matches_name(kernel.name)
-                source_ok = any(family.matches_source(s) for s in sources)
-                if name_ok and sources and not source_ok:
-                    by_name.setdefault((library.path, kernel.mangled), set()).update(sources)
+                if name_ok and known and not source_ok:
+                    by_name.setdefault((library.path, kernel.mangled), set()).update(code.sources)
                 elif source_ok and not name_ok:
                     by_source.setdefault((library.path, kernel.mangled), set()).add(kernel.name)
-                elif name_ok and (source_ok or not sources):
+                elif name_ok:
                     return None  # the family matches after all
     if by_name:
         files = sorted({s for found in by_name.values() for s in found})
