@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from orchestrator import checkcache
 from orchestrator.archs import DEVICES, ComputeCapability, Target
 from orchestrator.demand import Demand
 from orchestrator.elf import ELF_MAGIC, Blob, FileBlob
@@ -38,7 +39,7 @@ from orchestrator.expect import (
     rule_mismatch,
     serve,
 )
-from orchestrator.fatbin import EntryDecoder, read_library
+from orchestrator.fatbin import EntryDecoder, ReadEntry, library_from_record, read_library
 from orchestrator.fsutil import not_regular, open_regular, walk_files
 from orchestrator.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
@@ -184,8 +185,6 @@ def _probe_file(
     with _opened(path) as blob:
         if not decoder.cache:
             return read_library(blob, label, decoder)
-        from orchestrator import checkcache
-
         assert decoder.demand is not None
         key = checkcache.file_key(label, path, decoder.demand)
         return _read_cached(key, label, decoder, lambda: blob)
@@ -303,8 +302,6 @@ def _probe_member(
     if not decoder.cache:
         with _inflated(archive, info, label) as blob:
             return read_library(blob, label, decoder)
-    from orchestrator import checkcache
-
     assert decoder.demand is not None
     key = checkcache.member_key(label, info, decoder.demand)
     with ExitStack() as stack:  # (the member is inflated only when the record falls short)
@@ -319,9 +316,6 @@ def _read_cached(
     """A lazy read answered from the check cache where its record has every code
     object needed, else a read of the library that reuses what the record has (and
     a grown record)."""
-    from orchestrator import checkcache
-    from orchestrator.fatbin import ReadEntry, library_from_record
-
     assert decoder.demand is not None
     known = checkcache.load(key)
     if known:
