@@ -121,14 +121,33 @@ def base_image_for(template: str, cuda: CudaVersion) -> str:
     return template.replace("{cuda}", image_cuda_tag(cuda))
 
 
-def pip_install_for(template: str, cuda: CudaVersion) -> str:
-    """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
-    PyTorch index of a CUDA version.
+TORCH_INDEX_VARIABLE = "KERNEL_MATRIX_TORCH_INDEX"
 
-    >>> pip_install_for("torch==2.10.0 --extra-index-url https://index.example/whl/{cu}",
-    ...                 CudaVersion(12, 9))
+
+def pip_install_for(
+    template: str, cuda: CudaVersion, environ: Mapping[str, str] = os.environ
+) -> str:
+    """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
+    PyTorch index of a CUDA version, and ``{torch_index}`` by the PyTorch wheel index
+    the user configures in ``KERNEL_MATRIX_TORCH_INDEX`` (no index host is written
+    into the tool or its matrices).
+
+    >>> pip_install_for("torch==2.10.0 --extra-index-url {torch_index}/{cu}",
+    ...                 CudaVersion(12, 9), {"KERNEL_MATRIX_TORCH_INDEX": "https://index.example/whl/"})
     'torch==2.10.0 --extra-index-url https://index.example/whl/cu129'
+    >>> pip_install_for("torch --extra-index-url {torch_index}/{cu}", CudaVersion(13, 0), {})
+    Traceback (most recent call last):
+    ...
+    orchestrator.errors.ConfigError: docker.pip_install uses {torch_index}: set KERNEL_MATRIX_TORCH_INDEX to the PyTorch wheel index whose cu<XY>/ directories hold torch
     """
+    if "{torch_index}" in template:
+        index = environ.get(TORCH_INDEX_VARIABLE, "").strip().rstrip("/")
+        if not index:
+            raise ConfigError(
+                f"docker.pip_install uses {{torch_index}}: set {TORCH_INDEX_VARIABLE} to the "
+                "PyTorch wheel index whose cu<XY>/ directories hold torch"
+            )
+        template = template.replace("{torch_index}", index)
     return template.replace("{cu}", f"cu{cuda.major}{cuda.minor}")
 
 

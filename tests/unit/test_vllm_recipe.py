@@ -27,6 +27,7 @@ from orchestrator.backends import BuildJob
 from orchestrator.backends.container import Engine
 from orchestrator.backends.docker import DockerBackend, pip_install_for
 from orchestrator.build import COPY_SOURCE, BuildPaths, recipe, scan_log
+from orchestrator.errors import ConfigError
 from orchestrator.expect import MISSING, NOT_APPLICABLE, PRESENT, judge
 from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
 from orchestrator.matrix import load_families_or_matrix, load_matrix
@@ -144,7 +145,10 @@ class RecordingEngine(Engine):
         pass
 
 
-def test_docker_commands_for_a_pip_built_vllm_cell(vllm_matrix: Path, tmp_path: Path) -> None:
+def test_docker_commands_for_a_pip_built_vllm_cell(
+    vllm_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KERNEL_MATRIX_TORCH_INDEX", "https://torch-index.example/whl/")
     matrix = load_matrix(vllm_matrix)
     cell = plan(matrix)[0]  # cu12.9, 9.0a;10.0f;12.0f;12.1f
     engine = RecordingEngine()
@@ -159,7 +163,7 @@ def test_docker_commands_for_a_pip_built_vllm_cell(vllm_matrix: Path, tmp_path: 
     assert buildargs["BASE_IMAGE"] == "nvidia/cuda:12.9.1-devel-ubuntu22.04"
     assert buildargs["PYTHON"] == "1" and buildargs["TOOLCHAIN"] == "image"
     assert buildargs["PIP_INSTALL"].startswith(
-        "torch==2.10.0 --extra-index-url https://download.pytorch.org/whl/cu129 "
+        "torch==2.10.0 --extra-index-url https://torch-index.example/whl/cu129 "
     )
     assert "setuptools-scm>=8.0" in buildargs["PIP_INSTALL"].split()
 
@@ -208,6 +212,20 @@ def test_pip_install_placeholder() -> None:
     assert pip_install_for("torch --index-url https://x/{cu}", CudaVersion(13, 0)) == (
         "torch --index-url https://x/cu130"
     )
+    index = {"KERNEL_MATRIX_TORCH_INDEX": "https://y/whl"}
+    assert pip_install_for("torch --index-url {torch_index}/{cu}", CudaVersion(13, 0), index) == (
+        "torch --index-url https://y/whl/cu130"
+    )
+
+
+def test_the_torch_index_placeholder_without_its_variable_is_a_config_error(
+    vllm_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vLLM build recipe names no index host: without KERNEL_MATRIX_TORCH_INDEX its
+    cell stops with one line (exit 2), before any image is built."""
+    monkeypatch.delenv("KERNEL_MATRIX_TORCH_INDEX", raising=False)
+    with pytest.raises(ConfigError, match="set KERNEL_MATRIX_TORCH_INDEX"):
+        pip_install_for(load_matrix(vllm_matrix).docker.pip_install, CudaVersion(12, 9))
 
 
 def test_the_source_copy_leaves_out_the_checkouts_own_build_outputs(tmp_path: Path) -> None:
