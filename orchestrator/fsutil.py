@@ -194,6 +194,17 @@ def _finite(text: str) -> float:
     return value
 
 
+# Every integer an artifact holds (sizes, counts, seconds) fits 64 bits; a longer one
+# would pass the schema and overflow later (float(), formatting) in a report.
+MAX_JSON_INT_DIGITS = 19
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
 # The only way a lone surrogate gets into parsed JSON (the text itself is UTF-8):
 # a \ud800-\udfff escape. Such a string cannot be written out again.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -201,11 +212,13 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 def load_json_file(path: Path, error: type[KernelMatrixError], *, what: str) -> Any:
     """Parse a JSON artifact: a regular file, at most MAX_ARTIFACT_BYTES, UTF-8, no
-    NaN/Infinity, at most MAX_JSON_DEPTH levels deep; anything else is ``error``
+    NaN/Infinity, no integer beyond 64 bits' 19 digits, at most MAX_JSON_DEPTH levels deep; anything else is ``error``
     naming the file (the caller validates the content against its schema)."""
     text = read_text(path, error, limit=MAX_ARTIFACT_BYTES, what=what)
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        data = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
+        )
     except RecursionError:
         raise error(f"{path}: not a {what}: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, and ints of more than 4300 digits

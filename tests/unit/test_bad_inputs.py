@@ -905,6 +905,67 @@ CATALOGUE: dict[str, Case] = {
         2,
         "not JSON (1e400 is out of range)",
     ),
+    "class 5: result whose duration_s has 400 digits": Case(
+        REPORT,
+        files(**{"res.json": '{"duration_s": 1' + "0" * 400 + "}"}),
+        2,
+        "{tmp}/res.json: not a kernel-matrix cell result: not JSON (an integer of 401 digits",
+    ),
+    "class 5: result whose kernel size has 400 digits": Case(
+        REPORT,
+        files(
+            **{
+                "res.json": json.dumps(
+                    {
+                        **RESULT,
+                        "inventory": {
+                            "libraries": [
+                                {
+                                    "path": "x",
+                                    "cubins": [
+                                        {
+                                            "arch": "sm_90a",
+                                            "kernels": [
+                                                {"name": "k", "size": 7, "instructions": 9}
+                                            ],
+                                            "sources": [],
+                                        }
+                                    ],
+                                    "ptx": [],
+                                }
+                            ]
+                        },
+                    }
+                ).replace('"size": 7', '"size": ' + "9" * 400)
+            }
+        ),
+        2,
+        "not JSON (an integer of 400 digits is out of range)",
+    ),
+    "class 5: baseline whose kernel size has 400 digits": Case(
+        ("diff", "{tmp}/b.json", "{tmp}/res.json"),
+        both(
+            good_result,
+            files(
+                **{
+                    "b.json": json.dumps(
+                        {
+                            **BASELINE,
+                            "cells": {
+                                "c": {
+                                    "status": "passed",
+                                    "families": [],
+                                    "kernels": {"k": [["lib", "sm_90a", 7, False]]},
+                                }
+                            },
+                        }
+                    ).replace(", 7,", ", -" + "9" * 400 + ",")
+                }
+            ),
+        ),
+        2,
+        "{tmp}/b.json: not a kernel-matrix baseline: not JSON (an integer of 400 digits",
+    ),
     "class 5: result whose cell id is a lone surrogate": Case(
         REPORT,
         files(**{"res.json": json.dumps(RESULT).replace('"c"', '"\\ud800"')}),

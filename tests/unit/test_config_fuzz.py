@@ -84,6 +84,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(10**20), 10**20)
+    | st.integers(-(10**400), 10**400)  # beyond 64 bits: refused at load
     | st.floats(allow_nan=False)
     | st.text(max_size=20),
     lambda children: (
