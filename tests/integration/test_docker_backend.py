@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from docker_required import skip_unless_required
 
 from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
@@ -55,7 +56,7 @@ def engine() -> Engine:
     try:
         return Engine.connect()
     except DockerError as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        skip_unless_required(f"no Docker engine: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def base_image(engine: Engine) -> str:
     try:
         return ensure_offline_base(engine)
     except ToolError as exc:
-        pytest.skip(f"cannot make the offline base image here: {exc}")
+        skip_unless_required(f"cannot make the offline base image here: {exc}")
 
 
 @pytest.fixture(scope="module")

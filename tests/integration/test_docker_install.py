@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from docker_required import skip_unless_required
 
 from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
@@ -55,11 +56,11 @@ def base_image() -> str:
     try:
         engine = Engine.connect()
     except DockerError as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        skip_unless_required(f"no Docker engine: {exc}")
     try:
         return ensure_offline_base(engine)
     except ToolError as exc:
-        pytest.skip(f"cannot make the offline base image here: {exc}")
+        skip_unless_required(f"cannot make the offline base image here: {exc}")
 
 
 @pytest.fixture(scope="module")
