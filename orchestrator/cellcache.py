@@ -34,6 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from filelock import FileLock, Timeout
 
@@ -231,16 +232,44 @@ def restore(stored: Stored, build_dir: Path, log: Path) -> None:
         finally:
             tmp.unlink(missing_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    before = stored.result.build_dir
     header = (
         "# kernel-matrix: this cell was answered from the result cache. Below is the log\n"
-        "# of the earlier build that produced it (its paths are that build's directory);\n"
-        f"# its artifacts were restored into {build_dir}\n"
+        f"# of the earlier build that produced it, in {before or 'another directory'};\n"
+        f"# its artifacts were restored into {build_dir}, and the log names that directory\n"
     )
     with stored.log.open("rb") as cached_log, log.open("wb") as run_log:
         run_log.write(header.encode())
-        shutil.copyfileobj(cached_log, run_log)
+        copy_replacing(cached_log, run_log, before.encode(), str(build_dir).encode())
     with contextlib.suppress(OSError):
         os.utime(stored.log.parent)  # most recently used
+
+
+def copy_replacing(
+    source: IO[bytes], target: IO[bytes], old: bytes, new: bytes, chunk: int = 1 << 20
+) -> None:
+    """Copy ``source`` to ``target`` with every ``old`` replaced by ``new``, a chunk at a
+    time (a build log can hold a gigabyte, in one line), across chunk boundaries too.
+
+    >>> import io
+    >>> out = io.BytesIO()
+    >>> copy_replacing(io.BytesIO(b"/a/b x /a/b"), out, b"/a/b", b"/c", chunk=3)
+    >>> out.getvalue()
+    b'/c x /c'
+    """
+    if not old:
+        shutil.copyfileobj(source, target)
+        return
+    pending = b""
+    while block := source.read(chunk):
+        data, pending, at = pending + block, b"", 0
+        while (found := data.find(old, at)) >= 0:
+            target.write(data[at:found] + new)
+            at = found + len(old)
+        keep = max(at, len(data) - len(old) + 1)  # may be the start of the next ``old``
+        target.write(data[at:keep])
+        pending = data[keep:]
+    target.write(pending)
 
 
 def rebase(result: CellResult, build_dir: Path) -> None:

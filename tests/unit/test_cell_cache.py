@@ -143,6 +143,10 @@ def test_a_cache_hit_in_a_new_build_dir_restores_the_artifacts_there(tmp_path: P
     log = (tmp_path / "two/out/logs/cu13.0-12.0a.log").read_text()
     assert log.startswith("# kernel-matrix: this cell was answered from the result cache")
     assert f"restored into {tmp_path / 'two/build/cu13.0-12.0a'}" in log
+    # The earlier build's log, its paths made this run's (the header names where it ran).
+    body = log.split("\n", 3)[3]
+    assert f"$ cmake -B {tmp_path / 'two/build/cu13.0-12.0a'}" in body
+    assert str(tmp_path / "one") not in body
 
 
 def test_the_console_and_reports_say_a_cell_was_cached(tmp_path: Path) -> None:
