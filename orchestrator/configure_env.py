@@ -106,6 +106,7 @@ class ConfigureEnv:
             "python_path": os.pathsep.join([str(self.site), *sys.path[1:]]),
             "cuda_home": str(self.cuda_home),
             "build": str(build),
+            "cache": str(cache_root()),
             **{f"stand_in:{name}": str(path) for name, path in self.stand_ins.items()},
         }
 

@@ -100,7 +100,7 @@ NOT_HERE = [
      "tests/integration/test_docker_backend.py runs the docker backend"),
     (r"verify-on-device", "needs a GPU"),
     (r"run matrices/vllm-build\.yaml", "builds real vLLM (hours)"),
-    (r"run matrices/vllm-configure\.yaml", "configures real vLLM for five arch lists "
+    (r"run matrices/vllm-configure\.yaml|vllm-configure\.yaml .*nox -s configure", "configures real vLLM for five arch lists "
      "(10+ min); tests/integration/test_vllm_configure.py configures two releases"),
     (r"plan matrices/vllm-build\.yaml", "needs the vLLM checkout the commands before it clone"),
     (r"run examples/verify-gpu\.yaml", "builds 7 cells for the GPU machine; "

@@ -12,8 +12,9 @@ Then a pull request that narrows one guard (the vLLM 37725 class of bug, replaye
 the 0.33.0 tree: the SM12x NVFP4 GEMM guard back to "12.0a" only) must fail for DGX
 Spark (12.1a) with that family missing and the guard's CMakeLists.txt line named.
 
-Cost (docs/vllm.md, BENCHMARKS.md): once per machine, torch without its CUDA
-libraries (about 1.2 GB per torch version), nvrtc, nvidia-cutlass and the two sdists;
+Cost (docs/vllm.md, BENCHMARKS.md): once per machine, torch at each tree's pin with
+its nvidia-* libraries, nvidia-cutlass and ziglang (about 6 GB per torch version, 5-8
+minutes; then zig's first build of its libc++, minutes), nvrtc and the two sdists;
 then about a minute per configure on 2 cores.
 """
 
