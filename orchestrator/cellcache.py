@@ -240,7 +240,7 @@ def restore(stored: Stored, build_dir: Path, log: Path) -> None:
     )
     with stored.log.open("rb") as cached_log, log.open("wb") as run_log:
         run_log.write(header.encode())
-        copy_replacing(cached_log, run_log, before.encode(), str(build_dir).encode())
+        copy_replacing(cached_log, run_log, (before or "").encode(), str(build_dir).encode())
     with contextlib.suppress(OSError):
         os.utime(stored.log.parent)  # most recently used
 

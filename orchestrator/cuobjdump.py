@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, NamedTuple, TypeVar
 
 from orchestrator.archs import Target
 from orchestrator.elf import BytesBlob, read_header
@@ -38,19 +38,28 @@ from orchestrator.errors import ArchSpecError, InputFileError, ToolError
 from orchestrator.fatbin import kernel_order
 from orchestrator.inventory import CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
+    CONSTANT_BANK_OF_STRINGS,
+    CONSTANT_OPERAND,
     SASS_INSTRUCTION_BYTES,
+    TENSOR_CORE_MNEMONIC,
     ControlOp,
+    arch_guard_messages,
     count_working_sass,
     has_trap,
     is_hollow,
+    kernel_trap_evidence,
     sources_in,
-    trap_evidence,
 )
 from orchestrator.symbols import demangle
 from orchestrator.toolchain import cuobjdump as find_cuobjdump
 from orchestrator.toolchain import nvdisasm as find_nvdisasm
 
 TIMEOUT_S = 3600
+GLOBAL_INIT = ".nv.global.init"
+POINTER_RELOCATIONS = (
+    f".section .rela.nv.constant{CONSTANT_BANK_OF_STRINGS}\t",
+    f".section .rel.nv.constant{CONSTANT_BANK_OF_STRINGS}\t",
+)
 NO_DEVICE_CODE = "does not contain device code"
 
 
@@ -104,9 +113,7 @@ def _read_control_flow(tool: Path, path: Path, objects: list[_Object]) -> None:
         item.flow = functions
 
 
-def _sass_blocks(
-    stream: IO[bytes], where: str
-) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+def _sass_blocks(stream: IO[bytes], where: str) -> Iterator[dict[str, SassFunction]]:
     return parse_sass_dump(stream)
 
 
@@ -188,8 +195,25 @@ class _Object:
     symbols: list[str] = field(default_factory=list)
     code: dict[str, int] = field(default_factory=dict)  # .text.<name> -> working instr.
     trapping: set[str] = field(default_factory=set)  # .text.<name> holding a trap
-    flow: dict[str, tuple[dict[int, ControlOp], int]] = field(default_factory=dict)
+    flow: dict[str, SassFunction] = field(default_factory=dict)
+    global_init: bytes = b""  # .nv.global.init: printf's strings
+    # symbol -> (value, section index); pointer offset in constant bank 4 -> symbol
+    # and addend (``.rel(a).nv.constant4``)
+    values: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pointers: dict[int, tuple[str, int]] = field(default_factory=dict)
     sm: int = 0
+
+    def guards(self) -> dict[int, str]:
+        """The arch-guard messages whose pointers constant bank 4 holds, by offset."""
+        strings_at = next((i for i, n in self.names.items() if n == GLOBAL_INIT), -1)
+        strings = {}
+        for offset, (symbol, addend) in self.pointers.items():
+            value, section = self.values.get(symbol, (0, -1))
+            start = value + addend
+            if section == strings_at and 0 <= start < len(self.global_init):
+                end = self.global_init.find(b"\0", start)
+                strings[offset] = self.global_init[start : end if end >= 0 else None]
+        return arch_guard_messages(strings)
 
     def code_object(self, label: str) -> CodeObject:
         kernels = []
@@ -202,7 +226,14 @@ class _Object:
             if name in self.trapping:
                 if mangled not in self.flow:
                     raise ToolError(f"{label}: cuobjdump -sass printed no code for {mangled}")
-                evidence = trap_evidence(*self.flow[mangled])
+                flow = self.flow[mangled]
+                evidence = kernel_trap_evidence(
+                    flow.ops,
+                    flow.instructions,
+                    flow.tensor_core,
+                    lambda: flow.constant_loads,
+                    self.guards,
+                )
             kernels.append(
                 Kernel(
                     demangle(mangled),
@@ -234,7 +265,9 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
     words: list[int] = []
 
     def finish_text() -> None:
-        if current is not None and text_name:
+        if current is not None and text_name == GLOBAL_INIT:
+            current.global_init = b"".join(w.to_bytes(4, "little") for w in words)
+        elif current is not None and text_name:
             data = b"".join(w.to_bytes(4, "little") for w in words)
             current.code[text_name] = count_working_sass(data, current.sm)
             if has_trap(data, 0, len(data), current.sm):
@@ -274,6 +307,16 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
         if line.startswith(".section .symtab"):
             mode = "symbols"
             continue
+        if line.startswith(POINTER_RELOCATIONS):
+            mode = "pointers"
+            continue
+        if mode == "pointers":
+            fields = stripped.split()
+            if len(fields) >= 3 and fields[0].startswith("0x"):
+                addend = int(fields[3], 16) if len(fields) >= 4 else 0
+                current.pointers[int(fields[0], 16)] = (fields[1], addend)
+                continue
+            mode = ""
         if mode == "sections":
             fields = stripped.split()
             if fields and fields[0] == "Index":
@@ -292,6 +335,7 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
                 kind, name = fields[3], fields[-1]
                 if kind != "SECTION" and name != "(null)":
                     current.symbols.append(name)
+                    current.values[name] = (int(fields[1], 16), int(fields[-2], 16))
                     if kind == "FUNC" and "ENTRY" in fields[6:-2]:
                         current.kernels.append((name, int(fields[-2], 16)))
                 continue
@@ -300,7 +344,7 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
             stripped.startswith(".text.")
             and " " not in stripped
             and stripped in current.names.values()
-        ):
+        ) or stripped == GLOBAL_INIT:
             mode, text_name, words = "text", stripped, []
     if mode == "text":
         finish_text()
@@ -382,17 +426,28 @@ def control_op_of(guard: str, mnemonic: str, operands: str) -> ControlOp | None:
     return None
 
 
-def parse_sass_dump(stream: IO[bytes]) -> Iterator[dict[str, tuple[dict[int, ControlOp], int]]]:
+class SassFunction(NamedTuple):
+    """A function as ``cuobjdump -sass`` prints it."""
+
+    ops: dict[int, ControlOp]  # its control instructions, by instruction index
+    instructions: int  # how many it has
+    tensor_core: int  # its tensor-core instructions (*MMA*)
+    constant_loads: frozenset[int]  # fixed offsets of constant bank 4 it reads
+
+
+def parse_sass_dump(stream: IO[bytes]) -> Iterator[dict[str, SassFunction]]:
     """``cuobjdump -sass`` output -> per ELF entry (in fatbin order), each function's
-    control instructions (by instruction index) and its instruction count."""
-    functions: dict[str, tuple[dict[int, ControlOp], int]] | None = None
+    control instructions, instruction count and tensor-core instruction count."""
+    functions: dict[str, SassFunction] | None = None
     ops: dict[int, ControlOp] = {}
     name = ""
     last = -1
+    tensor_core = 0
+    loads: set[int] = set()
 
     def finish() -> None:
         if functions is not None and name:
-            functions[name] = (ops, last + 1)
+            functions[name] = SassFunction(ops, last + 1, tensor_core, frozenset(loads))
 
     for raw in stream:
         line = raw.decode("utf-8", "replace")
@@ -401,16 +456,21 @@ def parse_sass_dump(stream: IO[bytes]) -> Iterator[dict[str, tuple[dict[int, Con
             if functions is not None:
                 yield functions
             functions, name, ops, last = ({} if "elf" in line else None), "", {}, -1
+            tensor_core, loads = 0, set()
             continue
         match = _SASS_FUNCTION.match(line)
         if match:
             finish()
-            name, ops, last = match.group(1), {}, -1
+            name, ops, last, tensor_core, loads = match.group(1), {}, -1, 0, set()
             continue
         match = _SASS_LINE.match(line)
         if match and name:
             index = int(match.group(1), 16) // SASS_INSTRUCTION_BYTES
             last = max(last, index)
+            tensor_core += bool(TENSOR_CORE_MNEMONIC.match(match.group(3)))
+            for bank, offset in CONSTANT_OPERAND.findall(match.group(4)):
+                if int(bank, 16) == CONSTANT_BANK_OF_STRINGS:
+                    loads.add(int(offset, 16))
             op = control_op_of(match.group(2) or "", match.group(3), match.group(4))
             if op is not None:
                 ops[index] = op

@@ -25,12 +25,16 @@ ELFDATA2LSB = 1
 EM_CUDA = 190
 SHT_NOBITS = 8
 SHT_SYMTAB = 2
+SHT_RELA = 4
+SHT_REL = 9
 STT_FUNC = 2
 STO_CUDA_ENTRY = 0x10  # st_other bit of a kernel (cuobjdump prints "ENTRY")
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
+_REL = struct.Struct("<QQ")  # r_offset, r_info (symbol << 32 | type)
+_RELA = struct.Struct("<QQq")  # ... and r_addend
 MAX_SECTIONS = 1 << 20  # far above any real object; bounds the header loop
 
 
@@ -259,6 +263,48 @@ def read_cubin(data: bytes, name: str) -> Cubin:
                 section = sections[shndx] = _section(shndx, raw[shndx])
             kernels.append(Kernel(_cstr(names, name_off, name), section))
     return Cubin(tuple(kernels), b"\0".join(strings), data)
+
+
+def constant_bank_strings(data: bytes, name: str, bank: int) -> dict[int, bytes]:
+    """The strings the pointers in a cubin's constant bank ``bank`` point at: offset of
+    the pointer in ``.nv.constant<bank>`` -> the NUL-terminated string in
+    ``.nv.global.init`` (printf's format strings), read through the relocations
+    ``.rel(a).nv.constant<bank>`` (a ``.rel`` one's addend, kept in the bank, is taken
+    as 0: each string has a symbol of its own)."""
+    _, _, raw, names = _section_table(BytesBlob(name, data), names=True)
+
+    def named(section: bytes) -> int:
+        for index, header in enumerate(raw):
+            if header[1] != SHT_NOBITS and names.startswith(section + b"\0", header[0]):
+                return index
+        return -1
+
+    strings_at = named(b".nv.global.init")
+    relocations = [named(b".rela.nv.constant%d" % bank), named(b".rel.nv.constant%d" % bank)]
+    if strings_at < 0 or max(relocations) < 0:
+        return {}
+    strings = data[raw[strings_at][4] : raw[strings_at][4] + raw[strings_at][5]]
+    found: dict[int, bytes] = {}
+    for index, layout in zip(relocations, (_RELA, _REL), strict=True):
+        if index < 0:
+            continue
+        _, typ, _, _, offset, size, link, _, _, _ = raw[index]
+        if typ not in (SHT_RELA, SHT_REL) or not 0 < link < len(raw):
+            continue
+        symtab = raw[link]
+        table = data[symtab[4] : symtab[4] + symtab[5] - symtab[5] % _SYM.size]
+        for entry in layout.iter_unpack(data[offset : offset + size - size % layout.size]):
+            symbol = entry[1] >> 32
+            if (symbol + 1) * _SYM.size > len(table):
+                continue
+            _, _, _, shndx, value, _ = _SYM.unpack_from(table, symbol * _SYM.size)
+            if shndx != strings_at:
+                continue
+            start = value + (entry[2] if layout is _RELA else 0)
+            if 0 <= start < len(strings):
+                end = strings.find(b"\0", start)
+                found[entry[0]] = strings[start : end if end >= 0 else len(strings)]
+    return found
 
 
 def _section(index: int, raw: _RawSection) -> Section:

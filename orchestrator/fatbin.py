@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import cache
 from types import TracebackType
 
 import lz4.block
@@ -63,10 +64,20 @@ import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
 from orchestrator.demand import JUDGE, LIST, SKIP, Demand, KernelFilter
-from orchestrator.elf import Blob, FileBlob, Section, read_cubin, read_exact, read_header
+from orchestrator.elf import (
+    Blob,
+    FileBlob,
+    Section,
+    constant_bank_strings,
+    read_cubin,
+    read_exact,
+    read_header,
+)
 from orchestrator.errors import InputFileError
 from orchestrator.inventory import NOT_JUDGED, CodeObject, Kernel, Library
 from orchestrator.kernelcode import (
+    CONSTANT_BANK_OF_STRINGS,
+    arch_guard_messages,
     count_working_sass_in,
     is_hollow,
     ptx_entries,
@@ -312,6 +323,12 @@ def cubin_object(
     sources = sources_in(cubin.strings)
     kernels = []
     sm = target.cc.sm
+
+    @cache
+    def guards() -> dict[int, str]:
+        strings = constant_bank_strings(cubin.data, where, CONSTANT_BANK_OF_STRINGS)
+        return arch_guard_messages(strings)
+
     for symbol in cubin.kernels:
         name = demangle(symbol.name)
         if keep is not None and not keep(name, sources):
@@ -322,7 +339,7 @@ def cubin_object(
             continue
         end = section.offset + section.size
         instructions = count_working_sass_in(cubin.data, section.offset, end, sm)
-        evidence = sass_trap_evidence(cubin.data, section.offset, end, sm)
+        evidence = sass_trap_evidence(cubin.data, section.offset, end, sm, guards)
         kernels.append(
             Kernel(
                 name,

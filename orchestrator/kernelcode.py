@@ -194,13 +194,24 @@ class ControlOp:
 
 @dataclass(frozen=True)
 class TrapEvidence:
-    """Why a kernel is hollow although it has many instructions."""
+    """Why a kernel is hollow although it has many instructions: every path of it
+    traps, or (``guard`` set) it is a CUTLASS arch-guard stub."""
 
     traps: int  # BPT.TRAP instructions in its code
     calls_out: int  # calls to external functions (printf's vprintf, __assertfail)
     instructions: int  # all instructions of its code
+    tensor_core: int = 0  # tensor-core (MMA) instructions: a stub has none
+    guard: str = ""  # an arch-guard message its cubin holds (a stub judged by it)
+    other_guards: int = 0  # further such messages
 
     def __str__(self) -> str:
+        if self.guard:
+            more = f" (+{self.other_guards} more)" if self.other_guards else ""
+            return (
+                f"CUTLASS arch-guard stub: {self.traps} traps, {self.calls_out} printf/external "
+                f"calls, {self.tensor_core} tensor-core instructions of {self.instructions}; "
+                f'it prints "{self.guard}"{more}'
+            )
         return (
             f"every path traps: {self.traps} traps, {self.calls_out} printf/external calls, "
             f"{self.instructions} instructions"
@@ -362,15 +373,26 @@ def traps_on_every_path(ops: dict[int, ControlOp], count: int) -> bool:
 
 
 def sass_trap_evidence(
-    data: bytes | bytearray | memoryview, start: int, end: int, sm: int
+    data: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    sm: int,
+    guards: Callable[[], dict[int, str]] = dict,
 ) -> TrapEvidence | None:
-    """Why the kernel whose code is ``data[start:end]`` is hollow by its control
-    flow (every path traps), or None when a path may reach a normal exit."""
+    """Why the kernel whose code is ``data[start:end]`` is hollow by its control flow
+    (every path traps, or a CUTLASS arch-guard stub: ``guards`` gives its cubin's
+    messages), or None when it can do its work."""
     if sm < FIRST_128_BIT_SM or not has_trap(data, start, end, sm):
         return None
     ops = sass_control_ops(data, start, end, sm)
     count = (min(end, len(data)) - start) // SASS_INSTRUCTION_BYTES
-    return trap_evidence(ops, count)
+    return kernel_trap_evidence(
+        ops,
+        count,
+        count_tensor_core(data, start, end),
+        lambda: constant_loads(data, start, end, CONSTANT_BANK_OF_STRINGS),
+        guards,
+    )
 
 
 def trap_evidence(ops: dict[int, ControlOp], count: int) -> TrapEvidence | None:
@@ -380,6 +402,138 @@ def trap_evidence(ops: dict[int, ControlOp], count: int) -> TrapEvidence | None:
     kinds = [op.kind for op in ops.values()]
     traps = kinds.count("trap") + kinds.count("trap_if")
     return TrapEvidence(traps, kinds.count("call_out"), count)
+
+
+# --- CUTLASS arch-guard stubs ---------------------------------------------------------
+#
+# A CUTLASS/CuTe kernel compiled for a target that lacks an arch feature it uses
+# (tcgen05/UMMA in plain sm_100 or in sm_120f, wgmma in plain sm_90) keeps its
+# producer and epilogue code, so a path may exit without a trap, but each use of the
+# missing feature became CUTE_INVALID_CONTROL_PATH("Attempting to use SM100_MMA_...
+# without CUTE_ARCH_..."): printf + trap, and no tensor-core instruction is left.
+# Such a kernel is hollow when its code traps, calls out (printf), has no
+# tensor-core instruction, and loads the address of such a message: printf's format
+# strings sit in .nv.global.init, their addresses in constant bank 4 (relocated
+# pointers, one per string), which the kernel reads as c[0x4][offset]. The message
+# is tied to the kernel that loads it, not to every kernel of its cubin (a SIMT
+# kernel beside the stubs may print an assertion and trap: it is not one).
+
+# Tensor-core instructions by the low 9 bits of their opcode (the upper 3 select an
+# operand form: UTCQMMA is 0x5ea or 0xdea). Read off cuobjdump -sass of vLLM 0.19.0
+# and 0.25.0 cubins, sm_75 .. sm_120f: HMMA 0x23c, IMMA 0x237, QMMA 0x27a, OMMA
+# 0x47f, UTCHMMA/UTCQMMA/UTCOMMA 0x5ea/0xdea, HGMMA 0xdf0, IGMMA 0x9f1, QGMMA 0x9f3;
+# no other instruction of those cubins has these low bits. The cuobjdump engine
+# counts by mnemonic (*MMA*) instead, and the engines are compared on real wheels.
+TENSOR_CORE_OPCODES = {
+    0x03C: "HMMA",
+    0x037: "IMMA",
+    0x07A: "QMMA",
+    0x07F: "OMMA",
+    0x1EA: "UTC*MMA",
+    0x1F0: "HGMMA",
+    0x1F1: "IGMMA",
+    0x1F3: "QGMMA",
+}
+_TENSOR_CORE_LOW = bytes(
+    sum(1 << (op >> 8) for op in TENSOR_CORE_OPCODES if op & 0xFF == b) for b in range(256)
+)
+_TENSOR_CORE_HIGH = bytes(1 << (b & 1) for b in range(256))
+TENSOR_CORE_MNEMONIC = re.compile(r"^[A-Z]*MMA(?:\.|$)")
+
+
+def count_tensor_core(data: bytes | bytearray | memoryview, start: int, end: int) -> int:
+    """Tensor-core (MMA) instructions in the Volta+ code ``data[start:end]``.
+
+    >>> hmma = (0x723C).to_bytes(8, "little") + bytes(8)
+    >>> utcqmma = (0x7DEA).to_bytes(8, "little") + bytes(8)
+    >>> count_tensor_core(hmma + utcqmma + bytes(16), 0, 48)
+    2
+    """
+    found = _matching(data, start, end, (_TENSOR_CORE_LOW, _TENSOR_CORE_HIGH))
+    return len(found) - found.count(0)
+
+
+# Instructions that read an immediate constant-bank operand c[bank][offset], as seen
+# loading printf's format strings (cuobjdump -sass of vLLM 0.19.0/0.25.0/0.33.0 and
+# FlashMLA cubins, sm_75 .. sm_120f): LDCU, LDC, ULDC and the c-operand form of IMAD
+# (IMAD.MOV.U32 R4, RZ, RZ, c[0x4][0xf8]). In word 0's high half: the bank in bits
+# 22..26, the byte offset from bit 6 (from bit 5 for LDCU); LDC/LDCU/ULDC with a
+# register index (byte 3 not RZ, 0xff) read no fixed offset.
+CONSTANT_BANK_OF_STRINGS = 4
+_CONSTANT_LOADS = {0x7AC: (5, 0x1FFFF), 0xB82: (6, 0xFFFF), 0xAB9: (6, 0xFFFF), 0x624: (6, 0xFFFF)}
+_INDEXED_LOADS = frozenset({0x7AC, 0xB82, 0xAB9})
+_CONSTANT_TABLES = _opcode_tables(_CONSTANT_LOADS)
+CONSTANT_OPERAND = re.compile(r"\bc\[0x([0-9a-f]+)\]\[(0x[0-9a-f]+)\]")
+
+
+def constant_loads(
+    data: bytes | bytearray | memoryview, start: int, end: int, bank: int
+) -> frozenset[int]:
+    """The fixed offsets of constant bank ``bank`` that the code ``data[start:end]``
+    reads.
+
+    >>> ldc = (0x01000400FF087B82).to_bytes(8, "little") + bytes(8)  # LDC.64 R8, c[0x4][0x10]
+    >>> ldcu = (0x01000C00FF0477AC).to_bytes(8, "little") + bytes(8)  # LDCU.64 UR4, c[0x4][0x60]
+    >>> sorted(constant_loads(ldc + ldcu, 0, 32, 4)), sorted(constant_loads(ldc, 0, 16, 0))
+    ([16, 96], [])
+    """
+    offsets = set()
+    for match in _NONZERO.finditer(_matching(data, start, end, _CONSTANT_TABLES)):
+        at = start + match.start() * SASS_INSTRUCTION_BYTES
+        word0 = int.from_bytes(data[at : at + 8], "little")
+        opcode, high = word0 & 0xFFF, word0 >> 32
+        if opcode in _INDEXED_LOADS and (word0 >> 24) & 0xFF != 0xFF:
+            continue
+        if (high >> 22) & 0x1F != bank:
+            continue
+        shift, mask = _CONSTANT_LOADS[opcode]
+        offsets.add((high >> shift) & mask)
+    return frozenset(offsets)
+
+
+_ARCH_GUARD_MESSAGE = re.compile(
+    rb"without (?:CUTE_ARCH_[A-Z0-9_]+|targeting [\x20-\x7e]{0,60}?compute capability)"
+)
+
+
+def arch_guard_messages(strings: dict[int, bytes]) -> dict[int, str]:
+    """Of a cubin's format strings by the offset of their pointer in constant bank 4,
+    the CUTLASS/CuTe arch-guard messages.
+
+    >>> arch_guard_messages({8: b"Trying to use tma without CUTE_ARCH_TMA_SM90_ENABLED.", 16: b"%d"})
+    {8: 'Trying to use tma without CUTE_ARCH_TMA_SM90_ENABLED.'}
+    """
+    return {
+        offset: text.decode("utf-8", "replace").strip()
+        for offset, text in strings.items()
+        if _ARCH_GUARD_MESSAGE.search(text)
+    }
+
+
+def kernel_trap_evidence(
+    ops: dict[int, ControlOp],
+    count: int,
+    tensor_core: int,
+    loads: Callable[[], frozenset[int]],
+    guards: Callable[[], dict[int, str]],
+) -> TrapEvidence | None:
+    """Why a trapping kernel is hollow: every path traps, or it is a CUTLASS
+    arch-guard stub (it loads one of ``guards``, its cubin's arch-guard messages by
+    pointer offset, and has no tensor-core instruction); None when it is not hollow.
+    ``loads`` (its constant-bank-4 offsets) and ``guards`` are asked for only when the
+    rest holds."""
+    evidence = trap_evidence(ops, count)
+    if evidence is not None:
+        return evidence
+    kinds = [op.kind for op in ops.values()]
+    traps, calls_out = kinds.count("trap") + kinds.count("trap_if"), kinds.count("call_out")
+    if not traps or not calls_out or tensor_core:
+        return None
+    messages = guards()
+    printed = sorted({messages[offset] for offset in loads() if offset in messages})
+    if not printed:
+        return None
+    return TrapEvidence(traps, calls_out, count, tensor_core, printed[0], len(printed) - 1)
 
 
 def is_hollow(instructions: int, threshold: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS) -> bool:

@@ -17,8 +17,10 @@ from orchestrator.fatbin import cubin_object
 from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
 from orchestrator.kernelcode import (
     ControlOp,
+    arch_guard_messages,
     branch_offset,
     has_trap,
+    kernel_trap_evidence,
     sass_control_ops,
     sass_trap_evidence,
     trap_evidence,
@@ -142,7 +144,8 @@ arch = sm_80
 """
     blocks = list(parse_sass_dump(io.BytesIO(dump)))
     assert len(blocks) == 2 and blocks[1] == {}
-    ops, count = blocks[0]["k_trap"]
+    ops, count, tensor_core, loads = blocks[0]["k_trap"]
+    assert tensor_core == 0 and loads == frozenset()  # c[0x0]: not the strings' bank
     assert count == 5
     assert ops == {
         1: ControlOp("branch", 3),
@@ -199,3 +202,59 @@ def test_a_partly_hollow_family_is_present_and_says_which_part() -> None:
     assert verdict.status == PRESENT
     assert verdict.reason.startswith("1 of 3 gemm kernels served on 9.0 by sm_90")
     assert "1 of 3 loaded there are real, 2 are arch-guard stubs (" + STUB + ")" in verdict.reason
+
+
+# --- CUTLASS arch-guard stubs --------------------------------------------------------
+
+GUARD = "Attempting to use SM100_MMA_MXF4_SS without CUTE_ARCH_TCGEN05_MXF4NVF4_MMA_ENABLED"
+# A stub's shape: its producer path exits, its MMA path prints and traps.
+STUB_OPS = {
+    1: ControlOp("branch", 4),
+    2: ControlOp("call_out"),
+    3: ControlOp("trap"),
+    4: ControlOp("exit"),
+}
+
+
+def test_a_trapping_kernel_that_loads_an_arch_guard_message_is_a_stub() -> None:
+    def evidence(tensor_core: int, loads: set[int], ops: dict[int, ControlOp] = STUB_OPS) -> str:
+        found = kernel_trap_evidence(
+            ops, 4000, tensor_core, lambda: frozenset(loads), lambda: {0x10: GUARD}
+        )
+        return str(found) if found else ""
+
+    assert evidence(0, {0x10, 0x18}) == (
+        "CUTLASS arch-guard stub: 1 traps, 1 printf/external calls, 0 tensor-core "
+        f'instructions of 4000; it prints "{GUARD}"'
+    )
+    assert evidence(3, {0x10}) == ""  # it does tensor-core work: not judged a stub
+    assert evidence(0, {0x18}) == ""  # it prints another string (an assertion)
+    no_printf = {k: v for k, v in STUB_OPS.items() if v.kind != "call_out"}
+    assert evidence(0, {0x10}, no_printf) == ""
+
+
+def test_guard_messages_and_constant_loads_from_the_disassembly() -> None:
+    dump = b"""
+Fatbin elf code:
+================
+arch = sm_120f
+
+\tcode for sm_120f
+\t\tFunction : k_stub
+        /*0000*/                   LDCU.64 UR4, c[0x4][0x10] ;                   /* 0x01000200ff0477ac */
+        /*0010*/                   LDC.64 R8, c[0x4][R8] ;                       /* 0x0100000008087b82 */
+        /*0020*/                   UTCQMMA gdesc[UR4], gdesc[UR6], tmem[UR8], tmem[UR10], idesc[UR11], UPT ; /* 0x0000000000007dea */
+        /*0030*/                   EXIT ;                                        /* 0x000000000000794d */
+"""
+    (functions,) = parse_sass_dump(io.BytesIO(dump))
+    assert functions["k_stub"].constant_loads == frozenset({0x10})
+    assert functions["k_stub"].tensor_core == 1
+    assert arch_guard_messages({0x10: GUARD.encode(), 0x18: b"Assertion failed (%s:%d): %s"}) == {
+        0x10: GUARD
+    }
+    assert arch_guard_messages(
+        {
+            8: b"ERROR : Arch conditional MMA instruction used without targeting sm90a compute "
+            b"capability. Aborting.\n"
+        }
+    )
