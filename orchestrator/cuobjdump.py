@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple, TypeVar
 
@@ -231,7 +232,7 @@ class _Object:
                     flow.ops,
                     flow.instructions,
                     flow.tensor_core,
-                    lambda: flow.constant_loads,
+                    partial(getattr, flow, "constant_loads"),
                     self.guards,
                 )
             kernels.append(
