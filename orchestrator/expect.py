@@ -210,7 +210,9 @@ def serve(
     kernels: Sequence[_FamilyKernel], family: FamilyRule, device: ComputeCapability
 ) -> tuple[str, Served]:
     """What the driver gives ``device`` for a family's kernels: PRESENT with the
-    working (kernel, code object) pairs, HOLLOW with the empty ones, or MISSING."""
+    working (kernel, code object) pairs, HOLLOW with the served ones when none of
+    them works (or, with ``core_kernels``, none of those that do the family's work),
+    or MISSING."""
     served: Served = []
     for entry in kernels:
         chosen = select_image(entry.copies, device)
@@ -219,7 +221,9 @@ def serve(
     if not served:
         return MISSING, []
     working = [(e, t, k) for e, t, k in served if not is_hollow(k, family)]
-    return (PRESENT, working) if working else (HOLLOW, served)
+    if not any(family.is_core(k.name) for _, _, k in working):
+        return HOLLOW, served  # nothing works, or only helpers do (core_kernels)
+    return PRESENT, working
 
 
 def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:

@@ -36,6 +36,7 @@ class FamilyRule:
     kernels: tuple[str, ...] = ()
     exclude_sources: tuple[str, ...] = ()
     exclude_kernels: tuple[str, ...] = ()
+    core_kernels: tuple[str, ...] = ()  # the kernels that do the work (not helpers)
     libraries: tuple[str, ...] = ()
     log: tuple[str, ...] = ()
     runners: tuple[str, ...] = ()
@@ -45,6 +46,7 @@ class FamilyRule:
     origin: str = field(default="", compare=False, repr=False)  # the file it came from
     _kernel_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _exclude_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
+    _core_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _log_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     # Demangled name -> (matches a kernel regex, matches an exclude regex): one kernel
     # is met in every code object that holds it, and several checks read one rule.
@@ -58,6 +60,7 @@ class FamilyRule:
         for key, attribute in (
             ("kernels", "_kernel_patterns"),
             ("exclude_kernels", "_exclude_patterns"),
+            ("core_kernels", "_core_patterns"),
             ("log", "_log_patterns"),
         ):
             patterns = tuple(
@@ -93,6 +96,11 @@ class FamilyRule:
 
     def excludes_source(self, source: str) -> bool:
         return _glob_any(source, self.exclude_sources)
+
+    def is_core(self, demangled: str) -> bool:
+        """Whether a kernel of the family does its work (every kernel, without
+        ``core_kernels``)."""
+        return not self.core_kernels or any(p.search(demangled) for p in self._core_patterns)
 
     def matches_name(self, demangled: str) -> bool:
         return self._name_rules(demangled)[0]
@@ -211,7 +219,7 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
     rules = []
     for name, spec in mapping.items():
         here = (*path, name)
-        for key in ("kernels", "exclude_kernels", "log"):
+        for key in ("kernels", "exclude_kernels", "core_kernels", "log"):
             for index, pattern in enumerate(spec.get(key, [])):
                 try:
                     compile_pattern(pattern)
@@ -237,6 +245,7 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
                 kernels=tuple(spec.get("kernels", ())),
                 exclude_sources=tuple(spec.get("exclude_sources", ())),
                 exclude_kernels=tuple(spec.get("exclude_kernels", ())),
+                core_kernels=tuple(spec.get("core_kernels", ())),
                 libraries=tuple(spec.get("libraries", ())),
                 log=tuple(spec.get("log", ())),
                 runners=tuple(spec.get("runners", ())),

@@ -64,9 +64,8 @@ def elf_strings(cubin: str) -> dict[int, str]:
     return out
 
 
-def main() -> None:
-    cubin = sys.argv[1]
-    wanted = sys.argv[2] if len(sys.argv) > 2 else ""
+def judge(cubin: str) -> dict[str, tuple[bool, dict[str, object], list[str]]]:
+    """Each function: (a stub?, its counts, the arch-guard messages it loads)."""
     strings = elf_strings(cubin)
     env = dict(os.environ, PATH=NVDIS + ":" + os.environ["PATH"])
     sass = subprocess.run([CUO, "-sass", cubin], capture_output=True, text=True, env=env).stdout
@@ -89,12 +88,20 @@ def main() -> None:
         fact["mma"] += mnemonic.split(".")[0].endswith("MMA")  # type: ignore[operator]
         for offset in re.findall(r"c\[0x4\]\[(0x[0-9a-f]+)\]", operands):
             fact["loads"].add(int(offset, 16))  # type: ignore[attr-defined]
+    judged = {}
     for name, fact in facts.items():
+        printed = sorted({strings[o] for o in fact["loads"] if o in strings})  # type: ignore[attr-defined]
+        guards = [text for text in printed if GUARD.search(text)]
+        stub = bool(fact["traps"] and fact["calls_out"] and not fact["mma"] and guards)
+        judged[name] = (stub, fact, guards)
+    return judged
+
+
+def main() -> None:
+    wanted = sys.argv[2] if len(sys.argv) > 2 else ""
+    for name, (stub, fact, guards) in judge(sys.argv[1]).items():
         if wanted not in name:
             continue
-        printed = sorted({strings[o] for o in fact["loads"] if o in strings})  # type: ignore[attr-defined]
-        guards = [s for s in printed if GUARD.search(s)]
-        stub = fact["traps"] and fact["calls_out"] and not fact["mma"] and guards
         print(
             f"{'STUB ' if stub else 'real '} traps={fact['traps']} calls_out={fact['calls_out']} "
             f"mma={fact['mma']} instructions={fact['instructions']} guard_messages={len(guards)} "

@@ -220,3 +220,97 @@ def test_vllm_qutlass_engines_agree(vllm_libraries: dict[str, Path]) -> None:
     native = probe([library]).libraries[0]
     assert trap_verdicts(native) == trap_verdicts(probe_file(library, native.path))
     assert native.to_json() == probe_file(library, native.path).to_json()
+
+
+# --- CUTLASS arch-guard stubs that a path can leave without trapping ------------------
+
+STUB = "CUTLASS arch-guard stub: "
+
+
+def _by_hand() -> object:
+    """matrices/truth/stubs_by_hand.py: the stub judgement from cuobjdump's text alone."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "matrices" / "truth" / "stubs_by_hand.py"
+    spec = importlib.util.spec_from_file_location("stubs_by_hand", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def vllm_0_25_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cached, why = vllm_wheel("0.25.0")
+    if cached is None:
+        pytest.skip(why)
+    out = tmp_path_factory.mktemp("vllm-0.25.0")
+    with zipfile.ZipFile(cached) as wheel:
+        return {
+            Path(member).name: Path(wheel.extract(member, out))
+            for member in ("vllm/_C_stable_libtorch.abi3.so", "vllm/_flashmla_extension_C.abi3.so")
+        }
+
+
+def test_a_stub_is_judged_by_the_arch_guard_message_it_loads(
+    vllm_0_25_libraries: dict[str, Path],
+) -> None:
+    """FlashMLA in vLLM 0.25.0: its SM90 split-KV kernels, compiled into the sm_100f
+    cubin, print "Attempting to use MMA_64x256x32_F32E4M3E4M3_RS_TN without
+    CUTE_ARCH_MMA_SM90A_ENABLED" and have no wgmma (by hand: stubs_by_hand.py); the
+    combine kernels beside them also printf + trap, an assertion's, and are real.
+    Both engines judge every kernel alike."""
+    library = vllm_0_25_libraries["_flashmla_extension_C.abi3.so"]
+    native = probe([library]).libraries[0]
+    assert native.to_json() == probe_file(library, native.path).to_json()
+    judged = {
+        (code.arch.name, kernel.name): kernel.traps
+        for code in native.cubins
+        for kernel in code.kernels
+    }
+    stubs = {key for key, traps in judged.items() if traps.startswith(STUB)}
+    assert len(stubs) == 2
+    assert all(arch == "sm_100f" and "flash_fwd_splitkv_mla_kernel" in name for arch, name in stubs)
+    assert all(
+        "without CUTE_ARCH_MMA_SM90A_ENABLED" in judged[key] and "0 tensor-core" in judged[key]
+        for key in stubs
+    )
+    combine = [k for k in judged if "combine_kernel" in k[1] and k[0] == "sm_100f"]
+    assert len(combine) == 5 and all(judged[k] == "" for k in combine)
+
+
+def test_the_sm100_grouped_gemms_in_an_sm120f_cubin_are_stubs(
+    vllm_0_25_libraries: dict[str, Path], tmp_path: Path
+) -> None:
+    """vLLM 0.25.0's nvfp4 MoE in the sm_120f cubin: the two SM100 grouped GEMMs keep
+    TMA loads and stores (a path exits without trapping) but no tensor-core
+    instruction, and load "Attempting to use SM100_MMA_MXF4_SS ... without
+    CUTE_ARCH_TCGEN05_MXF4NVF4_MMA_ENABLED"; the SM120 one has 64 OMMA. The native
+    verdict of every kernel of that cubin equals the one read off cuobjdump's text."""
+    library = vllm_0_25_libraries["_C_stable_libtorch.abi3.so"]
+    native = probe([library]).libraries[0]
+    (index,) = [
+        i
+        for i, code in enumerate(native.cubins)
+        if code.arch.name == "sm_120f" and "nvfp4_blockwise_moe_kernel.cu" in code.sources
+    ]
+    listed = subprocess.run(
+        [str(cuobjdump()), "--list-elf", str(library)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    names = [word for word in listed if word.endswith(".cubin")]
+    subprocess.run(
+        [str(cuobjdump()), "-xelf", names[index], str(library)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    by_hand = _by_hand().judge(str(tmp_path / names[index]))  # type: ignore[attr-defined]
+    kernels = native.cubins[index].kernels
+    assert {k.mangled: k.traps.startswith(STUB) for k in kernels} == {
+        name: stub for name, (stub, _, _) in by_hand.items()
+    }
+    stubs = [k for k in kernels if k.hollow]
+    assert len(stubs) == 2 and all("Sm100ArrayTmaUmma" in k.mangled for k in stubs)
+    assert all("without CUTE_ARCH_TCGEN05" in k.traps for k in stubs)
+    (sm120,) = [k for k in kernels if "Sm120ArrayTma" in k.mangled]
+    assert not sm120.hollow and by_hand[sm120.mangled][1]["mma"] == 64
