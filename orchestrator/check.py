@@ -76,6 +76,8 @@ class CheckResult:
     # family -> code objects holding it that were not analysed (lazy read; see demand)
     not_judged: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unread: tuple[str, ...] = ()  # PTX targets left undecoded: no requested device loads them
+    # library files given by name that no family's ``libraries`` glob matches
+    outside_libraries: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckResult:
@@ -94,6 +96,7 @@ class CheckResult:
             seconds=data["seconds"],
             not_judged={name: tuple(f.get("not_judged", ())) for name, f in families.items()},
             unread=tuple(data.get("unread", ())),
+            outside_libraries=tuple(data.get("outside_libraries", ())),
         )
 
     @property
@@ -134,6 +137,7 @@ class CheckResult:
             "exit_code": self.exit_code,
             "libraries_read": self.libraries_read,
             "unread": list(self.unread),
+            "outside_libraries": list(self.outside_libraries),
             "seconds": round(self.seconds, 2),
         }
 
@@ -226,11 +230,12 @@ def check_paths(
         if kept is not None:
             with contextlib.suppress(KeyError, TypeError, ValueError, KernelMatrixError):
                 return replace(CheckResult.from_json(kept), seconds=time.monotonic() - started)
+    only = library_filter(rules)
     inventory = probe(
         paths,
         engine=engine,
         cuobjdump=cuobjdump,
-        only=library_filter(rules),
+        only=only,
         demand=Demand(tuple(rules), wanted) if lazy else None,
         cache=cache,
         jobs=jobs,
@@ -249,6 +254,11 @@ def check_paths(
         seconds=time.monotonic() - started,
         not_judged=judged.not_judged,
         unread=_names({Target.parse(t) for lib in inventory.libraries for t in lib.unread}),
+        outside_libraries=tuple(
+            str(p)
+            for p in paths
+            if only is not None and p.suffix != ".whl" and p.is_file() and not only(str(p))
+        ),
     )
     if key is not None:
         checkcache.store_result(key, result.to_json())
@@ -361,4 +371,12 @@ def print_check(result: CheckResult) -> None:
         out.print(line, markup=False, soft_wrap=True)
     if result.libraries_read == 0:
         out.print("note: no library that a family can be in was found", markup=False)
+    for path in result.outside_libraries:
+        out.print(
+            f"warning: {path} matches no family's `libraries` glob, so no family is looked "
+            "for in it (a glob with / is anchored on the path's last components): give the "
+            "file's path inside its package (…/vllm/_C.abi3.so) or check the wheel",
+            markup=False,
+            soft_wrap=True,
+        )
     out.print(verdict_line(result), markup=False, soft_wrap=True)

@@ -505,3 +505,24 @@ def test_the_reverse_mismatch_and_no_mismatch_where_the_rule_fits() -> None:
         "marlin", (CC("8.0"),), sources=("x.cu",), kernels=("Marlin<",), libraries=("_moe_C*",)
     )
     assert rule_mismatch(fits, elsewhere) is None
+
+
+def test_a_named_library_outside_every_anchored_glob_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A library given by name is read, but an anchored glob (``vllm/_C.*``) cannot
+    match a copy outside its package: every family is missing there, and check says
+    why instead of leaving a bare ❌."""
+    anchored = tmp_path / "anchored.yaml"
+    anchored.write_text(FAMILIES.replace('["_C.*"]', '["vllm/_C.*"]'))
+    data = library(cubin(120, "f", (QUANT, working_body(40)), (GEMM, working_body(60))))
+    (tmp_path / "vllm").mkdir()
+    inside, outside = tmp_path / "vllm" / "_C.abi3.so", tmp_path / "_C.abi3.so"
+    inside.write_bytes(data)
+    outside.write_bytes(data)
+    args = ("--families", str(anchored), "--devices", "12.0", "--no-cache")
+    code, out, _ = run(capsys, str(outside), *args)
+    assert code == EXIT_KERNEL_MISSING
+    assert f"warning: {outside} matches no family's `libraries` glob" in out
+    code, out, _ = run(capsys, str(inside), *args, "--json")
+    assert code == EXIT_OK and json.loads(out)["outside_libraries"] == []
