@@ -183,7 +183,7 @@ def _prepared_run(
 ) -> int:
     from orchestrator.fsutil import sole_writer
     from orchestrator.options import check_cuda_homes, check_docker_options
-    from orchestrator.runner import default_jobs, new_run_id
+    from orchestrator.runner import default_jobs, new_run_dir
 
     args.build_dir = args.build_dir or Path("build")
     args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
@@ -210,7 +210,7 @@ def _prepared_run(
         jobs = args.jobs
         threads = max(1, (os.cpu_count() or 1) // jobs)
     args.jobs, args.timeout = jobs, args.timeout or matrix.timeout
-    out_dir = args.out or Path("reports") / new_run_id()
+    out_dir = args.out or new_run_dir(Path("reports"))
     if not args.resume:
         holding.enter_context(sole_writer(out_dir))
         _refuse_finished_results(out_dir)

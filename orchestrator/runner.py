@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import itertools
 import os
 import signal
 import threading
@@ -88,8 +89,25 @@ def default_jobs(cells: int) -> tuple[int, int]:
     return jobs, max(1, cores // jobs)
 
 
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+def new_run_dir(root: Path) -> Path:
+    """A fresh run directory under ``root``, created here: named by the UTC time, with
+    ``-2``, ``-3`` ... when another run took that second (two runs never share one).
+
+    >>> import tempfile; root = Path(tempfile.mkdtemp())
+    >>> first, second = new_run_dir(root), new_run_dir(root)
+    >>> first != second and second.name.startswith(first.name[:15])
+    True
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in itertools.count(1):
+        candidate = root / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def latest_run_dir(root: Path = RUNS_DIR) -> Path | None:
