@@ -208,6 +208,8 @@ def _heat_row(result: CellResult, families: Sequence[str]) -> HeatRow:
         status = family_status(result, family)
         if status.status in (MISSING, HOLLOW, NOT_MATCHED):
             title = f"{family}: {status.status} on {', '.join(status.devices)}"
+            if status.jit_devices:
+                title += f"; present only as PTX, JIT-compiled, on {', '.join(status.jit_devices)}"
         elif status.status == PRESENT:
             title = f"{family}: present on {', '.join(status.devices)}"
             if status.jit_devices:

@@ -178,6 +178,8 @@ def grid_row(result: CellResult, families: Sequence[str]) -> str:
         entry = ICONS.get(shown.status, shown.status)
         if shown.status in (MISSING, HOLLOW, NOT_MATCHED):
             entry += " " + text(", ".join(shown.devices))
+            if shown.jit_devices:  # present elsewhere, only through JIT: say so too
+                entry += " · ✅ᴶ " + text(", ".join(shown.jit_devices))
         elif shown.status == PRESENT and shown.jit_devices:
             entry += "ᴶ " + text(", ".join(shown.jit_devices))
         entries.append(entry)

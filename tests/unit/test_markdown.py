@@ -105,3 +105,10 @@ def test_not_matched_and_jit_only_families_are_shown_as_such() -> None:
     html = render_html(build_view([cell], exit_code=1, verdict="FAILED"))
     assert 'class="badge s-not-matched"' in html and ">JIT</span>" in html
     assert "only as PTX, JIT-compiled, on 12.1" in html
+    # missing on one device and JIT-only on another: both are shown
+    missing = Verdict("marlin", "12.0", MISSING, reason="no kernel of marlin on 12.0")
+    mixed = dataclasses.replace(cell, verdicts=[*cell.verdicts, missing])
+    row = grid_rows(render_markdown([mixed], exit_code=1))["cu13.0-12.1f"]
+    assert "| ❌ 12.0 · ✅ᴶ 12.1 |" in row, row
+    html = render_html(build_view([mixed], exit_code=1, verdict="FAILED"))
+    assert "missing on 12.0; present only as PTX, JIT-compiled, on 12.1" in html
