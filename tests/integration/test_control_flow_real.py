@@ -7,8 +7,11 @@ Cubins: kernels written for it (``data/control_flow_kernels.cu``: printf + trap 
 guarded traps, assert, switch tables, direct and indirect calls) built with nvcc 13.0
 for sm_75 .. sm_121 (plain, a and f targets); and a real vLLM wheel: the cubins of ``_C_stable_libtorch`` that
 hold CUTLASS arch-guard stubs (machete's SM90 kernels in sm_75 .. sm_90 cubins, an SM120
-grouped GEMM in sm_100f), and ``_qutlass_C``. The truth for the built kernels was
-established by reading their source; for vLLM by reading the disassembly.
+grouped GEMM in sm_100f), and ``_qutlass_C``; and vLLM 0.25.0's arch-guard stubs that
+a path can leave without trapping (FlashMLA's SM90 kernels in sm_100f, the SM100
+grouped NVFP4 GEMMs in sm_120f), judged by the message they load, against
+``matrices/truth/stubs_by_hand.py`` (cuobjdump text only). The truth for the built
+kernels was established by reading their source; for vLLM by reading the disassembly.
 """
 
 from __future__ import annotations
@@ -200,17 +203,32 @@ def test_vllm_stub_cubins_decoded_and_judged_alike(
 
 
 def text_verdicts(cubin: Path) -> dict[str, str]:
-    """Each function's evidence, judged from the disassembly alone."""
-    from orchestrator.kernelcode import ControlOp, trap_evidence
+    """Each function's evidence, judged from cuobjdump's text alone: its control
+    flow, tensor-core mnemonics and c[0x4] operands from the disassembly, the strings
+    those point at from ``cuobjdump -elf`` (matrices/truth/stubs_by_hand.py)."""
+    from orchestrator.kernelcode import ControlOp, kernel_trap_evidence
 
+    by_hand = _by_hand()
+    guards = {
+        offset: text.strip()
+        for offset, text in by_hand.elf_strings(str(cubin)).items()  # type: ignore[attr-defined]
+        if by_hand.GUARD.search(text)  # type: ignore[attr-defined]
+    }
     verdicts = {}
     for _, name, rows in disassembly(cubin):
         ops: dict[int, ControlOp] = {}
+        loads: set[int] = set()
+        tensor_core = 0
         for address, guard, mnemonic, operands, _, _ in rows:
             op = control_op_of(guard, mnemonic, operands)
             if op is not None:
                 ops[address // SASS_INSTRUCTION_BYTES] = op
-        evidence = trap_evidence(ops, rows[-1][0] // SASS_INSTRUCTION_BYTES + 1)
+            tensor_core += mnemonic.split(".")[0].endswith("MMA")
+            loads |= {int(o, 16) for o in re.findall(r"c\[0x4\]\[(0x[0-9a-f]+)\]", operands)}
+        count = rows[-1][0] // SASS_INSTRUCTION_BYTES + 1
+        evidence = kernel_trap_evidence(
+            ops, count, tensor_core, lambda loads=loads: frozenset(loads), lambda: guards
+        )
         verdicts[name] = str(evidence) if evidence else ""
     return verdicts
 
