@@ -334,7 +334,8 @@ def _why_hollow(hollow: Sequence[Kernel]) -> str:
     parts = []
     if stubs:
         verb = "is an arch-guard stub" if len(stubs) == 1 else "are arch-guard stubs"
-        parts.append(f"{len(stubs)} {verb} ({'; '.join(sorted({k.traps for k in stubs}))})")
+        why = sorted({k.traps.removeprefix("CUTLASS arch-guard stub: ") for k in stubs})
+        parts.append(f"{len(stubs)} {verb} ({'; '.join(why)})")
     if empty:
         count = len(hollow) - len(stubs)
         verb = "has" if count == 1 else "have"

@@ -457,11 +457,12 @@ def count_tensor_core(data: bytes | bytearray | memoryview, start: int, end: int
 # loading printf's format strings (cuobjdump -sass of vLLM 0.19.0/0.25.0/0.33.0 and
 # FlashMLA cubins, sm_75 .. sm_120f): LDCU, LDC, ULDC and the c-operand form of IMAD
 # (IMAD.MOV.U32 R4, RZ, RZ, c[0x4][0xf8]). In word 0's high half: the bank in bits
-# 22..26, the byte offset from bit 6 (from bit 5 for LDCU); LDC/LDCU/ULDC with a
-# register index (byte 3 not RZ, 0xff) read no fixed offset.
+# 22..26, the byte offset from bit 6 (from bit 5 for LDCU); LDC and LDCU with a
+# register index (byte 3 not RZ, 0xff) read no fixed offset (ULDC has no index: its
+# byte 3 is 0).
 CONSTANT_BANK_OF_STRINGS = 4
 _CONSTANT_LOADS = {0x7AC: (5, 0x1FFFF), 0xB82: (6, 0xFFFF), 0xAB9: (6, 0xFFFF), 0x624: (6, 0xFFFF)}
-_INDEXED_LOADS = frozenset({0x7AC, 0xB82, 0xAB9})
+_INDEXED_LOADS = frozenset({0x7AC, 0xB82})
 _CONSTANT_TABLES = _opcode_tables(_CONSTANT_LOADS)
 CONSTANT_OPERAND = re.compile(r"\bc\[0x([0-9a-f]+)\]\[(0x[0-9a-f]+)\]")
 
@@ -474,8 +475,9 @@ def constant_loads(
 
     >>> ldc = (0x01000400FF087B82).to_bytes(8, "little") + bytes(8)  # LDC.64 R8, c[0x4][0x10]
     >>> ldcu = (0x01000C00FF0477AC).to_bytes(8, "little") + bytes(8)  # LDCU.64 UR4, c[0x4][0x60]
-    >>> sorted(constant_loads(ldc + ldcu, 0, 32, 4)), sorted(constant_loads(ldc, 0, 16, 0))
-    ([16, 96], [])
+    >>> uldc = (0x0100020000047AB9).to_bytes(8, "little") + bytes(8)  # ULDC.64 UR4, c[0x4][0x8]
+    >>> sorted(constant_loads(ldc + ldcu + uldc, 0, 48, 4)), sorted(constant_loads(ldc, 0, 16, 0))
+    ([8, 16, 96], [])
     """
     offsets = set()
     for match in _NONZERO.finditer(_matching(data, start, end, _CONSTANT_TABLES)):

@@ -252,3 +252,15 @@ def test_cutlass_arch_guard_stub_is_hollow_and_the_a_guard_fixes_it(tmp_path: Pa
     fixed = verdicts(results["cu13.0-9.0-fixed"])[("cutlass_wgmma_sm90", "9.0")]
     assert fixed.status == PRESENT and fixed.served_by == ("sm_90a",)
     assert "hollow on 9.0" in done.stdout
+    # Its warp-specialized twin: one warpgroup exits without trapping, so "every path
+    # traps" does not hold (by hand, cuobjdump -sass: an EXIT reached by the branch at
+    # 0x30 before any BPT.TRAP); the arch-guard message it loads (ULDC c[0x4][0x8] ->
+    # "Attempting to use wgmma.fence without CUTE_ARCH_MMA_SM90A_ENABLED") and its
+    # missing tensor-core instructions make it hollow.
+    twin = verdicts(results["cu13.0-9.0-plain-guard"])[("cutlass_ws_sm90", "9.0")]
+    assert twin.status == HOLLOW and twin.served_by == ("sm_90",)
+    assert "0 tensor-core instructions of" in twin.reason
+    assert "without CUTE_ARCH_MMA_SM90A_ENABLED" in twin.reason
+    assert "every path traps" not in twin.reason
+    fixed = verdicts(results["cu13.0-9.0-fixed"])[("cutlass_ws_sm90", "9.0")]
+    assert fixed.status == PRESENT and fixed.served_by == ("sm_90a",)

@@ -10,13 +10,16 @@ namespace sample {
 constexpr int kElements = 256;
 
 // out[i] = a short chain of dependent FMAs seeded by i: dozens of instructions.
-__device__ __forceinline__ void body(float* out, int n, float scale) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
+__device__ __forceinline__ void body(float* out, int n, float scale, int i) {
   if (i >= n) return;
   float acc = 1.0f;
 #pragma unroll 4
   for (int k = 0; k < 16; ++k) acc = fmaf(acc, scale, static_cast<float>((i + k) & 7));
   out[i] = acc;
+}
+
+__device__ __forceinline__ void body(float* out, int n, float scale) {
+  body(out, n, scale, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 inline float expected(int i, float scale) {
@@ -31,13 +34,14 @@ inline float expected(int i, float scale) {
 //  >0        the CUDA error code (209 = cudaErrorNoKernelImageForDevice)
 constexpr int kHollow = -1;
 
+// ``threads`` per block; each block's first 128 threads cover 128 elements.
 template <typename Kernel>
-int run(Kernel kernel, float scale) {
+int run(Kernel kernel, float scale, int threads = 128) {
   float* d_out = nullptr;
   cudaError_t err = cudaMalloc(&d_out, kElements * sizeof(float));
   if (err != cudaSuccess) return static_cast<int>(err);
   cudaMemset(d_out, 0, kElements * sizeof(float));
-  kernel<<<(kElements + 127) / 128, 128>>>(d_out, kElements, scale);
+  kernel<<<(kElements + 127) / 128, threads>>>(d_out, kElements, scale);
   err = cudaGetLastError();  // a missing kernel image shows here, at launch
   if (err == cudaSuccess) err = cudaDeviceSynchronize();
   float h_out[kElements];

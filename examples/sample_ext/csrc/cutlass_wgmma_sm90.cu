@@ -19,6 +19,27 @@ __global__ void cutlass_wgmma_sm90_kernel(float* out, int n, float scale) {
 }
 }  // namespace
 
+namespace {
+// The shape of CUTLASS's warp-specialized kernels: one warpgroup does its part and
+// exits, the other fences wgmma. In plain sm_90 only the second path traps: the
+// kernel is not "every path traps", but it prints CuTe's arch-guard message and has
+// no tensor-core instruction, and the launch fails as soon as the second warpgroup
+// reaches its trap.
+__global__ void cutlass_ws_sm90_kernel(float* out, int n, float scale) {
+  if (threadIdx.x < 128) {
+    sample::body(out, n, scale, blockIdx.x * 128 + threadIdx.x);
+    return;
+  }
+  cute::warpgroup_arrive();
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+}
+}  // namespace
+
 extern "C" int sample_cutlass_wgmma_sm90_run() {
   return sample::run(cutlass_wgmma_sm90_kernel, 1.25f);
+}
+
+extern "C" int sample_cutlass_ws_sm90_run() {
+  return sample::run(cutlass_ws_sm90_kernel, 1.5f, 256);
 }
