@@ -198,9 +198,12 @@ def code_objects_holding(
     kernels: Sequence[_FamilyKernel], family: FamilyRule
 ) -> tuple[set[Target], set[Target]]:
     """(every code object holding a kernel of the family, those holding a working
-    one): their difference is where the family is hollow throughout."""
+    one that does its work: ``core_kernels``): their difference is where the family
+    is hollow throughout, as ``serve`` judges it."""
     copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
-    return {t for t, _ in copies}, {t for t, k in copies if not is_hollow(k, family)}
+    return {t for t, _ in copies}, {
+        t for t, k in copies if not is_hollow(k, family) and family.is_core(k.name)
+    }
 
 
 Served = list[tuple["_FamilyKernel", Target, Kernel]]

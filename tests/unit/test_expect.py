@@ -152,3 +152,30 @@ def test_a_requested_cubin_whose_device_another_cubin_serves_is_a_note() -> None
     only_a = inventory(code("sm_120a", kernel()))
     assert archs_without_code(only_a, parse_arch_list("12.1a")) == (["sm_121a"], [])
     assert archs_without_code(inv, parse_arch_list("12.0f+PTX"))[0] == ["compute_120f"]
+
+
+def test_core_kernels_decide_presence_beside_working_helpers() -> None:
+    """vLLM's MLA in sm_120a: the attention kernels are arch-guard stubs, the split-KV
+    reduction beside them is real SIMT code. Without ``core_kernels`` the family reads
+    present (the helper works); with them it is hollow, and so is the code object."""
+    import dataclasses
+
+    from orchestrator.expect import code_objects_holding, family_kernels, serve
+
+    stub = dataclasses.replace(
+        kernel("mla_attention_kernel", 6000), hollow=True, traps="CUTLASS arch-guard stub: …"
+    )
+    inv = inventory(
+        code("sm_120a", stub, kernel("mla_reduction_kernel", 500), source="nvfp4_mla.cu"),
+        code("sm_100a", kernel("mla_attention_kernel", 6000), source="nvfp4_mla.cu"),
+    )
+    plain = dataclasses.replace(NVFP4, kernels=("mla_",))
+    core = dataclasses.replace(plain, core_kernels=("mla_attention",))
+    assert serve(family_kernels(inv, plain), plain, CC("12.0"))[0] == PRESENT
+    status, served = serve(family_kernels(inv, core), core, CC("12.0"))
+    assert status == HOLLOW and len(served) == 2
+    assert serve(family_kernels(inv, core), core, CC("10.0"))[0] == PRESENT
+    holding, working = code_objects_holding(family_kernels(inv, core), core)
+    assert {t.name for t in holding - working} == {"sm_120a"}
+    verdict = judge(inv, core, CC("12.0"))
+    assert verdict.status == HOLLOW and "arch-guard stub" in verdict.reason
