@@ -95,7 +95,8 @@ _CONDITION_WORDS = frozenset(
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SOURCE_TOKEN = re.compile(r"[\w./+-]+\.(?:cu|cuh|cpp|cc|c)\b")
+# A source path, or a file(GLOB) pattern of sources (sm80_kernel_*.cu).
+_SOURCE_TOKEN = re.compile(r"[\w./+*?-]+\.(?:cu|cuh|cpp|cc|c)\b")
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,11 @@ def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
 def _names_family_source(args: str, family: FamilyRule) -> bool:
     for token in _SOURCE_TOKEN.findall(args):
         name = PurePosixPath(token).name
-        if family.sources and any(fnmatch.fnmatch(name, g) for g in family.sources):
+        # a pattern names the family when either glob covers the other
+        if family.sources and any(
+            fnmatch.fnmatch(name, g) or ("*" in name and fnmatch.fnmatch(g, name))
+            for g in family.sources
+        ):
             return not family.excludes_source(name)
     return False
 
@@ -303,15 +308,46 @@ def guard_of(
         found = _guard_at(mention, source, records, guards)
         if found is not None and found[0] not in [c[0] for c in candidates]:
             candidates.append(found)
+    generated = generator_of(family, source, records)
     if not candidates:
-        return None
+        return f"the generator {generated}, which wrote none of its sources" if generated else None
+    chosen = candidates[0][1]
     if device is not None:
         major = device.split(".")[0] + "."
         for record, shown in candidates:
             allowed = ";".join(record.args[1:-1])  # (OUT, ALLOWED..., REQUESTED)
             if any(a.strip().startswith(major) for a in allowed.split(";")):
-                return shown
-    return candidates[0][1]
+                chosen = shown
+                break
+    # A guard that let the arch through leaves the generator as the cause: name both.
+    return f"{chosen}, or by the generator {generated}" if generated else chosen
+
+
+def generator_of(family: FamilyRule, source: Path, records: Sequence[TraceRecord]) -> str | None:
+    """Where ``family``'s sources are written at configure time: the last script
+    (a ``.py`` argument) that ``execute_process`` ran before the ``file(GLOB …)`` that
+    collects them (vLLM's Marlin and Machete generators), as it ran; None when the
+    family's sources are not collected that way."""
+    for mention in mentions(project_cmake_files(source), family):
+        if mention.command.name != "file" or not mention.command.args.lstrip().startswith("GLOB"):
+            continue
+        at = _position(records, mention.file, mention.command.line)
+        if at is None:
+            continue
+        for record in reversed(records[:at]):
+            scripts = [i for i, a in enumerate(record.args) if a.endswith(".py")]
+            if record.name == "execute_process" and scripts:
+                run = [_relative(record.args[scripts[0]], source)]
+                for argument in record.args[scripts[0] + 1 :]:
+                    if _KEYWORD.match(argument):  # WORKING_DIRECTORY, RESULT_VARIABLE ...
+                        break
+                    run.append(argument)
+                where = _relative(record.file, source)
+                return f"{where}:{record.line}: execute_process(… {' '.join(run)})"
+    return None
+
+
+_KEYWORD = re.compile(r"^[A-Z][A-Z_]+$")
 
 
 def _guard_at(

@@ -21,7 +21,7 @@ from orchestrator.configure_env import (
     provision_stand_ins,
 )
 from orchestrator.errors import InputFileError, UsageError
-from orchestrator.guards import commands, guard_of, read_trace, trace_arguments
+from orchestrator.guards import commands, generator_of, guard_of, read_trace, trace_arguments
 from orchestrator.matrix import load_matrix
 from orchestrator.plan import plan
 from orchestrator.sources import resolve_source, unpack_sdist
@@ -98,6 +98,48 @@ def test_the_guard_of_a_family_is_the_call_that_set_its_if_variable(tmp_path: Pa
     assert guard_of(MLA, source, records).startswith(  # type: ignore[union-attr]
         "CMakeLists.txt:11: cuda_archs_loose_intersection(MLA_ARCHS 10.0f 12.1a)"
     )
+
+
+GENERATED = """\
+cuda_archs_loose_intersection(MARLIN_ARCHS "8.0+PTX" "${CUDA_ARCHS}")
+if(MARLIN_ARCHS)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env PYTHONPATH=x python3
+                  ${CMAKE_CURRENT_SOURCE_DIR}/csrc/marlin/generate_kernels.py ${CUDA_ARCHS_STR}
+                  RESULT_VARIABLE result)
+  file(GLOB MARLIN_SRC "csrc/marlin/sm80_kernel_*.cu")
+endif()
+file(GLOB OTHER "csrc/other/*.cu")
+"""
+
+
+def test_a_family_whose_sources_a_generator_writes_names_the_generator(tmp_path: Path) -> None:
+    """vLLM's Marlin: a script run by execute_process writes the sources, a
+    file(GLOB) collects them. A missing family names the guard and the generator
+    (a guard that let the arch through leaves the generator as the cause)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    lists = source / "CMakeLists.txt"
+    lists.write_text(GENERATED)
+    script = str(source / "csrc" / "marlin" / "generate_kernels.py")
+    records_text = [
+        '{"version":{"major":1,"minor":2}}',
+        trace_line(lists, 1, "cuda_archs_loose_intersection", "MARLIN_ARCHS", "8.0+PTX", "9.0a"),
+        trace_line(lists, 2, "if", "MARLIN_ARCHS"),
+        trace_line(lists, 3, "execute_process", "COMMAND", "cmake", "-E", "env", "PYTHONPATH=x",
+                   "python3", script, "9.0a", "RESULT_VARIABLE", "result"),
+        trace_line(lists, 6, "file", "GLOB", "MARLIN_SRC", "csrc/marlin/sm80_kernel_*.cu"),
+    ]  # fmt: skip
+    (tmp_path / "t.json").write_text("\n".join(records_text) + "\n")
+    records = read_trace(tmp_path / "t.json")
+    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_*.cu",))
+    generated = "CMakeLists.txt:3: execute_process(… csrc/marlin/generate_kernels.py 9.0a)"
+    assert generator_of(marlin, source, records) == generated
+    assert guard_of(marlin, source, records) == (
+        "CMakeLists.txt:1: cuda_archs_loose_intersection(MARLIN_ARCHS 8.0+PTX 9.0a) "
+        f"(tested by CMakeLists.txt:2 if(MARLIN_ARCHS)), or by the generator {generated}"
+    )
+    other = FamilyRule(name="other", devices=(), sources=("other_*.cu",))
+    assert generator_of(other, source, records) is None  # its GLOB never ran
 
 
 def test_no_guard_without_a_trace_or_a_place_naming_the_sources(tmp_path: Path) -> None:
