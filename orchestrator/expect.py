@@ -202,7 +202,7 @@ def code_objects_holding(
     is hollow throughout, as ``serve`` judges it."""
     copies = [(t, k) for entry in kernels for t, k in entry.copies.items()]
     return {t for t, _ in copies}, {
-        t for t, k in copies if not is_hollow(k, family) and family.is_core(k.name)
+        t for t, k in copies if not is_hollow(k, family) and _does_its_work(k, family)
     }
 
 
@@ -224,9 +224,15 @@ def serve(
     if not served:
         return MISSING, []
     working = [(e, t, k) for e, t, k in served if not is_hollow(k, family)]
-    if not any(family.is_core(k.name) for _, _, k in working):
+    if not any(_does_its_work(k, family) for _, _, k in working):
         return HOLLOW, served  # nothing works, or only helpers do (core_kernels)
     return PRESENT, working
+
+
+def _does_its_work(kernel: Kernel, family: FamilyRule) -> bool:
+    """One of the family's ``core_kernels`` (a predicted kernel, named after its
+    source by the configure tier, may be any of them)."""
+    return kernel.instructions == PREDICTED or family.is_core(kernel.name)
 
 
 def is_hollow(kernel: Kernel, family: FamilyRule) -> bool:

@@ -179,3 +179,10 @@ def test_core_kernels_decide_presence_beside_working_helpers() -> None:
     assert {t.name for t in holding - working} == {"sm_120a"}
     verdict = judge(inv, core, CC("12.0"))
     assert verdict.status == HOLLOW and "arch-guard stub" in verdict.reason
+    # the configure tier predicts kernels named after their source: any may do the work
+    from orchestrator.inventory import PREDICTED
+
+    predicted = Kernel("nvfp4_mla.cu", "nvfp4_mla.cu", 0, PREDICTED, False)
+    named = dataclasses.replace(core, kernels=(), sources=("nvfp4_mla.cu",))
+    inv = inventory(code("sm_120f", predicted, source="nvfp4_mla.cu"))
+    assert serve(family_kernels(inv, named), named, CC("12.0"))[0] == PRESENT
