@@ -20,6 +20,7 @@ passed to a function of the project (the sample extension's
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import re
@@ -239,11 +240,14 @@ class Mention:
     file: Path
     command: Command
     conditions: tuple[Command, ...]  # enclosing if/elseif, innermost first
+    messages: tuple[str, ...] = ()  # message() texts of the enclosing if blocks
 
 
 def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
     """Where the project's CMake files name a source of ``family`` (outside function
-    and macro bodies, which run where they are called)."""
+    and macro bodies, which run where they are called), each with the messages of the
+    if blocks around it (their "Not building …" lines tell families that share
+    source names apart: vLLM's dense and MoE Marlin)."""
     found: list[Mention] = []
     for path in files:
         try:
@@ -251,6 +255,8 @@ def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
         except OSError:
             continue
         stack: list[Command] = []
+        blocks: list[list[str]] = []  # the messages of each open if block
+        pending: list[tuple[Mention, list[list[str]]]] = []
         in_definition = 0
         for command in commands(text):
             if command.name in ("function", "macro"):
@@ -259,25 +265,49 @@ def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
                 in_definition = max(0, in_definition - 1)
             elif command.name == "if":
                 stack.append(command)
+                blocks.append([])
             elif command.name in ("elseif", "else") and stack:
                 stack[-1] = command
             elif command.name == "endif" and stack:
                 stack.pop()
+                blocks.pop()
+            elif command.name == "message" and blocks:
+                for block in blocks:
+                    block.append(command.args)
             elif not in_definition and _names_family_source(command.args, family):
-                found.append(Mention(path, command, tuple(reversed(stack))))
+                pending.append((Mention(path, command, tuple(reversed(stack))), list(blocks)))
+        for mention, around in pending:
+            messages = tuple(m for block in around for m in block)
+            found.append(dataclasses.replace(mention, messages=messages))
     return found
 
 
 def _names_family_source(args: str, family: FamilyRule) -> bool:
     for token in _SOURCE_TOKEN.findall(args):
         name = PurePosixPath(token).name
-        # a pattern names the family when either glob covers the other
-        if family.sources and any(
-            fnmatch.fnmatch(name, g) or ("*" in name and fnmatch.fnmatch(g, name))
-            for g in family.sources
-        ):
+        if family.sources and any(_names_source(name, g) for g in family.sources):
             return not family.excludes_source(name)
     return False
+
+
+def _names_source(name: str, glob: str) -> bool:
+    """Whether a source name, or a file(GLOB) pattern of sources, is one of a
+    family's: a pattern when either glob covers the other and they share a literal
+    start ("sm80_kernel_*_float16.cu" is "sm80_kernel_*.cu"; "*.cu" names no family).
+
+    >>> _names_source("sm80_kernel_*_float16.cu", "sm80_kernel_*.cu")
+    True
+    >>> _names_source("*.cu", "sm80_kernel_*.cu"), _names_source("a.cu", "a.cu")
+    (False, True)
+    """
+    start = re.split(r"[*?]", name, maxsplit=1)[0]
+    if start == name:  # a plain name
+        return fnmatch.fnmatch(name, glob)
+    return (
+        bool(start)
+        and glob.startswith(start)
+        and (fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(glob, name))
+    )
 
 
 def _condition_variables(condition: Command) -> list[str]:
@@ -304,10 +334,14 @@ def guard_of(
         return None
     guards = {g.lower() for g in guard_commands}
     candidates: list[tuple[TraceRecord, str]] = []
+    explained: list[tuple[TraceRecord, str]] = []  # in a block whose message is the family's
     for mention in mentions(project_cmake_files(source), family):
         found = _guard_at(mention, source, records, guards)
         if found is not None and found[0] not in [c[0] for c in candidates]:
             candidates.append(found)
+            if any(family.explains(message) for message in mention.messages):
+                explained.append(found)
+    candidates = explained or candidates
     generated = generator_of(family, source, records)
     if not candidates:
         return f"the generator {generated}, which wrote none of its sources" if generated else None
@@ -328,7 +362,10 @@ def generator_of(family: FamilyRule, source: Path, records: Sequence[TraceRecord
     (a ``.py`` argument) that ``execute_process`` ran before the ``file(GLOB …)`` that
     collects them (vLLM's Marlin and Machete generators), as it ran; None when the
     family's sources are not collected that way."""
-    for mention in mentions(project_cmake_files(source), family):
+    found = mentions(project_cmake_files(source), family)
+    # first those in a block whose message is the family's (dense vs MoE Marlin)
+    found.sort(key=lambda m: not any(family.explains(message) for message in m.messages))
+    for mention in found:
         if mention.command.name != "file" or not mention.command.args.lstrip().startswith("GLOB"):
             continue
         at = _position(records, mention.file, mention.command.line)
