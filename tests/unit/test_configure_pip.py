@@ -316,3 +316,58 @@ def test_a_source_that_is_nothing_known_is_a_usage_error(tmp_path: Path) -> None
 def test_configure_spec_defaults() -> None:
     spec = ConfigureSpec()
     assert spec.libraries == ("*.so",) and spec.cmake_source == "."
+
+
+SHARED_NAMES = """\
+cuda_archs_loose_intersection(MARLIN_ARCHS "8.0" "${CUDA_ARCHS}")
+if(MARLIN_ARCHS)
+  file(GLOB MARLIN_SRC "csrc/marlin/sm80_kernel_*.cu")
+else()
+  message(STATUS "Not building Marlin kernels as no compatible archs found")
+endif()
+cuda_archs_loose_intersection(MARLIN_MOE_ARCHS "8.0" "${CUDA_ARCHS}")
+if(MARLIN_MOE_ARCHS)
+  file(GLOB MARLIN_MOE_SRC "csrc/moe/marlin/sm80_kernel_*.cu")
+else()
+  message(STATUS "Not building Marlin MOE kernels as no compatible archs found")
+endif()
+file(GLOB EVERYTHING "csrc/other/*.cu")
+"""
+
+
+def test_families_that_share_source_names_get_the_guard_of_their_own_block(
+    tmp_path: Path,
+) -> None:
+    """vLLM's dense and MoE Marlin generate files of the same names: the block whose
+    "Not building" message is the family's (its ``log``) holds its guard; a
+    "*.cu" pattern names no family."""
+    source = tmp_path / "src"
+    source.mkdir()
+    lists = source / "CMakeLists.txt"
+    lists.write_text(SHARED_NAMES)
+    (tmp_path / "t.json").write_text(
+        "\n".join(
+            [
+                '{"version":{"major":1,"minor":2}}',
+                trace_line(lists, 1, "cuda_archs_loose_intersection", "MARLIN_ARCHS", "8.0", "9.0"),
+                trace_line(lists, 2, "if", "MARLIN_ARCHS"),
+                trace_line(lists, 3, "file", "GLOB", "MARLIN_SRC", "csrc/marlin/sm80_kernel_*.cu"),
+                trace_line(lists, 7, "cuda_archs_loose_intersection", "MARLIN_MOE_ARCHS", "8.0", "9.0"),
+                trace_line(lists, 8, "if", "MARLIN_MOE_ARCHS"),
+                trace_line(lists, 9, "file", "GLOB", "MARLIN_MOE_SRC", "csrc/moe/marlin/sm80_kernel_*.cu"),
+                trace_line(lists, 13, "file", "GLOB", "EVERYTHING", "csrc/other/*.cu"),
+            ]
+        )
+        + "\n"
+    )  # fmt: skip
+    records = read_trace(tmp_path / "t.json")
+    dense = FamilyRule(
+        "marlin", (), sources=("sm80_kernel_*.cu",), log=("Not building Marlin kernels",)
+    )
+    moe = FamilyRule(
+        "marlin_moe", (), sources=("sm80_kernel_*.cu",), log=("Not building Marlin MOE",)
+    )
+    assert guard_of(dense, source, records).startswith("CMakeLists.txt:1: ")  # type: ignore[union-attr]
+    assert guard_of(moe, source, records).startswith("CMakeLists.txt:7: ")  # type: ignore[union-attr]
+    other = FamilyRule("mla", (), sources=("sm100_cutlass_mla_kernel.cu",))
+    assert guard_of(other, source, records) is None
