@@ -148,17 +148,22 @@ def test_engines_agree_and_match_the_source_on_every_sass_generation(built: Path
 # --- a real vLLM wheel ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vllm_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    cached, why = vllm_wheel("0.33.0")
+def wheel_members(
+    factory: pytest.TempPathFactory, release: str, members: tuple[str, ...]
+) -> dict[str, Path]:
+    """Members of a cached vLLM wheel, extracted, by file name."""
+    cached, why = vllm_wheel(release)
     if cached is None:
         pytest.skip(why)
-    out = tmp_path_factory.mktemp("vllm")
-    found = {}
+    out = factory.mktemp(f"vllm-{release}")
     with zipfile.ZipFile(cached) as wheel:
-        for member in ("vllm/_C_stable_libtorch.abi3.so", "vllm/_qutlass_C.abi3.so"):
-            found[Path(member).name] = Path(wheel.extract(member, out))
-    return found
+        return {Path(member).name: Path(wheel.extract(member, out)) for member in members}
+
+
+@pytest.fixture(scope="module")
+def vllm_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    members = ("vllm/_C_stable_libtorch.abi3.so", "vllm/_qutlass_C.abi3.so")
+    return wheel_members(tmp_path_factory, "0.33.0", members)
 
 
 def test_vllm_stub_cubins_decoded_and_judged_alike(
@@ -259,15 +264,8 @@ def _by_hand() -> object:
 
 @pytest.fixture(scope="module")
 def vllm_0_25_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    cached, why = vllm_wheel("0.25.0")
-    if cached is None:
-        pytest.skip(why)
-    out = tmp_path_factory.mktemp("vllm-0.25.0")
-    with zipfile.ZipFile(cached) as wheel:
-        return {
-            Path(member).name: Path(wheel.extract(member, out))
-            for member in ("vllm/_C_stable_libtorch.abi3.so", "vllm/_flashmla_extension_C.abi3.so")
-        }
+    members = ("vllm/_C_stable_libtorch.abi3.so", "vllm/_flashmla_extension_C.abi3.so")
+    return wheel_members(tmp_path_factory, "0.25.0", members)
 
 
 def test_a_stub_is_judged_by_the_arch_guard_message_it_loads(

@@ -269,6 +269,13 @@ def with_result(**fields: object) -> Maker:
     return result_file({**RESULT, **fields})
 
 
+def baseline_with_copy(copy: str) -> Maker:
+    """A good result and a baseline whose one kernel copy is ``copy`` (JSON text)."""
+    cell = {"status": "passed", "families": [], "kernels": {"k": ["COPY"]}}
+    text = json.dumps({**BASELINE, "cells": {"c": cell}}).replace('"COPY"', copy)
+    return both(good_result, files(**{"b.json": text}))
+
+
 def history(data: object | str | bytes) -> Maker:
     text = data if isinstance(data, str | bytes) else json.dumps(data)
     return both(good_result, files(**{"h.json": text}))
@@ -944,25 +951,7 @@ CATALOGUE: dict[str, Case] = {
     ),
     "class 5: baseline whose kernel size has 400 digits": Case(
         ("diff", "{tmp}/b.json", "{tmp}/res.json"),
-        both(
-            good_result,
-            files(
-                **{
-                    "b.json": json.dumps(
-                        {
-                            **BASELINE,
-                            "cells": {
-                                "c": {
-                                    "status": "passed",
-                                    "families": [],
-                                    "kernels": {"k": [["lib", "sm_90a", 7, False]]},
-                                }
-                            },
-                        }
-                    ).replace(", 7,", ", -" + "9" * 400 + ",")
-                }
-            ),
-        ),
+        baseline_with_copy('["lib", "sm_90a", -' + "9" * 400 + ", false]"),
         2,
         "{tmp}/b.json: not a kernel-matrix baseline: not JSON (an integer of 400 digits",
     ),
@@ -1027,25 +1016,7 @@ CATALOGUE: dict[str, Case] = {
     ),
     "class 5: baseline: a kernel copy's size a string": Case(
         ("diff", "{tmp}/b.json", "{tmp}/res.json"),
-        both(
-            good_result,
-            files(
-                **{
-                    "b.json": json.dumps(
-                        {
-                            **BASELINE,
-                            "cells": {
-                                "c": {
-                                    "status": "passed",
-                                    "families": [],
-                                    "kernels": {"k": [["lib", "sm_90a", "big", False]]},
-                                }
-                            },
-                        }
-                    )
-                }
-            ),
-        ),
+        baseline_with_copy('["lib", "sm_90a", "big", false]'),
         2,
         "not a kernel-matrix baseline: cells.c.kernels.k[0][2]",
     ),
