@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import IO, NamedTuple, TypeVar
 
@@ -218,6 +218,7 @@ class _Object:
 
     def code_object(self, label: str) -> CodeObject:
         kernels = []
+        guards = cache(self.guards)  # read once per cubin, when a kernel needs them
         for mangled, section in self.kernels:
             name = self.names.get(section, "")
             if name not in self.code:
@@ -233,7 +234,7 @@ class _Object:
                     flow.instructions,
                     flow.tensor_core,
                     partial(getattr, flow, "constant_loads"),
-                    self.guards,
+                    guards,
                 )
             kernels.append(
                 Kernel(

@@ -335,14 +335,15 @@ def guard_of(
     guards = {g.lower() for g in guard_commands}
     candidates: list[tuple[TraceRecord, str]] = []
     explained: list[tuple[TraceRecord, str]] = []  # in a block whose message is the family's
-    for mention in mentions(project_cmake_files(source), family):
+    found_mentions = mentions(project_cmake_files(source), family)
+    for mention in found_mentions:
         found = _guard_at(mention, source, records, guards)
         if found is not None and found[0] not in [c[0] for c in candidates]:
             candidates.append(found)
             if any(family.explains(message) for message in mention.messages):
                 explained.append(found)
     candidates = explained or candidates
-    generated = generator_of(family, source, records)
+    generated = _generator(found_mentions, family, source, records)
     if not candidates:
         return f"the generator {generated}, which wrote none of its sources" if generated else None
     chosen = candidates[0][1]
@@ -362,10 +363,15 @@ def generator_of(family: FamilyRule, source: Path, records: Sequence[TraceRecord
     (a ``.py`` argument) that ``execute_process`` ran before the ``file(GLOB …)`` that
     collects them (vLLM's Marlin and Machete generators), as it ran; None when the
     family's sources are not collected that way."""
-    found = mentions(project_cmake_files(source), family)
+    return _generator(mentions(project_cmake_files(source), family), family, source, records)
+
+
+def _generator(
+    found: Sequence[Mention], family: FamilyRule, source: Path, records: Sequence[TraceRecord]
+) -> str | None:
     # first those in a block whose message is the family's (dense vs MoE Marlin)
-    found.sort(key=lambda m: not any(family.explains(message) for message in m.messages))
-    for mention in found:
+    ordered = sorted(found, key=lambda m: not any(family.explains(t) for t in m.messages))
+    for mention in ordered:
         if mention.command.name != "file" or not mention.command.args.lstrip().startswith("GLOB"):
             continue
         at = _position(records, mention.file, mention.command.line)

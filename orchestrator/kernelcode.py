@@ -201,7 +201,7 @@ class TrapEvidence:
     calls_out: int  # calls to external functions (printf's vprintf, __assertfail)
     instructions: int  # all instructions of its code
     tensor_core: int = 0  # tensor-core (MMA) instructions: a stub has none
-    guard: str = ""  # an arch-guard message its cubin holds (a stub judged by it)
+    guard: str = ""  # an arch-guard message it loads (a stub judged by it)
     other_guards: int = 0  # further such messages
 
     def __str__(self) -> str:
