@@ -11,6 +11,7 @@ simple API (PEP 691) and checked against the digest the index publishes.
 from __future__ import annotations
 
 import hashlib
+import html.parser
 import json
 import os
 import re
@@ -20,11 +21,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
+from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InputFileError, ToolchainError, UsageError
 from orchestrator.fsutil import staged_directory
@@ -33,6 +37,7 @@ from orchestrator.toolchain import LOCK_TIMEOUT_S, cache_root
 _RELEASE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)$")
 MAX_SDIST_BYTES = 2 * 1024**3  # unpacked: vLLM's is about 60 MB
 DOWNLOAD_TIMEOUT_S = 600
+MAX_INDEX_PAGE_BYTES = 64 * 1024**2  # vLLM's JSON page: about 1 MB
 
 
 def resolve_source(spec: str, *, progress: bool = True) -> Path:
@@ -162,39 +167,31 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
     base = index_url().rstrip("/") + "/"
     page = urllib.parse.urljoin(base, f"{normalized}/")
     context = _ssl_context()
-    request = urllib.request.Request(  # noqa: S310 (the configured index, http(s) only)
-        page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
-    _check_scheme(page)
-    try:
-        with urllib.request.urlopen(request, timeout=60, context=context) as answer:  # noqa: S310
-            listing = json.load(answer)
-    except (OSError, ValueError) as exc:
-        raise ToolchainError(f"cannot list {name} on the package index ({exc})") from None
-    wanted = [
-        f
-        for f in listing.get("files", [])
-        if isinstance(f, dict)
-        and re.fullmatch(
-            rf"{normalized.replace('-', '[-_.]')}-{re.escape(version)}\.tar\.gz",
-            str(f.get("filename", "")),
-            re.IGNORECASE,
+    files = _project_files(name, version, page, context)
+    sdists: dict[str, dict[str, str]] = {}
+    for file in files:
+        found = re.fullmatch(
+            rf"{normalized.replace('-', '[-_.]')}-(.+)\.tar\.gz", file["filename"], re.IGNORECASE
         )
-    ]
-    if not wanted:
-        raise UsageError(f"{name}=={version}: the package index has no sdist of that version")
-    entry = wanted[0]
-    url = urllib.parse.urljoin(page, entry["url"])
+        if found:
+            sdists.setdefault(found[1], file)
+    if version not in sdists:
+        raise UsageError(
+            f"{name}=={version}: the package index has no sdist of that version"
+            + (f" (newest: {', '.join(_newest(sdists, 5))})" if sdists else " (nor of any)")
+        )
+    entry = sdists[version]
+    url = entry["url"]
     _check_scheme(url)
-    expected = entry.get("hashes", {}).get("sha256")
+    expected = entry["sha256"]
     target_dir.mkdir(parents=True, exist_ok=True)
-    filename = str(entry["filename"])
+    filename = entry["filename"]
     target: Path = target_dir / filename
     if progress:
-        size = entry.get("size")
+        size = entry["size"]
         print(
-            f"kernel-matrix: downloading {entry['filename']}"
-            + (f" ({int(size) / 1e6:.0f} MB)" if size else ""),
+            f"kernel-matrix: downloading {filename}"
+            + (f" ({int(size) / 1e6:.0f} MB)" if size.isdigit() else ""),
             file=sys.stderr,
         )
     digest = hashlib.sha256()
@@ -207,16 +204,128 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
             for block in iter(lambda: answer.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
+                if out.tell() > MAX_SDIST_BYTES:
+                    raise ToolchainError(f"{filename}: larger than {MAX_SDIST_BYTES} bytes")
         if expected and digest.hexdigest() != expected:
-            raise ToolchainError(f"{entry['filename']}: sha256 differs from the index's")
+            raise ToolchainError(f"{filename}: sha256 differs from the index's")
         os.replace(tmp_name, target)
     except OSError as exc:
-        raise ToolchainError(f"downloading {entry['filename']} failed ({exc})") from None
+        raise ToolchainError(f"downloading {filename} failed ({exc})") from None
     finally:
         Path(tmp_name).unlink(missing_ok=True)
     return target
 
 
+def _newest(versions: Iterable[str], count: int) -> list[str]:
+    """The ``count`` newest of ``versions`` (PEP 440 order; others last).
+
+    >>> _newest(["0.9.2", "y", "0.10.0", "0.33.0rc1", "0.33.0", "x"], 6)
+    ['0.33.0', '0.33.0rc1', '0.10.0', '0.9.2', 'y', 'x']
+    """
+
+    def key(text: str) -> tuple[int, Version, str]:
+        try:
+            return (1, Version(text), "")
+        except InvalidVersion:
+            return (0, Version("0"), text)
+
+    return sorted(versions, key=key, reverse=True)[:count]
+
+
+def _project_files(
+    name: str, version: str, page: str, context: ssl.SSLContext
+) -> list[dict[str, str]]:
+    """The files the index lists for a project: ``filename``, absolute ``url`` and, where
+    the index publishes them, ``sha256`` and ``size``. The JSON simple API (PEP 691) is
+    asked for first; an index that answers only HTML (PEP 503) is read too."""
+    _check_scheme(page)
+    shown = _without_credentials(page)
+    request = urllib.request.Request(  # noqa: S310 (the configured index, http(s) only)
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60, context=context) as answer:  # noqa: S310
+            kind = answer.headers.get_content_type()
+            body = answer.read(MAX_INDEX_PAGE_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise UsageError(
+                f"{name}=={version}: the package index has no project '{name}' ({shown})"
+            ) from None
+        raise ToolchainError(f"cannot list {name} on the package index {shown} ({exc})") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ToolchainError(
+            f"cannot reach the package index {shown} ({reason}); check the network, "
+            "PIP_INDEX_URL or the proxy"
+        ) from None
+    if len(body) > MAX_INDEX_PAGE_BYTES:
+        raise ToolchainError(f"{shown}: the index page is larger than {MAX_INDEX_PAGE_BYTES} bytes")
+    try:
+        if kind.endswith("json"):
+            return _json_files(json.loads(body), page)
+        return _html_files(body.decode("utf-8", errors="replace"), page)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ToolchainError(f"{shown}: not a package index page ({exc})") from None
+
+
+def _json_files(listing: object, page: str) -> list[dict[str, str]]:
+    if not isinstance(listing, dict) or not isinstance(listing.get("files"), list):
+        raise ValueError("no 'files' list in the JSON answer")
+    files = []
+    for item in listing["files"]:
+        if isinstance(item, dict) and isinstance(item.get("filename"), str) and item.get("url"):
+            hashes = item.get("hashes")
+            hashes = hashes if isinstance(hashes, dict) else {}
+            files.append(
+                {
+                    "filename": item["filename"],
+                    "url": urllib.parse.urljoin(page, str(item["url"])),
+                    "sha256": str(hashes.get("sha256", "")),
+                    "size": str(item.get("size", "")),
+                }
+            )
+    return files
+
+
+class _Anchors(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def _html_files(text: str, page: str) -> list[dict[str, str]]:
+    """PEP 503: one anchor a file, its digest in the URL's ``#sha256=`` fragment.
+
+    >>> _html_files('<a href="../../f/v-1.0.tar.gz#sha256=ab">v-1.0.tar.gz</a>', "http://i/s/v/")
+    [{'filename': 'v-1.0.tar.gz', 'url': 'http://i/f/v-1.0.tar.gz', 'sha256': 'ab', 'size': ''}]
+    """
+    anchors = _Anchors()
+    anchors.feed(text)
+    files = []
+    for href in anchors.hrefs:
+        url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
+        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else ""
+        filename = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
+        files.append({"filename": filename, "url": url, "sha256": digest, "size": ""})
+    return files
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` as an error may show it: a password in an index URL stays out of logs.
+
+    >>> _without_credentials("https://me:secret@mirror.example/simple/vllm/")
+    'https://mirror.example/simple/vllm/'
+    """
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def _check_scheme(url: str) -> None:
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
-        raise ToolchainError(f"refusing to download from {url}: not http(s)")
+        raise ToolchainError(f"refusing to download from {_without_credentials(url)}: not http(s)")

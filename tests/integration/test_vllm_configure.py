@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from orchestrator.archs import ComputeCapability
 from orchestrator.check import check_paths
@@ -138,3 +139,20 @@ def test_a_narrowed_guard_fails_and_names_its_cmake_line(tmp_path: Path) -> None
     others = {k: v["status"] for k, v in verdicts.items() if k[0] not in dropped}
     assert others[("scaled_mm_sm120", "12.1")] == PRESENT
     assert set(others.values()) <= {PRESENT, NOT_APPLICABLE}, others
+
+
+def test_a_release_the_index_does_not_have_is_named_with_the_ones_it_has(tmp_path: Path) -> None:
+    """The real index (the one pip uses): a version that never existed is the user's
+    error (exit 2), one line naming the newest versions there are."""
+    command = [
+        sys.executable, "-m", "orchestrator", "plan", str(MATRIX), "--source", "vllm==0.0.0.1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    newest = re.search(r"no sdist of that version \(newest: (.+)\)$", lines[0])
+    assert newest, lines
+    versions = [Version(v) for v in newest[1].split(", ")]
+    assert len(versions) == 5 and versions == sorted(versions, reverse=True), lines
+    assert versions[0] >= max(map(Version, RELEASES)), lines  # the newest, not any five

@@ -32,6 +32,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from package_index import publish, sdist_bytes, serving
 from synth import (
     KIND_ELF,
     KIND_PTX,
@@ -1132,6 +1133,116 @@ CATALOGUE: dict[str, Case] = {
 }
 
 
+# -- what the package index cannot give (a local index: tests/unit/package_index.py) --------
+
+INDEX_ENV = {
+    "KERNEL_MATRIX_CACHE": "{tmp}/cache",
+    "PIP_INDEX_URL": "@{tmp}/index-url",  # the local index, or a closed port
+    "PIP_RETRIES": "1",
+    "PIP_FIND_LINKS": "",
+    "no_proxy": "127.0.0.1",  # a proxy of the machine's must not answer for the local index
+}
+SDIST = sdist_bytes("vllm-1.0", {"CMakeLists.txt": b"project(v)\n"})
+
+
+def released(*, sha256: str | None = None, html: bool = False, lose_file: bool = False) -> Maker:
+    """The index lists vllm-1.0.tar.gz (with ``sha256`` as its digest), on a JSON or an
+    HTML page; with ``lose_file`` the file itself is gone (404)."""
+
+    def make(tmp: Path) -> None:
+        matrix(MATRIX)(tmp)
+        publish(tmp / "index", "vllm", "vllm-1.0.tar.gz", SDIST, sha256=sha256, html=html)
+        if lose_file:
+            (tmp / "index" / "files" / "vllm-1.0.tar.gz").unlink()
+
+    return make
+
+
+def index_page(body: str) -> Maker:
+    def make(tmp: Path) -> None:
+        matrix(MATRIX)(tmp)
+        (tmp / "index" / "simple" / "vllm").mkdir(parents=True)
+        (tmp / "index" / "simple" / "vllm" / "index.json").write_text(body)
+
+    return make
+
+
+CONFIGURE_MATRIX = (
+    """\
+project:
+  build: pip
+  configure:
+    python:
+      requirements: [requirements.txt]
+      packages: [torch]
+cuda: ["13.0"]
+archs: ["12.1a"]
+"""
+    + FAMILIES
+)
+
+
+def configure_project(tmp: Path) -> None:
+    """A `build: pip` project pinning torch, a CUDA 13.0 home (its nvcc answers only
+    ``--version``: nothing is compiled before the Python packages are provisioned) and
+    an index without torch."""
+    files(**{"m.yaml": CONFIGURE_MATRIX, "src__requirements.txt": "torch==2.9.0\n"})(tmp)
+    nvcc = tmp / "cuda" / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text('#!/bin/sh\necho "Cuda compilation tools, release 13.0, V13.0.88"\n')
+    nvcc.chmod(0o755)
+    (tmp / "index" / "simple").mkdir(parents=True)
+
+
+RELEASE = ("plan", "{tmp}/m.yaml", "--source")
+CONFIGURE = (*RUN, "--tier", "configure", "--source", "{tmp}/src", "--cuda-home", "{tmp}/cuda")
+
+INDEX_CATALOGUE: dict[str, Case] = {
+    "release: version not on the index": Case(
+        (*RELEASE, "vllm==9.9"), released(), 2, "vllm==9.9: the package index has no sdist of that version (newest: 1.0)", env=INDEX_ENV
+    ),
+    "release: project not on the index": Case(
+        (*RELEASE, "nosuch==1.0"), released(), 2, "nosuch==1.0: the package index has no project 'nosuch'", env=INDEX_ENV
+    ),
+    "release: sha256 differs from the index's": Case(
+        (*RELEASE, "vllm==1.0"), released(sha256="0" * 64), 3, "vllm-1.0.tar.gz: sha256 differs from the index's", env=INDEX_ENV
+    ),
+    "release: sha256 differs, HTML index": Case(
+        (*RELEASE, "vllm==1.0"), released(sha256="0" * 64, html=True), 3, "vllm-1.0.tar.gz: sha256 differs from the index's", env=INDEX_ENV
+    ),
+    "release: the listed file is gone": Case(
+        (*RELEASE, "vllm==1.0"), released(lose_file=True), 3, "downloading vllm-1.0.tar.gz failed (HTTP Error 404", env=INDEX_ENV
+    ),
+    "release: the index answers no index page": Case(
+        (*RELEASE, "vllm==1.0"), index_page('{"files": 3}'), 3, "/simple/vllm/: not a package index page", env=INDEX_ENV
+    ),
+    "release: index unreachable": Case(
+        (*RELEASE, "vllm==1.0"), unreachable_index, 3, "cannot reach the package index http://127.0.0.1:", env=INDEX_ENV
+    ),
+    "configure: a Python package not on the index": Case(
+        CONFIGURE, configure_project, 3, "installing torch==2.9.0 failed: ERROR: No matching distribution found for torch==2.9.0", env=INDEX_ENV
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INDEX_CATALOGUE)
+def test_what_the_index_cannot_give(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release, a digest or a package the index cannot give is one clear line (exit 2
+    for the user's choice, 3 for the index), and nothing half-downloaded is kept."""
+    case = INDEX_CATALOGUE[name]
+    with serving(tmp_path / "index") as url:
+        (tmp_path / "index-url").write_text(url)
+        code, out, err = run_case(case, tmp_path, monkeypatch)
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line]  # not "downloading ..."
+    assert_outcome(case, tmp_path, code, out, "\n".join(errors))
+    cache = tmp_path / "cache"
+    assert not list(cache.glob("sdists/*")) and not list(cache.glob("sources/*/*"))
+    assert not [p for p in cache.glob("python/*") if p.is_dir()], "a failed install was kept"
+
+
 def run_case(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
     case.make(tmp)
     for key, value in case.env.items():
@@ -1187,13 +1298,17 @@ def test_bad_input(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         if (tmp_path / "deep").is_dir():
             remove_tree(tmp_path / "deep")
     assert time.monotonic() - started < 30, "a bad input must fail fast"
+    assert_outcome(case, tmp_path, code, out, err)
+
+
+def assert_outcome(case: Case, tmp: Path, code: int, out: str, err: str) -> None:
     assert code == case.code, (out[-2000:], err)
     if case.error is None:
         assert "Traceback" not in err and "error" not in err, err
         assert case.says in out
         return
     line = error_line(err)
-    assert case.error.replace("{tmp}", str(tmp_path)) in line, line
+    assert case.error.replace("{tmp}", str(tmp)) in line, line
     assert not case.absent or case.absent not in line, line
 
 

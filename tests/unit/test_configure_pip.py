@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from package_index import publish, sdist_bytes, serving
 
 from orchestrator.build import BuildPaths, recipe
 from orchestrator.configure_env import (
@@ -303,6 +304,26 @@ def test_a_hostile_sdist_is_an_input_error(
     with pytest.raises(InputFileError):
         unpack_sdist(sdist)
     assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["json-index", "html-index"])
+def test_a_release_is_downloaded_from_the_configured_index_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, html: bool
+) -> None:
+    """``NAME==VERSION`` is the sdist the configured index lists (PEP 691 JSON or PEP 503
+    HTML), checked against its digest, unpacked and kept: the second time needs no index."""
+    monkeypatch.setenv("KERNEL_MATRIX_CACHE", str(tmp_path / "cache"))
+    files = {"CMakeLists.txt": b"project(v)\n", "requirements/build.txt": b"torch==2.9.0\n"}
+    for version in ("0.9.0", "0.10.0"):
+        data = sdist_bytes(f"vllm-{version}", {**files, "VERSION": version.encode()})
+        publish(tmp_path / "index", "vllm", f"vllm-{version}.tar.gz", data, html=html)
+    with serving(tmp_path / "index") as url:
+        monkeypatch.setenv("PIP_INDEX_URL", url)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        top = resolve_source("vllm==0.9.0")
+    assert (top / "VERSION").read_text() == "0.9.0"
+    assert (top / "requirements" / "build.txt").read_text() == "torch==2.9.0\n"
+    assert resolve_source("vllm==0.9.0") == top  # the index is gone: from the cache
 
 
 def test_a_source_that_is_nothing_known_is_a_usage_error(tmp_path: Path) -> None:
