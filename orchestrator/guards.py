@@ -343,9 +343,12 @@ def guard_of(
             if any(family.explains(message) for message in mention.messages):
                 explained.append(found)
     candidates = explained or candidates
-    generated = _generator(found_mentions, family, source, records)
+    generator = _generator(found_mentions, family, source, records)
+    if generator and generator[1]:  # it wrote some of them: not the generator's doing
+        generator = None
+    generated = f"{generator[0]}, which wrote none of its sources" if generator else None
     if not candidates:
-        return f"the generator {generated}, which wrote none of its sources" if generated else None
+        return f"the generator {generated}" if generated else None
     chosen = candidates[0][1]
     if device is not None:
         major = device.split(".")[0] + "."
@@ -363,12 +366,15 @@ def generator_of(family: FamilyRule, source: Path, records: Sequence[TraceRecord
     (a ``.py`` argument) that ``execute_process`` ran before the ``file(GLOB …)`` that
     collects them (vLLM's Marlin and Machete generators), as it ran; None when the
     family's sources are not collected that way."""
-    return _generator(mentions(project_cmake_files(source), family), family, source, records)
+    found = _generator(mentions(project_cmake_files(source), family), family, source, records)
+    return found[0] if found else None
 
 
 def _generator(
     found: Sequence[Mention], family: FamilyRule, source: Path, records: Sequence[TraceRecord]
-) -> str | None:
+) -> tuple[str, int] | None:
+    """The generator as :func:`generator_of` names it, and how many of ``family``'s
+    sources the ``file(GLOB …)`` after it finds (what the script chose to write)."""
     # first those in a block whose message is the family's (dense vs MoE Marlin)
     ordered = sorted(found, key=lambda m: not any(family.explains(t) for t in m.messages))
     for mention in ordered:
@@ -386,8 +392,33 @@ def _generator(
                         break
                     run.append(argument)
                 where = _relative(record.file, source)
-                return f"{where}:{record.line}: execute_process(… {' '.join(run)})"
+                shown = f"{where}:{record.line}: execute_process(… {' '.join(run)})"
+                return shown, _globbed_sources(records[at], family)
     return None
+
+
+_GLOB_OPTIONS = {"RELATIVE": 1, "LIST_DIRECTORIES": 1, "CONFIGURE_DEPENDS": 0, "FOLLOW_SYMLINKS": 0}
+
+
+def _globbed_sources(record: TraceRecord, family: FamilyRule) -> int:
+    """How many of ``family``'s sources a ``file(GLOB VAR patterns…)`` that ran finds
+    on disk now (relative patterns: from the directory of the file that ran it)."""
+    patterns: list[str] = []
+    arguments = iter(record.args[2:])  # after GLOB and the variable
+    for argument in arguments:
+        if argument in _GLOB_OPTIONS:
+            for _ in range(_GLOB_OPTIONS[argument]):
+                next(arguments, None)
+        else:
+            patterns.append(argument)
+    names: set[str] = set()
+    for pattern in patterns:
+        path = Path(pattern) if Path(pattern).is_absolute() else Path(record.file).parent / pattern
+        names.update(p.name for p in path.parent.glob(path.name) if path.parent.is_dir())
+    return sum(
+        any(fnmatch.fnmatch(n, g) for g in family.sources) and not family.excludes_source(n)
+        for n in names
+    )
 
 
 _KEYWORD = re.compile(r"^[A-Z][A-Z_]+$")

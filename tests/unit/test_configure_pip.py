@@ -132,13 +132,22 @@ def test_a_family_whose_sources_a_generator_writes_names_the_generator(tmp_path:
     ]  # fmt: skip
     (tmp_path / "t.json").write_text("\n".join(records_text) + "\n")
     records = read_trace(tmp_path / "t.json")
-    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_*.cu",))
+    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_fp16*.cu",))
     generated = "CMakeLists.txt:3: execute_process(… csrc/marlin/generate_kernels.py 9.0a)"
     assert generator_of(marlin, source, records) == generated
-    assert guard_of(marlin, source, records) == (
+    guard = (
         "CMakeLists.txt:1: cuda_archs_loose_intersection(MARLIN_ARCHS 8.0+PTX 9.0a) "
-        f"(tested by CMakeLists.txt:2 if(MARLIN_ARCHS)), or by the generator {generated}"
+        "(tested by CMakeLists.txt:2 if(MARLIN_ARCHS))"
     )
+    # the script wrote none of marlin's sources (only another family's): both are named
+    (source / "csrc" / "marlin").mkdir(parents=True)
+    (source / "csrc" / "marlin" / "sm80_kernel_fp8.cu").write_text("")
+    assert guard_of(marlin, source, records) == (
+        f"{guard}, or by the generator {generated}, which wrote none of its sources"
+    )
+    # it wrote some: what dropped the family is not the generator's choice
+    (source / "csrc" / "marlin" / "sm80_kernel_fp16.cu").write_text("")
+    assert guard_of(marlin, source, records) == guard
     other = FamilyRule(name="other", devices=(), sources=("other_*.cu",))
     assert generator_of(other, source, records) is None  # its GLOB never ran
 
