@@ -43,15 +43,19 @@ MAX_WARNINGS_KEPT = 50
 
 
 # pip builds: the cell's copy of the source (under its build directory), made by
-# COPY_SOURCE (argv: source, destination) without the source's own build outputs
-# (top-level build/, dist/, .deps/: CMake caches there name the source's path).
+# COPY_SOURCE (argv: source, destination, top-level names to leave out): without the
+# source's own build outputs (build/, dist/, .deps/: CMake caches there name the
+# source's path) and, for a configure, without .git (hundreds of MB in a checkout, a
+# copy per cell; no configure reads it, while a wheel build's version may).
 PIP_SOURCE_COPY = "src"
 COPY_SOURCE = (
-    "import shutil, sys; src, dst = sys.argv[1], sys.argv[2]; "
+    "import shutil, sys; src, dst, skip = sys.argv[1], sys.argv[2], set(sys.argv[3:]); "
     "shutil.rmtree(dst, ignore_errors=True); "
     "shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: "
-    "[n for n in names if d == src and n in ('build', 'dist', '.deps')])"
+    "[n for n in names if d == src and n in skip])"
 )
+NOT_COPIED = ("build", "dist", ".deps")
+NOT_COPIED_TO_CONFIGURE = (*NOT_COPIED, ".git")
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def recipe(
         # files), and the source may be a read-only mount shared by every cell: each
         # cell builds its own copy.
         source = paths.build / PIP_SOURCE_COPY
-        copy = ("python3", "-c", COPY_SOURCE, str(paths.source), str(source))
+        copy = ("python3", "-c", COPY_SOURCE, str(paths.source), str(source), *NOT_COPIED)
         wheel = (
             "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(paths.build / "dist"), "--verbose",
@@ -199,7 +203,9 @@ def _pip_configure_recipe(
     assert spec is not None
     source = paths.build / PIP_SOURCE_COPY
     values = configure_env.placeholders(paths.build)
-    copy = ("python3", "-c", COPY_SOURCE, str(paths.source), str(source))
+    copy = (
+        "python3", "-c", COPY_SOURCE, str(paths.source), str(source), *NOT_COPIED_TO_CONFIGURE
+    )  # fmt: skip
     settings = {
         **{k: expand(v, values) for k, v in spec.cmake_options.items()},
         **options,

@@ -68,7 +68,7 @@ def test_pip_recipe_for_vllm_like_projects() -> None:
     project = Project(Path("/src"), build="pip", arch_variable="TORCH_CUDA_ARCH_LIST")
     commands = recipe(project, cell("9.0a;10.0f", X="1"), PATHS, threads=4)
     copy, wheel = commands.steps
-    assert copy.argv[-2:] == ("/src", "/b/cell/src")  # each cell builds its own copy
+    assert copy.argv[3:5] == ("/src", "/b/cell/src")  # each cell builds its own copy
     assert wheel.argv[:5] == ("python3", "-m", "pip", "wheel", "/b/cell/src")
     assert wheel.cwd == Path("/b/cell/src")
     assert commands.env["TORCH_CUDA_ARCH_LIST"] == "9.0a;10.0f"

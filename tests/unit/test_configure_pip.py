@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from package_index import publish, sdist_bytes, serving
 
-from orchestrator.build import BuildPaths, recipe
+from orchestrator.build import NOT_COPIED_TO_CONFIGURE, BuildPaths, recipe
 from orchestrator.configure_env import (
     ConfigureEnv,
     ConfigureSpec,
@@ -245,6 +245,8 @@ def test_the_pip_configure_recipe_runs_cmake_as_setup_py_would(tmp_path: Path) -
         matrix.project, cell, paths, threads=2, configure_only=True, configure_env=env
     )
     assert [s.name for s in commands_.steps] == ["copy-source", "configure"]
+    copy = commands_.steps[0].argv  # without the checkout's .git (test_vllm_recipe.py runs it)
+    assert copy[3:] == (str(REPO / "examples"), f"{build}/src", *NOT_COPIED_TO_CONFIGURE)
     configure = commands_.steps[1].argv
     assert configure[:7] == ("cmake", "-S", f"{build}/src", "-B", str(build), "-G", "Ninja")
     assert f"-DCMAKE_CUDA_COMPILER={tmp_path}/cuda/bin/nvcc" in configure

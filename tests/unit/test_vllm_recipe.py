@@ -26,7 +26,14 @@ from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.backends import BuildJob
 from orchestrator.backends.container import Engine
 from orchestrator.backends.docker import DockerBackend, pip_install_for
-from orchestrator.build import COPY_SOURCE, BuildPaths, recipe, scan_log
+from orchestrator.build import (
+    COPY_SOURCE,
+    NOT_COPIED,
+    NOT_COPIED_TO_CONFIGURE,
+    BuildPaths,
+    recipe,
+    scan_log,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.expect import MISSING, NOT_APPLICABLE, PRESENT, judge
 from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
@@ -171,7 +178,7 @@ def test_docker_commands_for_a_pip_built_vllm_cell(
     assert version.argv == ["/usr/local/cuda/bin/nvcc", "--version"]
     source = str(vllm_matrix.parent.parent / "vllm")
     copy_of_source = f"{build_dir}/src"
-    assert copy.argv == ["python3", "-c", COPY_SOURCE, source, copy_of_source]
+    assert copy.argv == ["python3", "-c", COPY_SOURCE, source, copy_of_source, *NOT_COPIED]
     assert wheel.argv == [
         "python3", "-m", "pip", "wheel", copy_of_source, "--no-deps", "--no-build-isolation",
         "--wheel-dir", f"{build_dir}/dist", "--verbose",
@@ -238,10 +245,17 @@ def test_the_source_copy_leaves_out_the_checkouts_own_build_outputs(tmp_path: Pa
     copy = tmp_path / "cell" / "src"
     copy.mkdir(parents=True)
     (copy / "stale").write_text("from an earlier attempt")
-    subprocess.run([sys.executable, "-c", COPY_SOURCE, str(source), str(copy)], check=True)
+    subprocess.run(
+        [sys.executable, "-c", COPY_SOURCE, str(source), str(copy), *NOT_COPIED], check=True
+    )
     found = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if not p.is_dir())
     assert found == [".git/HEAD", "csrc/build/keep.cu", "link", "setup.py", "vllm/__init__.py"]
     assert (copy / "link").is_symlink()
+    # a configure's copy leaves the checkout's .git behind too (a wheel build may read it)
+    argv = [sys.executable, "-c", COPY_SOURCE, str(source), str(copy), *NOT_COPIED_TO_CONFIGURE]
+    subprocess.run(argv, check=True)
+    found = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if not p.is_dir())
+    assert found == ["csrc/build/keep.cu", "link", "setup.py", "vllm/__init__.py"]
 
 
 # --- vLLM's "Not building ..." lines, read back as causes -----------------------------------
