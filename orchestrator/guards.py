@@ -390,7 +390,7 @@ def _generator(
                 for argument in record.args[scripts[0] + 1 :]:
                     if _KEYWORD.match(argument):  # WORKING_DIRECTORY, RESULT_VARIABLE ...
                         break
-                    run.append(argument)
+                    run.append(_relative(argument, source))  # (an output directory)
                 where = _relative(record.file, source)
                 shown = f"{where}:{record.line}: execute_process(… {' '.join(run)})"
                 return shown, _globbed_sources(records[at], family)

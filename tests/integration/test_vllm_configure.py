@@ -141,6 +141,41 @@ def test_a_narrowed_guard_fails_and_names_its_cmake_line(tmp_path: Path) -> None
     assert set(others.values()) <= {PRESENT, NOT_APPLICABLE}, others
 
 
+def test_a_generator_that_writes_no_source_for_the_arch_is_named(tmp_path: Path) -> None:
+    """vLLM 0.33.0 with its Marlin generator's FP8 condition narrowed to 8.9 while the
+    CMake guards still let 12.0a through: the FP8 Marlin families must fail on 12.0 and
+    name the generator as it ran, as the one that wrote none of their sources."""
+    tree = tmp_path / "vllm-gen"
+    shutil.copytree(resolve_source("vllm==0.33.0"), tree, symlinks=True)
+    script = tree / "csrc" / "quantization" / "marlin" / "generate_kernels.py"
+    text = script.read_text()
+    condition = "if arch == 89 or arch // 10 == 12:"
+    assert condition in text, "the 0.33.0 generator condition this test narrows is not there"
+    script.write_text(text.replace(condition, "if arch == 89:"))
+
+    code, result, output = configure(tmp_path, str(tree), "cu13.0-12.0a", "gen")
+    assert code == 1, output[-3000:]
+    verdicts = {(v["family"], v["device"]): v for v in result["verdicts"]}
+    # 0.33.0 runs that script for the dense and (with an output directory) the MoE kernels
+    for family, out in (("marlin_fp8", ""), ("marlin_moe_fp8", " csrc/moe/marlin_moe_wna16")):
+        missing = verdicts[(family, "12.0")]
+        assert missing["status"] == MISSING, missing
+        assert missing["guard"].startswith("CMakeLists.txt:"), missing["guard"]  # its guard first
+        assert re.search(
+            r", or by the generator CMakeLists\.txt:\d+: execute_process\(… "
+            rf"csrc/quantization/marlin/generate_kernels\.py 12\.0a{out}\), "
+            r"which wrote none of its sources$",
+            missing["guard"],
+        ), missing["guard"]
+    # what the same script still wrote stays; nothing else goes
+    assert verdicts[("marlin", "12.0")]["status"] == PRESENT
+    assert verdicts[("marlin_moe", "12.0")]["status"] == PRESENT
+    assert sorted(k[0] for k, v in verdicts.items() if v["status"] == MISSING) == [
+        "marlin_fp8",
+        "marlin_moe_fp8",
+    ]
+
+
 def test_a_release_the_index_does_not_have_is_named_with_the_ones_it_has(tmp_path: Path) -> None:
     """The real index (the one pip uses): a version that never existed is the user's
     error (exit 2), one line naming the newest versions there are."""
