@@ -21,6 +21,7 @@ then about a minute per configure on 2 cores.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -44,7 +45,10 @@ MATRIX = REPO / "matrices" / "vllm-configure.yaml"
 PROFILE = REPO / "matrices" / "vllm.yaml"
 RELEASE_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0"
 RELEASE_CELL = "cu13.0-7.5_8.0_8.6_8.9_9.0_10.0_12.0"
-RELEASES = ("0.21.0", "0.33.0")  # vLLM releases whose wheels are CUDA 13.0 builds
+# vLLM releases whose wheels are CUDA 13.0 builds of RELEASE_ARCHS; more by hand with
+# KERNEL_MATRIX_VLLM_RELEASES=0.25.0,0.30.0 (docs/vllm.md: each costs a sdist, a wheel
+# and, for a new torch pin, its environment)
+RELEASES = tuple(os.environ.get("KERNEL_MATRIX_VLLM_RELEASES", "0.21.0,0.33.0").split(","))
 WHEEL_DIR = cache_root() / "wheels"
 
 
