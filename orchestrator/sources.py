@@ -10,6 +10,7 @@ simple API (PEP 691) and checked against the digest the index publishes.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html.parser
 import json
@@ -199,7 +200,9 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
     try:
         with (
             os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S, context=context) as answer,  # noqa: S310
+            urllib.request.urlopen(  # noqa: S310
+                _request(url), timeout=DOWNLOAD_TIMEOUT_S, context=context
+            ) as answer,
         ):
             for block in iter(lambda: answer.read(1 << 20), b""):
                 digest.update(block)
@@ -238,11 +241,8 @@ def _project_files(
     """The files the index lists for a project: ``filename``, absolute ``url`` and, where
     the index publishes them, ``sha256`` and ``size``. The JSON simple API (PEP 691) is
     asked for first; an index that answers only HTML (PEP 503) is read too."""
-    _check_scheme(page)
     shown = _without_credentials(page)
-    request = urllib.request.Request(  # noqa: S310 (the configured index, http(s) only)
-        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
-    )
+    request = _request(page, {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     try:
         with urllib.request.urlopen(request, timeout=60, context=context) as answer:  # noqa: S310
             kind = answer.headers.get_content_type()
@@ -314,6 +314,21 @@ def _html_files(text: str, page: str) -> list[dict[str, str]]:
         filename = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
         files.append({"filename": filename, "url": url, "sha256": digest, "size": ""})
     return files
+
+
+def _request(url: str, headers: dict[str, str] | None = None) -> urllib.request.Request:
+    """A request for ``url`` (http(s) only); credentials in it (an index URL like
+    ``https://user:token@mirror/simple``, as pip takes them) go into a Basic
+    ``Authorization`` header, which urllib does not do by itself."""
+    _check_scheme(url)
+    request = urllib.request.Request(_without_credentials(url), headers=headers or {})  # noqa: S310
+    userinfo = urllib.parse.urlsplit(url).netloc.rpartition("@")[0]
+    if userinfo:
+        user, _, password = (urllib.parse.unquote(p) for p in userinfo.partition(":"))
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        # unredirected: a redirect to another host (a CDN) does not get the credentials
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
 
 
 def _without_credentials(url: str) -> str:

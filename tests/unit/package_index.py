@@ -1,6 +1,7 @@
 """A package index on 127.0.0.1 for the tests of what the tool downloads: it serves the
 files under a directory, a project page ``<dir>/<project>/`` from its ``index.json``
-(the JSON simple API, PEP 691) or ``index.html`` (PEP 503), nothing else (404).
+(the JSON simple API, PEP 691) or ``index.html`` (PEP 503), nothing else (404); with
+a file ``<dir>/password``, only to user ``me`` with that password (else 401).
 
 It stands in for the configured index only around the real one: the integration test
 ``test_vllm_configure.py`` downloads a real vLLM sdist from it.
@@ -8,6 +9,7 @@ It stands in for the configured index only around the real one: the integration 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import io
@@ -25,6 +27,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path
 
     def do_GET(self) -> None:
+        password = self.root / "password"  # if there: Basic auth as user "me"
+        if password.is_file():
+            token = base64.b64encode(f"me:{password.read_text()}".encode()).decode()
+            if self.headers.get("Authorization") != f"Basic {token}":
+                self.send_error(401)
+                return
         path = self.root / self.path.split("?", 1)[0].strip("/")
         if self.path.endswith("/"):
             pages = ((path / "index.json", JSON_TYPE), (path / "index.html", "text/html"))

@@ -1219,6 +1219,9 @@ INDEX_CATALOGUE: dict[str, Case] = {
     "release: index unreachable": Case(
         (*RELEASE, "vllm==1.0"), unreachable_index, 3, "cannot reach the package index http://127.0.0.1:", env=INDEX_ENV
     ),
+    "release: index credentials refused, and not shown": Case(
+        (*RELEASE, "vllm==1.0"), both(released(), files(**{"index__password": "right"})), 3, "cannot list vllm on the package index http://127.0.0.1:", env={**INDEX_ENV, "PIP_INDEX_URL": "@{tmp}/index-url-wrong"}, absent="wrong",
+    ),
     "configure: a Python package not on the index": Case(
         CONFIGURE, configure_project, 3, "installing torch==2.9.0 failed: ERROR: No matching distribution found for torch==2.9.0", env=INDEX_ENV
     ),
@@ -1234,6 +1237,7 @@ def test_what_the_index_cannot_give(
     case = INDEX_CATALOGUE[name]
     with serving(tmp_path / "index") as url:
         (tmp_path / "index-url").write_text(url)
+        (tmp_path / "index-url-wrong").write_text(url.replace("http://", "http://me:wrong@"))
         code, out, err = run_case(case, tmp_path, monkeypatch)
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if "error" in line]  # not "downloading ..."

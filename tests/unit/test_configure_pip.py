@@ -328,8 +328,11 @@ def test_a_release_is_downloaded_from_the_configured_index_once(
     for version in ("0.9.0", "0.10.0"):
         data = sdist_bytes(f"vllm-{version}", {**files, "VERSION": version.encode()})
         publish(tmp_path / "index", "vllm", f"vllm-{version}.tar.gz", data, html=html)
+    (tmp_path / "index" / "password").write_text(
+        "s3cr:et"
+    )  # credentials in the URL, as pip takes them
     with serving(tmp_path / "index") as url:
-        monkeypatch.setenv("PIP_INDEX_URL", url)
+        monkeypatch.setenv("PIP_INDEX_URL", url.replace("http://", "http://me:s3cr%3Aet@"))
         monkeypatch.setenv("no_proxy", "127.0.0.1")
         top = resolve_source("vllm==0.9.0")
     assert (top / "VERSION").read_text() == "0.9.0"
