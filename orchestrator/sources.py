@@ -5,7 +5,8 @@ An sdist is unpacked once into the cache (member by member: only regular files a
 directories, no absolute paths, no ``..``; never ``extractall``). A release is the
 sdist of that version on the package index pip is configured with (``PIP_INDEX_URL``
 or pip's configuration, else pip's own default), found through the index's JSON
-simple API (PEP 691) and checked against the digest the index publishes.
+simple API (PEP 691) or its HTML pages (PEP 503), and checked against the digest the
+index publishes. Credentials in the index URL are sent to that host only, never shown.
 """
 
 from __future__ import annotations
