@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import glob
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -401,8 +403,9 @@ _GLOB_OPTIONS = {"RELATIVE": 1, "LIST_DIRECTORIES": 1, "CONFIGURE_DEPENDS": 0, "
 
 
 def _globbed_sources(record: TraceRecord, family: FamilyRule) -> int:
-    """How many of ``family``'s sources a ``file(GLOB VAR patterns…)`` that ran finds
-    on disk now (relative patterns: from the directory of the file that ran it)."""
+    """How many of ``family``'s sources a ``file(GLOB[_RECURSE] VAR patterns…)`` that
+    ran finds on disk now (relative patterns: from the directory of the file that ran
+    it)."""
     patterns: list[str] = []
     arguments = iter(record.args[2:])  # after GLOB and the variable
     for argument in arguments:
@@ -413,8 +416,11 @@ def _globbed_sources(record: TraceRecord, family: FamilyRule) -> int:
             patterns.append(argument)
     names: set[str] = set()
     for pattern in patterns:
-        path = Path(pattern) if Path(pattern).is_absolute() else Path(record.file).parent / pattern
-        names.update(p.name for p in path.parent.glob(path.name) if path.parent.is_dir())
+        full = os.path.join(os.path.dirname(record.file), pattern)  # (an absolute one stays)
+        if record.args[0].upper() == "GLOB_RECURSE":
+            folder, name = os.path.split(full)
+            full = os.path.join(folder, "**", name)
+        names.update(os.path.basename(p) for p in glob.glob(full, recursive=True))
     return sum(
         any(fnmatch.fnmatch(n, g) for g in family.sources) and not family.excludes_source(n)
         for n in names

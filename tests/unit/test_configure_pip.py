@@ -22,7 +22,15 @@ from orchestrator.configure_env import (
     provision_stand_ins,
 )
 from orchestrator.errors import InputFileError, UsageError
-from orchestrator.guards import commands, generator_of, guard_of, read_trace, trace_arguments
+from orchestrator.guards import (
+    TraceRecord,
+    _globbed_sources,
+    commands,
+    generator_of,
+    guard_of,
+    read_trace,
+    trace_arguments,
+)
 from orchestrator.matrix import load_matrix
 from orchestrator.plan import plan
 from orchestrator.sources import resolve_source, unpack_sdist
@@ -150,6 +158,27 @@ def test_a_family_whose_sources_a_generator_writes_names_the_generator(tmp_path:
     assert guard_of(marlin, source, records) == guard
     other = FamilyRule(name="other", devices=(), sources=("other_*.cu",))
     assert generator_of(other, source, records) is None  # its GLOB never ran
+
+
+@pytest.mark.parametrize(
+    ("args", "found"),
+    [
+        (("GLOB", "V", "csrc/*/sm80_kernel_*.cu"), 2),  # a wildcard directory
+        (("GLOB", "V", "RELATIVE", "/x", "CONFIGURE_DEPENDS", "csrc/a/sm80_kernel_*.cu"), 1),
+        (("GLOB_RECURSE", "V", "csrc/sm80_kernel_*.cu"), 3),  # any depth below csrc
+        (("GLOB", "V", "csrc/sm80_kernel_*.cu"), 1),
+    ],
+)
+def test_what_a_generator_wrote_is_what_its_glob_finds_now(
+    tmp_path: Path, args: tuple[str, ...], found: int
+) -> None:
+    for name in ("csrc/sm80_kernel_a.cu", "csrc/a/sm80_kernel_b.cu", "csrc/b/sm80_kernel_c.cu",
+                 "csrc/b/sm80_kernel_c.h", "csrc/b/other.cu"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    record = TraceRecord(0, "file", args, str(tmp_path / "CMakeLists.txt"), 1, 1)
+    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_*.cu",))
+    assert _globbed_sources(record, marlin) == found
 
 
 def test_no_guard_without_a_trace_or_a_place_naming_the_sources(tmp_path: Path) -> None:
