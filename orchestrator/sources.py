@@ -27,6 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
@@ -170,10 +171,10 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
     page = urllib.parse.urljoin(base, f"{normalized}/")
     context = _ssl_context()
     files = _project_files(name, version, page, context)
-    sdists: dict[str, dict[str, str]] = {}
+    sdists: dict[str, IndexFile] = {}
     for file in files:
         found = re.fullmatch(
-            rf"{normalized.replace('-', '[-_.]')}-(.+)\.tar\.gz", file["filename"], re.IGNORECASE
+            rf"{normalized.replace('-', '[-_.]')}-(.+)\.tar\.gz", file.filename, re.IGNORECASE
         )
         if found:
             sdists.setdefault(found[1], file)
@@ -183,17 +184,14 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
             + (f" (newest: {', '.join(_newest(sdists, 5))})" if sdists else " (nor of any)")
         )
     entry = sdists[version]
-    url = entry["url"]
-    _check_scheme(url)
-    expected = entry["sha256"]
+    request = _request(entry.url)
     target_dir.mkdir(parents=True, exist_ok=True)
-    filename = entry["filename"]
+    filename = entry.filename
     target: Path = target_dir / filename
     if progress:
-        size = entry["size"]
         print(
             f"kernel-matrix: downloading {filename}"
-            + (f" ({int(size) / 1e6:.0f} MB)" if size.isdigit() else ""),
+            + (f" ({entry.size / 1e6:.0f} MB)" if entry.size is not None else ""),
             file=sys.stderr,
         )
     digest = hashlib.sha256()
@@ -201,16 +199,14 @@ def download_sdist(name: str, version: str, *, progress: bool = True) -> Path:
     try:
         with (
             os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(  # noqa: S310
-                _request(url), timeout=DOWNLOAD_TIMEOUT_S, context=context
-            ) as answer,
+            urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S, context=context) as answer,  # noqa: S310
         ):
             for block in iter(lambda: answer.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
                 if out.tell() > MAX_SDIST_BYTES:
                     raise ToolchainError(f"{filename}: larger than {MAX_SDIST_BYTES} bytes")
-        if expected and digest.hexdigest() != expected:
+        if entry.sha256 and digest.hexdigest() != entry.sha256:
             raise ToolchainError(f"{filename}: sha256 differs from the index's")
         os.replace(tmp_name, target)
     except OSError as exc:
@@ -236,12 +232,19 @@ def _newest(versions: Iterable[str], count: int) -> list[str]:
     return sorted(versions, key=key, reverse=True)[:count]
 
 
-def _project_files(
-    name: str, version: str, page: str, context: ssl.SSLContext
-) -> list[dict[str, str]]:
-    """The files the index lists for a project: ``filename``, absolute ``url`` and, where
-    the index publishes them, ``sha256`` and ``size``. The JSON simple API (PEP 691) is
-    asked for first; an index that answers only HTML (PEP 503) is read too."""
+@dataclass(frozen=True)
+class IndexFile:
+    """One file a package index lists for a project."""
+
+    filename: str
+    url: str  # absolute
+    sha256: str  # "" where the index publishes none
+    size: int | None = None  # bytes, where the index says
+
+
+def _project_files(name: str, version: str, page: str, context: ssl.SSLContext) -> list[IndexFile]:
+    """The files the index lists for a project. The JSON simple API (PEP 691) is asked
+    for first; an index that answers only HTML (PEP 503) is read too."""
     shown = _without_credentials(page)
     request = _request(page, {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     try:
@@ -270,7 +273,7 @@ def _project_files(
         raise ToolchainError(f"{shown}: not a package index page ({exc})") from None
 
 
-def _json_files(listing: object, page: str) -> list[dict[str, str]]:
+def _json_files(listing: object, page: str) -> list[IndexFile]:
     if not isinstance(listing, dict) or not isinstance(listing.get("files"), list):
         raise ValueError("no 'files' list in the JSON answer")
     files = []
@@ -278,13 +281,14 @@ def _json_files(listing: object, page: str) -> list[dict[str, str]]:
         if isinstance(item, dict) and isinstance(item.get("filename"), str) and item.get("url"):
             hashes = item.get("hashes")
             hashes = hashes if isinstance(hashes, dict) else {}
+            size = item.get("size")
             files.append(
-                {
-                    "filename": item["filename"],
-                    "url": urllib.parse.urljoin(page, str(item["url"])),
-                    "sha256": str(hashes.get("sha256", "")),
-                    "size": str(item.get("size", "")),
-                }
+                IndexFile(
+                    item["filename"],
+                    urllib.parse.urljoin(page, str(item["url"])),
+                    str(hashes.get("sha256", "")),
+                    size if isinstance(size, int) and size >= 0 else None,
+                )
             )
     return files
 
@@ -300,11 +304,11 @@ class _Anchors(html.parser.HTMLParser):
             self.hrefs.append(href)
 
 
-def _html_files(text: str, page: str) -> list[dict[str, str]]:
+def _html_files(text: str, page: str) -> list[IndexFile]:
     """PEP 503: one anchor a file, its digest in the URL's ``#sha256=`` fragment.
 
     >>> _html_files('<a href="../../f/v-1.0.tar.gz#sha256=ab">v-1.0.tar.gz</a>', "http://i/s/v/")
-    [{'filename': 'v-1.0.tar.gz', 'url': 'http://i/f/v-1.0.tar.gz', 'sha256': 'ab', 'size': ''}]
+    [IndexFile(filename='v-1.0.tar.gz', url='http://i/f/v-1.0.tar.gz', sha256='ab', size=None)]
     """
     anchors = _Anchors()
     anchors.feed(text)
@@ -313,7 +317,7 @@ def _html_files(text: str, page: str) -> list[dict[str, str]]:
         url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
         digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else ""
         filename = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
-        files.append({"filename": filename, "url": url, "sha256": digest, "size": ""})
+        files.append(IndexFile(filename, url, digest))
     return files
 
 
