@@ -96,12 +96,18 @@ def publish(
     listing.write_text(json.dumps({"meta": {"api-version": "1.0"}, "files": [*known, entry]}))
 
 
-def sdist_bytes(top: str, members: dict[str, bytes]) -> bytes:
-    """A ``.tar.gz`` with ``members`` under the one directory ``top``."""
+def sdist_bytes(members: dict[str, bytes], *, links: tuple[str, ...] = ()) -> bytes:
+    """A ``.tar.gz`` of ``members`` (full member names, hostile ones too) and of
+    symbolic links named ``links`` (to /etc/passwd)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, data in members.items():
-            info = tarfile.TarInfo(f"{top}/{name}")
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+        for name in links:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            archive.addfile(info)
     return buffer.getvalue()

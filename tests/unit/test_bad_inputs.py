@@ -1142,7 +1142,7 @@ INDEX_ENV = {
     "PIP_FIND_LINKS": "",
     "no_proxy": "127.0.0.1",  # a proxy of the machine's must not answer for the local index
 }
-SDIST = sdist_bytes("vllm-1.0", {"CMakeLists.txt": b"project(v)\n"})
+SDIST = sdist_bytes({"vllm-1.0/CMakeLists.txt": b"project(v)\n"})
 
 
 def released(*, sha256: str | None = None, html: bool = False, lose_file: bool = False) -> Maker:

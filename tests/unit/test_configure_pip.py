@@ -4,9 +4,7 @@ the recipe, the pinned requirements, the stand-ins, sdists, and the guard finder
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -299,16 +297,7 @@ def test_a_matrix_without_source_needs_source_on_the_command_line() -> None:
 
 
 def make_sdist(path: Path, members: dict[str, bytes], *, links: tuple[str, ...] = ()) -> Path:
-    with tarfile.open(path, "w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name in links:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "/etc/passwd"
-            archive.addfile(info)
+    path.write_bytes(sdist_bytes(members, links=links))
     return path
 
 
@@ -355,7 +344,8 @@ def test_a_release_is_downloaded_from_the_configured_index_once(
     monkeypatch.setenv("KERNEL_MATRIX_CACHE", str(tmp_path / "cache"))
     files = {"CMakeLists.txt": b"project(v)\n", "requirements/build.txt": b"torch==2.9.0\n"}
     for version in ("0.9.0", "0.10.0"):
-        data = sdist_bytes(f"vllm-{version}", {**files, "VERSION": version.encode()})
+        members = {**files, "VERSION": version.encode()}
+        data = sdist_bytes({f"vllm-{version}/{name}": d for name, d in members.items()})
         publish(tmp_path / "index", "vllm", f"vllm-{version}.tar.gz", data, html=html)
     (tmp_path / "index" / "password").write_text(
         "s3cr:et"
