@@ -23,9 +23,9 @@ from pathlib import Path
 from common import ROOT, add_output_options, append_entry, median
 
 sys.path.insert(0, str(ROOT))
-from orchestrator import cellcache
-from orchestrator.results import PASSED, CellResult
-from orchestrator.toolchain import cache_root
+from orchestrator.judge.results import PASSED, CellResult
+from orchestrator.run import cellcache
+from orchestrator.toolchains.cuda import cache_root
 
 
 def unpack_libraries(wheel: Path, build_dir: Path) -> list[str]:

@@ -38,9 +38,9 @@ from common import ROOT, PeakSampler, add_output_options, append_entry, median
 
 sys.path.insert(0, str(ROOT))
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import CheckResult, check_paths, lazy_read_differences
-from orchestrator.matrix import load_families_or_matrix
-from orchestrator.toolchain import cache_root, cuobjdump
+from orchestrator.judge.check import CheckResult, check_paths, lazy_read_differences
+from orchestrator.planning.matrix import load_families_or_matrix
+from orchestrator.toolchains.cuda import cache_root, cuobjdump
 
 FAMILIES = ROOT / "matrices" / "vllm.yaml"
 DEVICES = "9.0,10.0,10.3,12.0,12.1"

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_output_options, append_entry, median, usable_cpus
 
 sys.path.insert(0, str(ROOT))
-from orchestrator.cellcache import cache_path
+from orchestrator.run.cellcache import cache_path
 
 TIMED_RUN = Path(__file__).resolve().parent / "timed_run.py"
 EDITED_SOURCE = "csrc/scaled_mm_c3x_sm120.cu"

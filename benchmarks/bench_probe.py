@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, PeakSampler, add_output_options, append_entry, median, usable_cpus
 
 sys.path.insert(0, str(ROOT))
-from orchestrator.toolchain import cache_root, cuobjdump
+from orchestrator.toolchains.cuda import cache_root, cuobjdump
 
 NATIVE = """
 import json, resource, sys, time

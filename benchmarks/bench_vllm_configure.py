@@ -46,9 +46,9 @@ def agreement(source: str, cell: dict[str, object]) -> list[str]:
     """The release cell's predictions next to ``check`` of that release's wheel
     (cached by tests/integration/test_vllm_configure.py), as a Markdown table."""
     from orchestrator.archs import ComputeCapability
-    from orchestrator.check import check_paths
-    from orchestrator.matrix import load_families_or_matrix
-    from orchestrator.toolchain import cache_root
+    from orchestrator.judge.check import check_paths
+    from orchestrator.planning.matrix import load_families_or_matrix
+    from orchestrator.toolchains.cuda import cache_root
 
     release = source.split("==")[-1]
     wheels = sorted((cache_root() / "wheels").glob(f"vllm-{release}-*.whl"))

@@ -22,14 +22,14 @@ from typing import Any
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orchestrator.backends  # noqa: E402
-import orchestrator.backends.local  # noqa: E402
+import orchestrator.build.backends  # noqa: E402
+import orchestrator.build.backends.local  # noqa: E402
 import orchestrator.cli  # noqa: E402
-import orchestrator.fsutil  # noqa: E402
+import orchestrator.common.fsutil  # noqa: E402
 import orchestrator.reporting.summary  # noqa: E402
 import orchestrator.reporting.writers  # noqa: E402
-import orchestrator.runner  # noqa: E402
-import orchestrator.toolchain  # noqa: E402
+import orchestrator.run.runner  # noqa: E402
+import orchestrator.toolchains.cuda  # noqa: E402
 
 IMPORTED = time.perf_counter()
 
@@ -40,19 +40,19 @@ TOTALS: dict[str, float] = {}
 STAGES: list[tuple[Any, str, str]] = [
     (orchestrator.cli, "load_matrix", "load and validate matrix.yaml"),
     (orchestrator.cli, "plan", "plan cells (toolchain availability)"),
-    (orchestrator.backends, "make_backend", "make backend"),
-    (orchestrator.runner, "source_digest", "hash the source tree"),
-    (orchestrator.runner, "run_cell", "cell: other (cache lookup, log copy, ...)"),
-    (orchestrator.runner, "cell_cache_key", "cell: cache key"),
-    (orchestrator.toolchain, "resolve", "cell: toolchain resolve"),
-    (orchestrator.toolchain, "nvcc_version", "nvcc --version"),
-    (orchestrator.backends.local, "run_logged", "cell: build tools (configure + build)"),
-    (orchestrator.runner, "scan_log", "cell: scan the build log"),
-    (orchestrator.runner, "collect_artifacts", "cell: find artifacts"),
-    (orchestrator.runner, "probe", "cell: probe artifacts"),
-    (orchestrator.runner, "check_cell", "cell: check families"),
-    (orchestrator.runner, "_check_prediction", "cell: configure-prediction check"),
-    (orchestrator.fsutil, "write_atomic", "atomic writes (results, cache, reports)"),
+    (orchestrator.build.backends, "make_backend", "make backend"),
+    (orchestrator.run.runner, "source_digest", "hash the source tree"),
+    (orchestrator.run.runner, "run_cell", "cell: other (cache lookup, log copy, ...)"),
+    (orchestrator.run.runner, "cell_cache_key", "cell: cache key"),
+    (orchestrator.toolchains.cuda, "resolve", "cell: toolchain resolve"),
+    (orchestrator.toolchains.cuda, "nvcc_version", "nvcc --version"),
+    (orchestrator.build.backends.local, "run_logged", "cell: build tools (configure + build)"),
+    (orchestrator.run.runner, "scan_log", "cell: scan the build log"),
+    (orchestrator.run.runner, "collect_artifacts", "cell: find artifacts"),
+    (orchestrator.run.runner, "probe", "cell: probe artifacts"),
+    (orchestrator.run.runner, "check_cell", "cell: check families"),
+    (orchestrator.run.runner, "_check_prediction", "cell: configure-prediction check"),
+    (orchestrator.common.fsutil, "write_atomic", "atomic writes (results, cache, reports)"),
     (orchestrator.reporting.writers, "write_reports", "write reports (JSON, JUnit, MD, HTML)"),
     (orchestrator.reporting.summary, "print_summary", "print the summary table"),
 ]

@@ -32,12 +32,12 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["orchestrator"]):
-    from orchestrator.baseline import load_baseline
-    from orchestrator.errors import ConfigError, InputFileError, KernelMatrixError
-    from orchestrator.matrix import load_families_or_matrix, load_matrix
+    from orchestrator.common.errors import ConfigError, InputFileError, KernelMatrixError
+    from orchestrator.judge.baseline import load_baseline
+    from orchestrator.judge.results import load_cell_result, load_merged
+    from orchestrator.planning.matrix import load_families_or_matrix, load_matrix
     from orchestrator.reporting.history import load_history
     from orchestrator.reporting.writers import write_all
-    from orchestrator.results import load_cell_result, load_merged
     from orchestrator.symbols import FamilyRule
 
 TARGET = os.environ.get("KERNEL_MATRIX_FUZZ", "yaml")

@@ -1,9 +1,9 @@
-"""Fuzz the native fatbin/ELF reader (``orchestrator.fatbin.read_library``) with
+"""Fuzz the native fatbin/ELF reader (``orchestrator.read.fatbin.read_library``) with
 atheris (libFuzzer, coverage-guided), for longer than the hypothesis tests of
 ``tests/unit/test_fatbin_fuzz.py`` can run in CI.
 
 The contract it checks: whatever the bytes, the reader returns an inventory or
-raises :class:`~orchestrator.errors.InputFileError` with a one-line message --
+raises :class:`~orchestrator.common.errors.InputFileError` with a one-line message --
 never another exception (libFuzzer reports it with the input), never a hang
 (``-timeout``) and never unbounded memory (``-rss_limit_mb``; a single allocation
 above it is reported too).
@@ -34,10 +34,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["orchestrator"]):
-    from orchestrator.elf import BytesBlob
-    from orchestrator.errors import InputFileError
-    from orchestrator.fatbin import read_library
+    from orchestrator.common.errors import InputFileError
     from orchestrator.probe import probe_path
+    from orchestrator.read.elf import BytesBlob
+    from orchestrator.read.fatbin import read_library
 
 HERE = Path(__file__).resolve().parent
 # KERNEL_MATRIX_FUZZ=wheel: the bytes are a whole wheel (zip) given to ``probe``,
@@ -124,7 +124,7 @@ def seed_from_library(library: Path, target: Path) -> None:
     sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
     from synth import build_shared_object
 
-    from orchestrator.elf import read_header
+    from orchestrator.read.elf import read_header
 
     data = library.read_bytes()
     (section,) = read_header(BytesBlob(str(library), data)).named(".nv_fatbin")

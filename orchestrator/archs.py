@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import total_ordering
 
-from orchestrator.errors import ArchSpecError
+from orchestrator.common.errors import ArchSpecError
 
 
 class Variant(enum.Enum):

@@ -3,7 +3,7 @@
 ``probe(paths)`` takes shared objects, wheels (each library member inflated once
 into a private temporary file, deleted after reading; nothing is unpacked under the
 member's own path) and directories (searched for ``*.so`` and
-``*.so.N``), and returns an :class:`~orchestrator.inventory.Inventory`. Two engines
+``*.so.N``), and returns an :class:`~orchestrator.read.inventory.Inventory`. Two engines
 give the same inventory: ``native`` (our fatbin reader, no CUDA needed; the
 default, being the faster) and ``cuobjdump`` (parses the real tool's output).
 
@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from orchestrator import checkcache
 from orchestrator.archs import DEVICES, ComputeCapability, Target
-from orchestrator.demand import Demand
-from orchestrator.elf import ELF_MAGIC, Blob, FileBlob
-from orchestrator.errors import FileSystemError, InputFileError, UsageError
-from orchestrator.expect import (
+from orchestrator.common.errors import FileSystemError, InputFileError, UsageError
+from orchestrator.common.fsutil import not_regular, open_regular, walk_files
+from orchestrator.judge.expect import (
     HOLLOW,
     PRESENT,
     code_objects_holding,
@@ -39,9 +37,11 @@ from orchestrator.expect import (
     rule_mismatch,
     serve,
 )
-from orchestrator.fatbin import EntryDecoder, ReadEntry, library_from_record, read_library
-from orchestrator.fsutil import not_regular, open_regular, walk_files
-from orchestrator.inventory import Inventory, Library
+from orchestrator.read import checkcache
+from orchestrator.read.demand import Demand
+from orchestrator.read.elf import ELF_MAGIC, Blob, FileBlob
+from orchestrator.read.fatbin import EntryDecoder, ReadEntry, library_from_record, read_library
+from orchestrator.read.inventory import Inventory, Library
 from orchestrator.symbols import FamilyRule
 
 Engine = Literal["native", "cuobjdump"]
@@ -71,8 +71,8 @@ def probe(
     named in ``paths`` is always read. ``root``: name each library by its path
     relative to this directory (the cell's build directory, where ``run`` found its
     artifacts), not as given. ``demand``: read only what the verdicts of these
-    families on these devices need (native engine; ``orchestrator.demand``), and
-    with ``cache`` keep and reuse those reads (``orchestrator.checkcache``)."""
+    families on these devices need (native engine; ``orchestrator.read.demand``), and
+    with ``cache`` keep and reuse those reads (``orchestrator.read.checkcache``)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown probe engine '{engine}' (choose from {', '.join(ENGINES)})")
     libraries: list[Library] = []
@@ -178,7 +178,7 @@ def _probe_file(
     path: Path, label: str, engine: Engine, cuobjdump: Path | None, decoder: EntryDecoder
 ) -> Library:
     if engine == "cuobjdump":
-        from orchestrator.cuobjdump import probe_file
+        from orchestrator.read.cuobjdump import probe_file
 
         _check_elf_file(path)
         return probe_file(path, label, cuobjdump)
@@ -292,7 +292,7 @@ def _probe_member(
             f"{label}: corrupt wheel member: unknown compression method {info.compress_type}"
         )
     if engine == "cuobjdump":
-        from orchestrator.cuobjdump import probe_stream
+        from orchestrator.read.cuobjdump import probe_stream
 
         try:
             with archive.open(info) as stream:

@@ -19,8 +19,8 @@ from typing import Any
 import cxxfilt
 
 from orchestrator.archs import ComputeCapability, CudaVersion
-from orchestrator.userregex import InvalidRegex, UserRegex, compile_pattern
-from orchestrator.yamlfile import Document, JsonPath, load_document, shorten
+from orchestrator.common.userregex import InvalidRegex, UserRegex, compile_pattern
+from orchestrator.common.yamlfile import Document, JsonPath, load_document, shorten
 
 DEFAULT_HOLLOW_MAX_INSTRUCTIONS = 8
 

@@ -4,7 +4,7 @@ The console, Markdown, HTML and JUnit writers all ask this module, so they can n
 disagree, and in particular a cell that did not build (error), was interrupted
 (not-run) or was skipped can never show as a pass in one format and not another.
 
->>> from orchestrator.results import CellResult
+>>> from orchestrator.judge.results import CellResult
 >>> family_status(CellResult(cell={"id": "c"}, status="error"), "nvfp4").status
 'error'
 """
@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 # Worst first: the status a family shows in a grid is the worst over its devices.
 _FAMILY_ORDER = (MISSING, NOT_MATCHED, HOLLOW, PRESENT, NOT_APPLICABLE)

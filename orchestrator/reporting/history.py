@@ -2,7 +2,7 @@
 
 It feeds the trend in the HTML report and finds "the previous night" for the
 kernel-level diff: each entry points at that run's ``baseline.json`` (a kernel
-summary, see :mod:`orchestrator.baseline`), so the history itself stays small.
+summary, see :mod:`orchestrator.judge.baseline`), so the history itself stays small.
 
 Appends are atomic (temp file + rename) and serialised by a lock file, so two CI
 jobs reporting at once cannot lose each other's entry; reporting the same run
@@ -20,13 +20,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from orchestrator.errors import InputFileError
-from orchestrator.expect import FAILING
-from orchestrator.fsutil import load_json_file, write_json
+from orchestrator.common.errors import InputFileError
+from orchestrator.common.fsutil import load_json_file, write_json
+from orchestrator.common.yamlfile import check_artifact, shorten
+from orchestrator.judge.expect import FAILING
+from orchestrator.judge.results import CellResult
 from orchestrator.reporting.cells import status_counts
-from orchestrator.results import CellResult
-from orchestrator.toolchain import cache_root
-from orchestrator.yamlfile import check_artifact, shorten
+from orchestrator.toolchains.cuda import cache_root
 
 HISTORY_SCHEMA_VERSION = 1
 MAX_ENTRIES = 1000  # about three years of nights; older entries are dropped

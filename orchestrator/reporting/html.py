@@ -22,7 +22,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from orchestrator import __version__
-from orchestrator.baseline import (
+from orchestrator.judge.baseline import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,
@@ -35,7 +35,8 @@ from orchestrator.baseline import (
     KernelCopy,
     kernel_copies,
 )
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT, Verdict
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT, Verdict
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
     cell_status,
     clean,
@@ -46,7 +47,6 @@ from orchestrator.reporting.cells import (
     status_counts,
 )
 from orchestrator.reporting.history import HistoryEntry
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 KERNELS_PER_FAMILY = 200
 OTHER_KERNELS = 300

@@ -35,10 +35,10 @@ from junitparser import (
     TestSuite,
 )
 
-from orchestrator.expect import FAILING, NOT_APPLICABLE, PRESENT, Verdict
-from orchestrator.fsutil import write_atomic
+from orchestrator.common.fsutil import write_atomic
+from orchestrator.judge.expect import FAILING, NOT_APPLICABLE, PRESENT, Verdict
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import cell_status, clean, devices_of, families_of
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 LOG_TAIL_LINES = 40
 

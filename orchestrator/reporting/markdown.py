@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.baseline import (
+from orchestrator.judge.baseline import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,
@@ -25,7 +25,8 @@ from orchestrator.baseline import (
     Diff,
     Finding,
 )
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
     PREDICTED_NOTE,
     cell_status,
@@ -35,7 +36,6 @@ from orchestrator.reporting.cells import (
     predicted,
     status_counts,
 )
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes; GitHub rejects a larger step summary
 DEFAULT_LIMIT = GITHUB_SUMMARY_LIMIT - 48 * 1024  # room for what else the job appends

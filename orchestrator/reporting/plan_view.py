@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
-from orchestrator.matrix import Matrix
-from orchestrator.plan import Cell
+from orchestrator.planning.matrix import Matrix
+from orchestrator.planning.plan import Cell
 from orchestrator.reporting.tables import grid, show
 
 

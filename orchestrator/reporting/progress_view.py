@@ -1,6 +1,6 @@
 """What a run is doing while it runs: each running cell's elapsed time and current
 step (the last command its log started, ninja's ``[12/40] Building ...``), and any
-download (``orchestrator.progress``).
+download (``orchestrator.common.progress``).
 
 On a terminal this is a ``rich`` live display under the finished cells' lines; in a
 CI log (no terminal) it is a plain line per running cell every ``interval`` seconds,
@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator import progress
+from orchestrator.common import progress
 
 PLAIN_INTERVAL_S = 30.0
 TAIL_BYTES = 16384

@@ -11,7 +11,8 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from orchestrator.archs import ComputeCapability, device_name
-from orchestrator.baseline import (
+from orchestrator.common.errors import KernelMatrixError
+from orchestrator.judge.baseline import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
     KERNEL_NEW,
@@ -19,8 +20,8 @@ from orchestrator.baseline import (
     SIZE_CHANGED,
     Diff,
 )
-from orchestrator.errors import KernelMatrixError
-from orchestrator.expect import NOT_APPLICABLE, Verdict
+from orchestrator.judge.expect import NOT_APPLICABLE, Verdict
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
     PREDICTED_NOTE,
     SKIP_WORDS,
@@ -36,7 +37,6 @@ from orchestrator.reporting.cells import (
 )
 from orchestrator.reporting.console import console, mark
 from orchestrator.reporting.tables import grid, show
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 
 __all__ = [
     "cell_line",

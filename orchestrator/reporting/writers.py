@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.baseline import (
+from orchestrator.common.errors import KernelMatrixError
+from orchestrator.common.fsutil import write_atomic, write_json
+from orchestrator.judge.baseline import (
     Baseline,
     Diff,
     combined_exit_code,
@@ -31,8 +33,7 @@ from orchestrator.baseline import (
     save_baseline,
     summarize,
 )
-from orchestrator.errors import KernelMatrixError
-from orchestrator.fsutil import write_atomic, write_json
+from orchestrator.judge.results import RESULT_SCHEMA_VERSION, CellResult, exit_code
 from orchestrator.reporting.cells import failing_pairs, status_counts
 from orchestrator.reporting.history import (
     HistoryEntry,
@@ -46,7 +47,6 @@ from orchestrator.reporting.html import build_view, render_html
 from orchestrator.reporting.junit import write_junit
 from orchestrator.reporting.markdown import DEFAULT_LIMIT, render_markdown
 from orchestrator.reporting.summary import verdict_line
-from orchestrator.results import RESULT_SCHEMA_VERSION, CellResult, exit_code
 
 RESULTS_JSON = "results.json"
 JUNIT_XML = "junit.xml"

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
-from orchestrator.build import processes_building_in
+from orchestrator.build.recipe import processes_building_in
+from orchestrator.toolchains import cuda as toolchain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from report_checks import assert_console_fails, assert_reports_fail

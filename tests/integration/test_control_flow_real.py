@@ -27,11 +27,11 @@ import pytest
 from vllm_wheel_cache import vllm_wheel
 
 from orchestrator.archs import CudaVersion, Target
-from orchestrator.cuobjdump import control_op_of, probe_file
-from orchestrator.inventory import Library
-from orchestrator.kernelcode import SASS_INSTRUCTION_BYTES, _decode_control
 from orchestrator.probe import probe
-from orchestrator.toolchain import cuobjdump, nvdisasm, provision
+from orchestrator.read.cuobjdump import control_op_of, probe_file
+from orchestrator.read.inventory import Library
+from orchestrator.read.kernelcode import SASS_INSTRUCTION_BYTES, _decode_control
+from orchestrator.toolchains.cuda import cuobjdump, nvdisasm, provision
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def text_verdicts(cubin: Path) -> dict[str, str]:
     """Each function's evidence, judged from cuobjdump's text alone: its control
     flow, tensor-core mnemonics and c[0x4] operands from the disassembly, the strings
     those point at from ``cuobjdump -elf`` (matrices/truth/stubs_by_hand.py)."""
-    from orchestrator.kernelcode import ControlOp, kernel_trap_evidence
+    from orchestrator.read.kernelcode import ControlOp, kernel_trap_evidence
 
     by_hand = _by_hand()
     guards = {

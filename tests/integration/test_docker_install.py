@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from docker_required import skip_unless_required
 
-from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
-from orchestrator.backends.container import Engine
-from orchestrator.backends.offline_base import ensure_offline_base
-from orchestrator.errors import DockerError, ToolError
+from orchestrator.build.backends.container import Engine
+from orchestrator.build.backends.offline_base import ensure_offline_base
+from orchestrator.common.errors import DockerError, ToolError
+from orchestrator.toolchains import cuda as toolchain
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, judge
-from orchestrator.matrix import load_matrix
-from orchestrator.results import CellResult, load_results
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, judge
+from orchestrator.judge.results import CellResult, load_results
+from orchestrator.planning.matrix import load_matrix
 
 pytestmark = pytest.mark.integration
 

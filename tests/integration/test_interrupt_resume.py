@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import toolchain
 from orchestrator.archs import CudaVersion
-from orchestrator.build import processes_building_in
-from orchestrator.results import load_cell_result
+from orchestrator.build.recipe import processes_building_in
+from orchestrator.judge.results import load_cell_result
+from orchestrator.toolchains import cuda as toolchain
 
 pytestmark = pytest.mark.integration
 

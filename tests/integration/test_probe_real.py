@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.archs import CudaVersion
-from orchestrator.cuobjdump import probe_stream
-from orchestrator.errors import ToolchainError
-from orchestrator.inventory import Inventory, Library
-from orchestrator.kernelcode import NON_WORKING_SASS_MNEMONICS
+from orchestrator.common.errors import ToolchainError
 from orchestrator.probe import probe
-from orchestrator.toolchain import cache_root, cuobjdump, nvdisasm, provision
+from orchestrator.read.cuobjdump import probe_stream
+from orchestrator.read.inventory import Inventory, Library
+from orchestrator.read.kernelcode import NON_WORKING_SASS_MNEMONICS
+from orchestrator.toolchains.cuda import cache_root, cuobjdump, nvdisasm, provision
 
 pytestmark = pytest.mark.integration
 

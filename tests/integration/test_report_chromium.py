@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.expect import MISSING
+from orchestrator.judge.expect import MISSING
+from orchestrator.judge.results import load_results
 from orchestrator.reporting.writers import write_all
-from orchestrator.results import load_results
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reports" / "results.json"
 CHROMIUM = next(

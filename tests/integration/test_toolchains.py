@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.archs import CudaVersion, compilable_targets
-from orchestrator.toolchain import cache_root, find_cached, provision
+from orchestrator.toolchains.cuda import cache_root, find_cached, provision
 
 pytestmark = pytest.mark.integration
 

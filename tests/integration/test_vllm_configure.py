@@ -32,11 +32,11 @@ import pytest
 from packaging.version import Version
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import check_paths
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
-from orchestrator.matrix import load_families_or_matrix
-from orchestrator.sources import resolve_source
-from orchestrator.toolchain import cache_root
+from orchestrator.build.sources import resolve_source
+from orchestrator.judge.check import check_paths
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
+from orchestrator.planning.matrix import load_families_or_matrix
+from orchestrator.toolchains.cuda import cache_root
 
 pytestmark = pytest.mark.integration
 

@@ -33,9 +33,11 @@ from typing import Any
 import pytest
 from vllm_wheel_cache import vllm_wheel
 
-import orchestrator.check as check_module
+import orchestrator.judge.check as check_module
 from orchestrator.archs import ComputeCapability, Target
-from orchestrator.check import (
+from orchestrator.cli import main
+from orchestrator.common.errors import EXIT_KERNEL_MISSING, EXIT_OK
+from orchestrator.judge.check import (
     CheckResult,
     check_inventory,
     check_paths,
@@ -43,9 +45,7 @@ from orchestrator.check import (
     library_filter,
     verdict_mark,
 )
-from orchestrator.cli import main
-from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK
-from orchestrator.expect import (
+from orchestrator.judge.expect import (
     HOLLOW,
     MISSING,
     NOT_APPLICABLE,
@@ -55,8 +55,8 @@ from orchestrator.expect import (
     is_hollow,
     serve,
 )
-from orchestrator.inventory import Inventory
-from orchestrator.matrix import load_families_or_matrix
+from orchestrator.planning.matrix import load_families_or_matrix
+from orchestrator.read.inventory import Inventory
 from orchestrator.symbols import FamilyRule, library_matches
 
 pytestmark = pytest.mark.integration
@@ -193,7 +193,7 @@ class Probed:
     wheel: Path
     inventory: Inventory  # what check read in full (the libraries a family can be in)
     result: CheckResult  # check, full read, on the truth table's five devices
-    lazy: CheckResult  # check as it runs: only what the verdicts need (orchestrator.demand)
+    lazy: CheckResult  # check as it runs: only what the verdicts need (orchestrator.read.demand)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from orchestrator.toolchain import cache_root
+from orchestrator.toolchains.cuda import cache_root
 
 WHEEL_DIR = cache_root() / "wheels"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml
 
-from orchestrator.results import ERROR, NOT_RUN
+from orchestrator.judge.results import ERROR, NOT_RUN
 
 
 def assert_reports_fail(out: Path, cell_id: str, status: str) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.archs import Target
-from orchestrator.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, Verdict
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
+from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, Verdict
+from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
 
 NASTY = "void foo<int, &bar>(float*)"  # what a template kernel's name can look like
 SKIP_LINE = "Not building NVFP4 as no compatible archs found in TORCH_CUDA_ARCH_LIST=12.1a"

@@ -1,7 +1,7 @@
 """Hand-made binaries for unit tests: cubins, fatbin containers and host shared
 objects, byte by byte, so that parser tests need no compiler.
 
-The layouts follow what real nvcc 13 output looks like (see orchestrator/fatbin.py).
+The layouts follow what real nvcc 13 output looks like (see orchestrator/read/fatbin.py).
 """
 
 from __future__ import annotations

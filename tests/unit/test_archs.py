@@ -28,7 +28,7 @@ from orchestrator.archs import (
     unsupported_reason,
     variants_of,
 )
-from orchestrator.errors import ArchSpecError
+from orchestrator.common.errors import ArchSpecError
 
 CC = ComputeCapability.parse
 

@@ -48,15 +48,17 @@ from synth import (
     working_body,
 )
 
-from orchestrator import fatbin, toolchain, userregex
 from orchestrator.archs import CudaVersion
-from orchestrator.cellcache import SOURCE_SKIP_DIRS, source_digest
 from orchestrator.cli import main
-from orchestrator.elf import BytesBlob
-from orchestrator.errors import ConfigError, InputFileError, OutputBusy
-from orchestrator.fatbin import MAX_ENTRIES_PER_LIBRARY, read_library
-from orchestrator.fsutil import sole_writer
-from orchestrator.userregex import UserRegex
+from orchestrator.common import userregex
+from orchestrator.common.errors import ConfigError, InputFileError, OutputBusy
+from orchestrator.common.fsutil import sole_writer
+from orchestrator.common.userregex import UserRegex
+from orchestrator.read import fatbin
+from orchestrator.read.elf import BytesBlob
+from orchestrator.read.fatbin import MAX_ENTRIES_PER_LIBRARY, read_library
+from orchestrator.run.cellcache import SOURCE_SKIP_DIRS, source_digest
+from orchestrator.toolchains import cuda as toolchain
 
 EXIT_USAGE, EXIT_INFRA = 2, 3
 REPO = Path(__file__).resolve().parents[2]
@@ -1435,7 +1437,7 @@ def another_writer(directory: Path) -> Iterator[subprocess.Popen[str]]:
             sys.executable, "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from orchestrator.fsutil import sole_writer\n"
+            "from orchestrator.common.fsutil import sole_writer\n"
             "with sole_writer(Path(sys.argv[1])):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(120)\n",

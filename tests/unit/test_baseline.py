@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from report_data import LIB, NASTY, STABLE, code, failed_cell, kernel, passed_cell, sample_results
 
-from orchestrator.baseline import (
+from orchestrator.common.errors import InputFileError
+from orchestrator.judge.baseline import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,
@@ -27,10 +28,9 @@ from orchestrator.baseline import (
     save_baseline,
     summarize,
 )
-from orchestrator.errors import InputFileError
-from orchestrator.expect import MISSING
-from orchestrator.inventory import Inventory, Library
-from orchestrator.results import ERROR, NOT_RUN, CellResult
+from orchestrator.judge.expect import MISSING
+from orchestrator.judge.results import ERROR, NOT_RUN, CellResult
+from orchestrator.read.inventory import Inventory, Library
 
 
 def roundtrip(baseline: Baseline, tmp_path: Path) -> Baseline:

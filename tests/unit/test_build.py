@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator.build as build_module
+import orchestrator.build.recipe as build_module
 from orchestrator.archs import CudaVersion, parse_arch_list
-from orchestrator.build import BuildPaths, collect_artifacts, recipe, run_logged, scan_log
-from orchestrator.matrix import CellSpec, Project
-from orchestrator.plan import Cell
+from orchestrator.build.recipe import BuildPaths, collect_artifacts, recipe, run_logged, scan_log
+from orchestrator.planning.matrix import CellSpec, Project
+from orchestrator.planning.plan import Cell
 
 PATHS = BuildPaths(Path("/src"), Path("/b/cell"), Path("/cuda/bin/nvcc"), Path("/cuda"))
 

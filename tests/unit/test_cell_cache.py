@@ -33,9 +33,10 @@ from synth import (
     working_body,
 )
 
-from orchestrator import cellcache
-from orchestrator.backends import BuildJob, BuildOutcome
-from orchestrator.baseline import (
+from orchestrator.build.backends import BuildJob, BuildOutcome
+from orchestrator.cli import main
+from orchestrator.common.errors import UsageError
+from orchestrator.judge.baseline import (
     KERNEL_MOVED,
     compare,
     diff_results,
@@ -43,12 +44,11 @@ from orchestrator.baseline import (
     save_baseline,
     summarize,
 )
-from orchestrator.cli import main
-from orchestrator.errors import UsageError
-from orchestrator.matrix import Matrix, load_matrix
-from orchestrator.plan import Cell, plan
-from orchestrator.results import PASSED, CellResult
-from orchestrator.runner import RunOptions, run_cells
+from orchestrator.judge.results import PASSED, CellResult
+from orchestrator.planning.matrix import Matrix, load_matrix
+from orchestrator.planning.plan import Cell, plan
+from orchestrator.run import cellcache
+from orchestrator.run.runner import RunOptions, run_cells
 
 FP4 = ("_Z11nvfp4_quantv", "_Z12nvfp4_scaledv")  # nvfp4_quant(), nvfp4_scaled()
 MAIN = ("_Z7mm_mainv", "_Z8dispatchv")  # mm_main(), dispatch()
@@ -295,7 +295,7 @@ def test_a_bad_cache_limit_is_one_clear_usage_error(monkeypatch: pytest.MonkeyPa
 
 
 def test_library_identity_ignores_the_versioned_wheel_name() -> None:
-    from orchestrator.inventory import library_identity
+    from orchestrator.read.inventory import library_identity
 
     a = library_identity("dist/vllm-0.1.dev5+g1234-cp38-abi3-linux_x86_64.whl!vllm/_C.abi3.so")
     b = library_identity("/ws/dist/vllm-0.2.0-cp38-abi3-linux_x86_64.whl!vllm/_C.abi3.so")

@@ -24,14 +24,14 @@ from synth import (
 )
 
 from orchestrator.archs import ComputeCapability, Target, parse_device_list
-from orchestrator.check import (
+from orchestrator.cli import main
+from orchestrator.common.errors import EXIT_KERNEL_MISSING, EXIT_OK, EXIT_USAGE, ArchSpecError
+from orchestrator.judge.check import (
     check_inventory,
     default_devices,
     library_filter,
 )
-from orchestrator.cli import main
-from orchestrator.errors import EXIT_KERNEL_MISSING, EXIT_OK, EXIT_USAGE, ArchSpecError
-from orchestrator.expect import (
+from orchestrator.judge.expect import (
     HOLLOW,
     MISSING,
     NOT_APPLICABLE,
@@ -40,7 +40,7 @@ from orchestrator.expect import (
     judge,
     rule_mismatch,
 )
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
 from orchestrator.symbols import FamilyRule
 
 CC = ComputeCapability.parse

@@ -1,4 +1,4 @@
-"""The check cache (orchestrator.checkcache): a repeated check answers from it, another
+"""The check cache (orchestrator.read.checkcache): a repeated check answers from it, another
 device list reuses what an earlier read decoded, and nothing stale or damaged is
 ever trusted."""
 
@@ -12,12 +12,12 @@ import pytest
 from synth import hollow_body, working_body
 from test_check import GEMM, QUANT, cubin, library, make_wheel
 
-import orchestrator.check as check_module
-import orchestrator.fatbin as fatbin_module
-from orchestrator import checkcache
+import orchestrator.judge.check as check_module
+import orchestrator.read.fatbin as fatbin_module
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import check_paths
 from orchestrator.cli import main
+from orchestrator.judge.check import check_paths
+from orchestrator.read import checkcache
 from orchestrator.symbols import FamilyRule
 
 CC = ComputeCapability.parse

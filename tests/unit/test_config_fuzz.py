@@ -23,15 +23,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.baseline import load_baseline, summarize
-from orchestrator.errors import ConfigError, InputFileError, KernelMatrixError
-from orchestrator.matrix import load_families_or_matrix, load_matrix
+from orchestrator.common.errors import ConfigError, InputFileError, KernelMatrixError
+from orchestrator.common.userregex import MATCH_TIMEOUT_S
+from orchestrator.common.yamlfile import _artifact_validator, _fast_validator
+from orchestrator.judge.baseline import load_baseline, summarize
+from orchestrator.judge.results import exit_code, load_cell_result, load_merged
+from orchestrator.planning.matrix import load_families_or_matrix, load_matrix
 from orchestrator.reporting.history import load_history
 from orchestrator.reporting.writers import write_all
-from orchestrator.results import exit_code, load_cell_result, load_merged
 from orchestrator.symbols import FamilyRule
-from orchestrator.userregex import MATCH_TIMEOUT_S
-from orchestrator.yamlfile import _artifact_validator, _fast_validator
 
 SETTINGS = settings(
     max_examples=100,

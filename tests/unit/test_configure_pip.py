@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from package_index import publish, sdist_bytes, serving
 
-from orchestrator.build import NOT_COPIED_TO_CONFIGURE, BuildPaths, recipe
-from orchestrator.configure_env import (
+from orchestrator.build.configure_env import (
     ConfigureEnv,
     ConfigureSpec,
     PythonSpec,
@@ -19,8 +18,12 @@ from orchestrator.configure_env import (
     pinned_requirements,
     provision_stand_ins,
 )
-from orchestrator.errors import InputFileError, UsageError
-from orchestrator.guards import (
+from orchestrator.build.recipe import NOT_COPIED_TO_CONFIGURE, BuildPaths, recipe
+from orchestrator.build.sources import resolve_source, unpack_sdist
+from orchestrator.common.errors import InputFileError, UsageError
+from orchestrator.planning.matrix import load_matrix
+from orchestrator.planning.plan import plan
+from orchestrator.predict.guards import (
     TraceRecord,
     _globbed_sources,
     commands,
@@ -29,9 +32,6 @@ from orchestrator.guards import (
     read_trace,
     trace_arguments,
 )
-from orchestrator.matrix import load_matrix
-from orchestrator.plan import plan
-from orchestrator.sources import resolve_source, unpack_sdist
 from orchestrator.symbols import FamilyRule
 
 REPO = Path(__file__).resolve().parents[2]

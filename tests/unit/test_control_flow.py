@@ -11,11 +11,11 @@ import pytest
 from synth import FFMA, LDC_R1, NOP, CubinSpec, KernelSpec, build_cubin, sass
 
 from orchestrator.archs import ComputeCapability, Target
-from orchestrator.cuobjdump import control_op_of, parse_sass_dump
-from orchestrator.expect import HOLLOW, PRESENT, judge
-from orchestrator.fatbin import cubin_object
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
-from orchestrator.kernelcode import (
+from orchestrator.judge.expect import HOLLOW, PRESENT, judge
+from orchestrator.read.cuobjdump import control_op_of, parse_sass_dump
+from orchestrator.read.fatbin import cubin_object
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
+from orchestrator.read.kernelcode import (
     ControlOp,
     arch_guard_messages,
     branch_offset,

@@ -1,4 +1,4 @@
-"""The lazy read of ``check`` (orchestrator.demand) on hand-made libraries: which
+"""The lazy read of ``check`` (orchestrator.read.demand) on hand-made libraries: which
 entries it decodes, which kernels it keeps and analyses, and that its verdicts are
 the full read's."""
 
@@ -19,11 +19,11 @@ from synth import (
 from test_check import cubin
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import check_paths, lazy_read_differences
-from orchestrator.demand import Demand
-from orchestrator.inventory import NOT_JUDGED, Library
-from orchestrator.kernelcode import ptx_entries
+from orchestrator.judge.check import check_paths, lazy_read_differences
 from orchestrator.probe import probe
+from orchestrator.read.demand import Demand
+from orchestrator.read.inventory import NOT_JUDGED, Library
+from orchestrator.read.kernelcode import ptx_entries
 from orchestrator.symbols import FamilyRule
 
 CC = ComputeCapability.parse
@@ -126,7 +126,7 @@ def test_worker_processes_read_as_lazily_as_one(
     its families' regexes are compiled again there) the lazy read is the same."""
     import multiprocessing
 
-    import orchestrator.fatbin as fatbin_module
+    import orchestrator.read.fatbin as fatbin_module
 
     monkeypatch.setattr(fatbin_module, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(fatbin_module, "_context", lambda: multiprocessing.get_context(start))

@@ -15,9 +15,9 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.archs import CudaVersion
-from orchestrator.backends import make_backend
-from orchestrator.backends.container import BuildContainer, ContainerSpec, Engine, _split_ref
-from orchestrator.backends.docker import (
+from orchestrator.build.backends import make_backend
+from orchestrator.build.backends.container import BuildContainer, ContainerSpec, Engine, _split_ref
+from orchestrator.build.backends.docker import (
     BUILD_IMAGE_DIR,
     DockerBackend,
     base_image_for,
@@ -26,9 +26,9 @@ from orchestrator.backends.docker import (
     image_cuda_tag,
     image_tag,
 )
-from orchestrator.build import PROCESSES, ProcessRegistry
-from orchestrator.errors import EXIT_INFRA, DockerError, ToolchainError
-from orchestrator.matrix import load_matrix
+from orchestrator.build.recipe import PROCESSES, ProcessRegistry
+from orchestrator.common.errors import EXIT_INFRA, DockerError, ToolchainError
+from orchestrator.planning.matrix import load_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,10 +157,10 @@ def test_build_context_is_package_data() -> None:
     import orchestrator
 
     package = Path(orchestrator.__file__).resolve().parent
-    assert BUILD_IMAGE_DIR.parent.parent == package
+    assert BUILD_IMAGE_DIR.parents[2] == package  # orchestrator/build/backends/build_image
     shipped = sorted(p.name for p in BUILD_IMAGE_DIR.iterdir())
     assert shipped == ["Dockerfile", "install-build-deps.sh"]
-    assert '"backends/build_image/*"' in (REPO / "pyproject.toml").read_text()
+    assert '"build/backends/build_image/*"' in (REPO / "pyproject.toml").read_text()
 
 
 def test_docker_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

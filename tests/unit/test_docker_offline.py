@@ -11,17 +11,17 @@ import pytest
 from test_docker_engine import FakeEngine, write_matrix
 
 from orchestrator import cli
-from orchestrator.backends.docker import MOUNT_ROOT, DockerBackend, HostTools
-from orchestrator.backends.offline_base import (
+from orchestrator.build.backends.docker import MOUNT_ROOT, DockerBackend, HostTools
+from orchestrator.build.backends.offline_base import (
     AptSource,
     BaseRecipe,
     apt_sources,
     host_recipe,
     make_rootfs_tarball,
 )
-from orchestrator.build import TOOLCHAIN_STAMP, toolchain_changed
-from orchestrator.errors import EXIT_INFRA, EXIT_USAGE, ToolchainError, ToolError
-from orchestrator.matrix import load_matrix
+from orchestrator.build.recipe import TOOLCHAIN_STAMP, toolchain_changed
+from orchestrator.common.errors import EXIT_INFRA, EXIT_USAGE, ToolchainError, ToolError
+from orchestrator.planning.matrix import load_matrix
 
 # Written as the hosts write them; the URIs are placeholders, never a real mirror.
 ONE_LINE = """\

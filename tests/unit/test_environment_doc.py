@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.cellcache import HOST_BUILD_ENV
-from orchestrator.options import CUDA_HOME_VARIABLES
+from orchestrator.cli.options import CUDA_HOME_VARIABLES
+from orchestrator.run.cellcache import HOST_BUILD_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [*sorted((REPO / "orchestrator").rglob("*.py")), REPO / "noxfile.py"]

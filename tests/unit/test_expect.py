@@ -4,7 +4,7 @@ libraries in tests/integration; here inventories are written by hand)."""
 from __future__ import annotations
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target, parse_arch_list
-from orchestrator.expect import (
+from orchestrator.judge.expect import (
     HOLLOW,
     MISSING,
     NOT_APPLICABLE,
@@ -13,7 +13,7 @@ from orchestrator.expect import (
     check_cell,
     judge,
 )
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
 from orchestrator.symbols import FamilyRule
 
 CC = ComputeCapability.parse
@@ -160,7 +160,7 @@ def test_core_kernels_decide_presence_beside_working_helpers() -> None:
     present (the helper works); with them it is hollow, and so is the code object."""
     import dataclasses
 
-    from orchestrator.expect import code_objects_holding, family_kernels, serve
+    from orchestrator.judge.expect import code_objects_holding, family_kernels, serve
 
     stub = dataclasses.replace(
         kernel("mla_attention_kernel", 6000), hollow=True, traps="CUTLASS arch-guard stub: …"
@@ -180,7 +180,7 @@ def test_core_kernels_decide_presence_beside_working_helpers() -> None:
     verdict = judge(inv, core, CC("12.0"))
     assert verdict.status == HOLLOW and "arch-guard stub" in verdict.reason
     # the configure tier predicts kernels named after their source: any may do the work
-    from orchestrator.inventory import PREDICTED
+    from orchestrator.read.inventory import PREDICTED
 
     predicted = Kernel("nvfp4_mla.cu", "nvfp4_mla.cu", 0, PREDICTED, False)
     named = dataclasses.replace(core, kernels=(), sources=("nvfp4_mla.cu",))

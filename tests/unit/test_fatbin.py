@@ -28,10 +28,10 @@ from synth import (
     working_body,
 )
 
-from orchestrator.elf import BytesBlob
-from orchestrator.errors import EXIT_USAGE, InputFileError
-from orchestrator.fatbin import read_library
+from orchestrator.common.errors import EXIT_USAGE, InputFileError
 from orchestrator.probe import probe
+from orchestrator.read.elf import BytesBlob
+from orchestrator.read.fatbin import read_library
 
 
 def library(data: bytes, name: str = "lib.so"):  # type: ignore[no-untyped-def]

@@ -28,10 +28,10 @@ from synth import (
     working_body,
 )
 
-from orchestrator.elf import BytesBlob
-from orchestrator.errors import InputFileError
-from orchestrator.fatbin import read_library
+from orchestrator.common.errors import InputFileError
 from orchestrator.probe import probe_path
+from orchestrator.read.elf import BytesBlob
+from orchestrator.read.fatbin import read_library
 
 SEED = build_shared_object(
     [

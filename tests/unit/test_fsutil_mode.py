@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from orchestrator.fsutil import write_atomic
+from orchestrator.common.fsutil import write_atomic
 
 
 def test_atomic_writes_honour_the_umask(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from report_data import NASTY, passed_cell, sample_results
 
-from orchestrator.expect import MISSING
+from orchestrator.judge.expect import MISSING
 from orchestrator.reporting.history import load_history
 from orchestrator.reporting.writers import write_all
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.backends.container import Engine
-from orchestrator.backends.docker import BUILD_DIR_LABEL, DockerBackend
-from orchestrator.build import (
+from orchestrator.build.backends.container import Engine
+from orchestrator.build.backends.docker import BUILD_DIR_LABEL, DockerBackend
+from orchestrator.build.recipe import (
     BUILD_DIR_ENV,
     OWNER_ENV,
     ProcessRegistry,
@@ -39,8 +39,8 @@ from orchestrator.build import (
     processes_building_in,
     stop_leftovers,
 )
-from orchestrator.errors import BuildError
-from orchestrator.matrix import load_matrix
+from orchestrator.common.errors import BuildError
+from orchestrator.planning.matrix import load_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")

@@ -6,11 +6,11 @@ import dataclasses
 
 from report_data import CRASH, NASTY, SKIP_LINE, passed_cell, sample_results, synthetic_results
 
-from orchestrator.baseline import diff_results, summarize
-from orchestrator.expect import MISSING, NOT_MATCHED, PRESENT, Verdict
+from orchestrator.judge.baseline import diff_results, summarize
+from orchestrator.judge.expect import MISSING, NOT_MATCHED, PRESENT, Verdict
+from orchestrator.judge.results import FAILED, exit_code
 from orchestrator.reporting.html import build_view, render_html
 from orchestrator.reporting.markdown import GITHUB_SUMMARY_LIMIT, code, render_markdown, text
-from orchestrator.results import FAILED, exit_code
 
 
 def grid_rows(markdown: str) -> dict[str, str]:

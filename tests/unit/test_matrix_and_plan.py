@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.errors import ConfigError, UsageError
-from orchestrator.matrix import load_matrix
-from orchestrator.plan import PLANNED, TOOLCHAIN_UNAVAILABLE, UNSUPPORTED, github_matrix, plan
+from orchestrator.common.errors import ConfigError, UsageError
+from orchestrator.planning.matrix import load_matrix
+from orchestrator.planning.plan import (
+    PLANNED,
+    TOOLCHAIN_UNAVAILABLE,
+    UNSUPPORTED,
+    github_matrix,
+    plan,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -216,10 +222,10 @@ def test_buildkite_steps_call_the_cli_directly_with_valid_options(tmp_path: Path
     import yaml
 
     from orchestrator.cli import build_parser
-    from orchestrator.plan import plan as plan_cells
+    from orchestrator.planning.plan import plan as plan_cells
 
     matrix = load_matrix(write_matrix(tmp_path, BASE))
-    from orchestrator.ci import buildkite_pipeline
+    from orchestrator.planning.ci import buildkite_pipeline
 
     steps = yaml.safe_load(buildkite_pipeline(matrix, plan_cells(matrix, backend="docker")))[
         "steps"

@@ -14,12 +14,12 @@ import pytest
 from report_data import passed_cell, sample_results, unavailable_cell, unsupported_cell
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import CheckResult
 from orchestrator.cli import main
-from orchestrator.expect import MISSING, PRESENT, Verdict
+from orchestrator.judge.check import CheckResult
+from orchestrator.judge.expect import MISSING, PRESENT, Verdict
+from orchestrator.judge.results import infra_summary
 from orchestrator.reporting.markdown import render_markdown
 from orchestrator.reporting.summary import cell_line, failure_lines, verdict_line
-from orchestrator.results import infra_summary
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "orchestrator" / "schemas"
@@ -107,7 +107,7 @@ def test_check_json_is_versioned_and_valid() -> None:
 
 
 def test_verify_json_checks_match_their_schema() -> None:
-    from orchestrator.verify import VERIFY_SCHEMA_VERSION, Check
+    from orchestrator.judge.verify import VERIFY_SCHEMA_VERSION, Check
 
     check = Check("nvfp4", "9.0", "missing", "", "no kernel image", "launch error", "")
     document = {"schema_version": VERIFY_SCHEMA_VERSION, "device": "9.0"}

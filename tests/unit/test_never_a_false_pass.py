@@ -14,8 +14,8 @@ from report_checks import assert_reports_fail
 from report_data import error_cell, failed_cell, not_run_cell, passed_cell
 
 from orchestrator.cli import main
-from orchestrator.expect import HOLLOW, MISSING
-from orchestrator.results import ERROR, CellResult
+from orchestrator.judge.expect import HOLLOW, MISSING
+from orchestrator.judge.results import ERROR, CellResult
 
 
 def build_crash() -> CellResult:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import runner
 from orchestrator.cli import main
+from orchestrator.run import runner
 
 MATRIX = """\
 project:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import BuildError
-from orchestrator.predict import declared_kernels, gencode_targets
+from orchestrator.common.errors import BuildError
+from orchestrator.predict.codemodel import declared_kernels, gencode_targets
 
 
 @pytest.mark.parametrize(

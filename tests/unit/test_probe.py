@@ -26,10 +26,10 @@ from synth import (
 
 from orchestrator.archs import ComputeCapability, Target
 from orchestrator.cli import main
-from orchestrator.errors import EXIT_INFRA, EXIT_USAGE, ToolError
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
-from orchestrator.kernelcode import count_working_sass, ptx_entries, sources_in
+from orchestrator.common.errors import EXIT_INFRA, EXIT_USAGE, ToolError
 from orchestrator.probe import family_presence, probe
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
+from orchestrator.read.kernelcode import count_working_sass, ptx_entries, sources_in
 from orchestrator.symbols import FamilyRule
 
 CC = ComputeCapability.parse

@@ -28,10 +28,10 @@ from synth import (
     working_body,
 )
 
-from orchestrator import fatbin
-from orchestrator.errors import InputFileError
-from orchestrator.kernelcode import count_working_sass, count_working_sass_in, ptx_entries
+from orchestrator.common.errors import InputFileError
 from orchestrator.probe import probe
+from orchestrator.read import fatbin
+from orchestrator.read.kernelcode import count_working_sass, count_working_sass_in, ptx_entries
 
 # --- PTX: the reference definition, line by line ------------------------------------
 

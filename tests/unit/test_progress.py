@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator import progress
+from orchestrator.common import progress
 from orchestrator.reporting.progress_view import RunProgress, current_step
-from orchestrator.toolchain import DownloadWatch
+from orchestrator.toolchains.cuda import DownloadWatch
 
 LOG = """\
 kernel-matrix: toolchain CUDA 13.0.88 (pypi, /cache/cuda-13.0)

@@ -10,8 +10,8 @@ import pytest
 from report_data import STABLE, code, kernel, passed_cell, sample_results
 
 from orchestrator.cli import main
-from orchestrator.inventory import Inventory, Library
-from orchestrator.results import CellResult
+from orchestrator.judge.results import CellResult
+from orchestrator.read.inventory import Inventory, Library
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reports" / "results.json"
 

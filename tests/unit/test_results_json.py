@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 from report_data import sample_results
 
-from orchestrator.baseline import diff_results, summarize
-from orchestrator.errors import InputFileError
+from orchestrator.common.errors import InputFileError
+from orchestrator.common.yamlfile import schema
+from orchestrator.judge.baseline import diff_results, summarize
+from orchestrator.judge.results import load_results
 from orchestrator.reporting.writers import merged_json, write_all
-from orchestrator.results import load_results
-from orchestrator.yamlfile import schema
 
 
 def validator() -> jsonschema.Draft202012Validator:

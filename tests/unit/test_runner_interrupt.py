@@ -31,13 +31,13 @@ from synth import (
     working_body,
 )
 
-from orchestrator.backends import BuildJob, BuildOutcome
-from orchestrator.build import ownership_env, processes_building_in, run_logged
-from orchestrator.errors import BuildError
-from orchestrator.matrix import Matrix, load_matrix
-from orchestrator.plan import Cell, plan
-from orchestrator.results import load_cell_result
-from orchestrator.runner import RunInterrupted, RunOptions, run_cells
+from orchestrator.build.backends import BuildJob, BuildOutcome
+from orchestrator.build.recipe import ownership_env, processes_building_in, run_logged
+from orchestrator.common.errors import BuildError
+from orchestrator.judge.results import load_cell_result
+from orchestrator.planning.matrix import Matrix, load_matrix
+from orchestrator.planning.plan import Cell, plan
+from orchestrator.run.runner import RunInterrupted, RunOptions, run_cells
 
 CUBIN = build_cubin(CubinSpec([KernelSpec("_Z1kv", working_body(20))]))
 LIBRARY = build_shared_object(  # code for every arch the cells below ask for

@@ -118,9 +118,9 @@ def test_the_package_has_no_shell_no_eval_no_unsafe_yaml_no_extraction() -> None
 
 def test_yaml_is_read_with_the_safe_loader() -> None:
     """The configuration loader builds Python objects only from plain YAML types."""
-    text = (PACKAGE / "yamlfile.py").read_text()
+    text = (PACKAGE / "common" / "yamlfile.py").read_text()
     assert "yaml.SafeLoader(" in text
-    assert "yaml.safe_load(" in (PACKAGE / "matrix.py").read_text()
+    assert "yaml.safe_load(" in (PACKAGE / "planning" / "matrix.py").read_text()
 
 
 def test_report_links_from_data_stay_relative() -> None:
@@ -295,9 +295,9 @@ def test_build_containers_are_unprivileged_and_run_as_the_invoking_user(tmp_path
     test_docker_engine.py; here: the defaults that decide them."""
     import os
 
-    from orchestrator.backends.container import Engine
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.matrix import load_matrix
+    from orchestrator.build.backends.container import Engine
+    from orchestrator.build.backends.docker import DockerBackend
+    from orchestrator.planning.matrix import load_matrix
 
     matrix = tmp_path / "m.yaml"
     matrix.write_text(
@@ -306,6 +306,6 @@ def test_build_containers_are_unprivileged_and_run_as_the_invoking_user(tmp_path
     )
     backend = DockerBackend(load_matrix(matrix), engine=Engine.__new__(Engine))
     assert backend.user == (os.getuid(), os.getgid())
-    container = (PACKAGE / "backends" / "container.py").read_text()
+    container = (PACKAGE / "build" / "backends" / "container.py").read_text()
     for option in ('"privileged": False', '"cap_drop": ["ALL"]', '"no-new-privileges"'):
         assert option in container

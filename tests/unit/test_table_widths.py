@@ -12,13 +12,13 @@ import pytest
 from rich.cells import cell_len
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.check import CheckResult, print_check
 from orchestrator.cli import main
-from orchestrator.expect import MISSING, NOT_APPLICABLE, PRESENT, Verdict
-from orchestrator.matrix import load_families_or_matrix, load_matrix
-from orchestrator.plan import plan
+from orchestrator.judge.check import CheckResult, print_check
+from orchestrator.judge.expect import MISSING, NOT_APPLICABLE, PRESENT, Verdict
+from orchestrator.judge.results import FAILED, PASSED, SKIPPED, CellResult
+from orchestrator.planning.matrix import load_families_or_matrix, load_matrix
+from orchestrator.planning.plan import plan
 from orchestrator.reporting.summary import print_summary
-from orchestrator.results import FAILED, PASSED, SKIPPED, CellResult
 
 REPO = Path(__file__).resolve().parents[2]
 WIDTHS = (80, 120, 160)

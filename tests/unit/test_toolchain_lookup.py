@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import toolchain
 from orchestrator.archs import CudaVersion, parse_arch_list
-from orchestrator.backends.local import LocalBackend
-from orchestrator.errors import ToolchainError
-from orchestrator.matrix import CellSpec, Matrix, Project
-from orchestrator.plan import Cell
+from orchestrator.build.backends.local import LocalBackend
+from orchestrator.common.errors import ToolchainError
+from orchestrator.planning.matrix import CellSpec, Matrix, Project
+from orchestrator.planning.plan import Cell
+from orchestrator.toolchains import cuda as toolchain
 
 
 def fake_nvcc(path: Path, release: str, calls: Path) -> None:
@@ -68,7 +68,7 @@ def test_local_backend_resolves_each_cuda_version_once(
 def test_cache_key_covers_the_host_build_environment_of_local_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.cellcache import cell_cache_key
+    from orchestrator.run.cellcache import cell_cache_key
 
     matrix = Matrix(tmp_path / "matrix.yaml", Project(tmp_path), (), ())
     spec = CellSpec(CudaVersion(13, 0), parse_arch_list("12.1a"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.expect import HOLLOW, MISSING, PRESENT
-from orchestrator.verify import Check, decode_image, describe_code, observed_status
+from orchestrator.judge.expect import HOLLOW, MISSING, PRESENT
+from orchestrator.judge.verify import Check, decode_image, describe_code, observed_status
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
-from orchestrator.backends import BuildJob
-from orchestrator.backends.container import Engine
-from orchestrator.backends.docker import DockerBackend, pip_install_for
-from orchestrator.build import (
+from orchestrator.build.backends import BuildJob
+from orchestrator.build.backends.container import Engine
+from orchestrator.build.backends.docker import DockerBackend, pip_install_for
+from orchestrator.build.recipe import (
     COPY_SOURCE,
     NOT_COPIED,
     NOT_COPIED_TO_CONFIGURE,
@@ -34,11 +34,11 @@ from orchestrator.build import (
     recipe,
     scan_log,
 )
-from orchestrator.errors import ConfigError
-from orchestrator.expect import MISSING, NOT_APPLICABLE, PRESENT, judge
-from orchestrator.inventory import CodeObject, Inventory, Kernel, Library
-from orchestrator.matrix import load_families_or_matrix, load_matrix
-from orchestrator.plan import plan
+from orchestrator.common.errors import ConfigError
+from orchestrator.judge.expect import MISSING, NOT_APPLICABLE, PRESENT, judge
+from orchestrator.planning.matrix import load_families_or_matrix, load_matrix
+from orchestrator.planning.plan import plan
+from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "matrices" / "vllm.yaml"
@@ -204,8 +204,8 @@ def test_docker_commands_for_a_pip_built_vllm_cell(
 
 
 def test_runner_threads_apply_when_the_matrix_sets_no_parallelism() -> None:
-    from orchestrator.matrix import CellSpec, Project
-    from orchestrator.plan import Cell
+    from orchestrator.planning.matrix import CellSpec, Project
+    from orchestrator.planning.plan import Cell
 
     project = Project(Path("/src"), build="pip", env={"VLLM_TARGET_DEVICE": "cuda"})
     cell = Cell(CellSpec(CudaVersion(13, 0), (), env={"NVCC_THREADS": "4"}), "docker")

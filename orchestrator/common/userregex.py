@@ -1,0 +1,117 @@
+"""Regexes that come from users' files (family ``kernels``, ``exclude_kernels`` and
+``log`` patterns), compiled and matched with bounds.
+
+Python's own ``re`` backtracks: ``(a|aa)+$`` against a long kernel name runs for
+ever, and some patterns raise ``OverflowError`` or ``RecursionError`` instead of
+``re.error``. These are compiled by the ``regex`` module (the same syntax as ``re``,
+look-behind included) and every match runs with a timeout; a pattern that has
+spent its time budget is refused as the user's error (exit 2), naming the rule.
+Limits (also in docs/security.md): a pattern of at most ``MAX_PATTERN_LENGTH``
+characters; ``MATCH_TIMEOUT_S`` per match (plus ``PER_CHAR_S`` for each character of a
+long name); and ``BUDGET_S`` in all per pattern, counting only the time a match takes
+beyond that linear allowance (CPU time of the matching thread, so that waiting on a
+loaded machine does not count), so that a pattern slow on every name is refused after
+a few seconds while a good one is never refused however many names it meets.
+
+>>> rule = UserRegex("nvfp4_[a-z]+", "families.nvfp4.kernels[0]")
+>>> rule.search("void nvfp4_quant<float>()"), rule.search("void mla()")
+(True, False)
+>>> UserRegex("(a|aa)+$", "families.x.kernels[0]").search("a" * 5000 + "b")
+Traceback (most recent call last):
+...
+orchestrator.common.errors.ConfigError: families.x.kernels[0]: regex '(a|aa)+$' took more than 1.0 s to match one name (catastrophic backtracking?); rewrite it
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import regex
+
+from orchestrator.common.errors import ConfigError
+
+MAX_PATTERN_LENGTH = 1000
+MATCH_TIMEOUT_S = 1.0
+PER_CHAR_S = 2e-7  # about 5 MB/s: far slower than a linear match ever is
+ALLOWANCE_S = 1e-3
+BUDGET_S = 10.0
+# A kernel's name recurs in each code object holding it (a cubin per arch, PTX):
+# answers for the latest distinct names are kept, so each is matched once.
+MEMO_SIZE = 1 << 14
+
+
+class InvalidRegex(ValueError):
+    """A pattern that does not compile (the caller adds where it is)."""
+
+
+def compile_pattern(pattern: str) -> Any:
+    """The compiled pattern, or :class:`InvalidRegex` saying why not."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise InvalidRegex(f"longer than {MAX_PATTERN_LENGTH} characters")
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise InvalidRegex(str(exc)) from None
+    except (OverflowError, RecursionError, ValueError, MemoryError) as exc:
+        # e.g. a repeat count beyond the engine's, or parentheses nested thousands deep
+        raise InvalidRegex(f"{type(exc).__name__}: {exc}") from None
+
+
+class UserRegex:
+    """One user pattern and the time it has spent matching."""
+
+    def __init__(self, pattern: str, where: str) -> None:
+        self.pattern = pattern
+        self.where = where
+        try:
+            self._compiled = compile_pattern(pattern)
+        except InvalidRegex as exc:
+            raise ConfigError(f"{where}: invalid regex {_shown(pattern)}: {exc}") from None
+        self._spent = 0.0
+        self._lock = threading.Lock()
+        self._memo: dict[str, bool] = {}
+
+    def search(self, text: str) -> bool:
+        """Whether the pattern occurs in ``text``, within the time limits."""
+        found = self._memo.get(text)
+        if found is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[text] = self._search(text)
+        return found
+
+    def _search(self, text: str) -> bool:
+        allowance = ALLOWANCE_S + len(text) * PER_CHAR_S
+        left = BUDGET_S - self._spent
+        timeout = max(ALLOWANCE_S, min(MATCH_TIMEOUT_S, left) + allowance)
+        started = time.thread_time()  # CPU time: a busy machine's waits do not count
+        try:
+            return self._compiled.search(text, timeout=timeout) is not None
+        except TimeoutError:
+            if left < MATCH_TIMEOUT_S:
+                why = f"has spent its {BUDGET_S:.0f} s budget of slow matches"
+            else:
+                why = f"took more than {MATCH_TIMEOUT_S} s to match one name"
+            raise ConfigError(
+                f"{self.where}: regex {_shown(self.pattern)} {why} "
+                "(catastrophic backtracking?); rewrite it"
+            ) from None
+        finally:
+            excess = time.thread_time() - started - allowance
+            if excess > 0:
+                with self._lock:
+                    self._spent += excess
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process (check's lazy read): the pattern, compiled there anew.
+        return (UserRegex, (self.pattern, self.where))
+
+    def __repr__(self) -> str:
+        return f"UserRegex({self.pattern!r})"
+
+
+def _shown(pattern: str) -> str:
+    text = repr(pattern)
+    return text if len(text) <= 80 else text[:77] + "..."

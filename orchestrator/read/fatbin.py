@@ -1,0 +1,673 @@
+"""The native engine: read the ``.nv_fatbin`` section of a shared object ourselves,
+with no CUDA installation.
+
+Layout, worked out on real binaries (nvcc 13.0 / 13.5, vLLM 0.33.0 wheels) and
+checked against cuobjdump by ``tests/integration``:
+
+``.nv_fatbin`` is a sequence of fatbin containers, back to back (each translation
+unit's fatbin, and with ``nvcc -shared`` a device-link one as well). A container:
+
+====== ====  ============================================================
+offset size  field
+====== ====  ============================================================
+0      u32   magic ``0xBA55ED50``
+4      u16   version (1)
+6      u16   header size (16)
+8      u64   size of the entries that follow the header
+====== ====  ============================================================
+
+then entries, each an entry header followed by its payload:
+
+====== ====  ============================================================
+0      u16   kind: 1 PTX, 2 ELF (cubin)
+2      u16   entry version (``0x0101``)
+4      u32   header size (64, 80, 96, 112: extensions follow the 64 bytes)
+8      u64   payload size (padded to 8)
+16     u32   compressed size (0 when not compressed)
+20     u32   offset of the header extension (64, or 0 without one)
+24     u16   code version minor  (ELF ``[1,8]``, PTX ``[9,0]``)
+26     u16   code version major
+28     u32   SM number (``100`` for sm_100f)
+32     u32   offset of an object name (0: none)
+36     u32   its length
+40     u64   flags, below
+48     u64   (0)
+56     u64   uncompressed size (0 when not compressed)
+====== ====  ============================================================
+
+Flags: ``0x1`` 64-bit, ``0x10`` Linux host, ``0x2000`` payload is an LZ4 block
+(``--compress-mode=speed``, CUDA 12 default), ``0x8000`` payload is a zstd frame
+(CUDA 13 default for PTX, ``size``/``balance`` modes), ``0x100000`` arch-specific
+(``sm_90a``), ``0x200000`` family (``sm_100f``), ``0x1000000`` set for sm_100+.
+The a/f suffix lives **only** here: a cubin's e_flags are the same for sm_100,
+sm_100a and sm_100f (``0x6006402``) and ``.nv.compat`` marks only ``a``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+import struct
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import cache
+from types import TracebackType
+
+import lz4.block
+import zstandard
+
+from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
+from orchestrator.common.errors import InputFileError
+from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand, KernelFilter
+from orchestrator.read.elf import (
+    Blob,
+    FileBlob,
+    Section,
+    constant_bank_strings,
+    read_cubin,
+    read_exact,
+    read_header,
+)
+from orchestrator.read.inventory import NOT_JUDGED, CodeObject, Kernel, Library
+from orchestrator.read.kernelcode import (
+    CONSTANT_BANK_OF_STRINGS,
+    arch_guard_messages,
+    count_working_sass_in,
+    is_hollow,
+    ptx_entries,
+    sass_trap_evidence,
+    sources_in,
+)
+from orchestrator.symbols import demangle
+
+FATBIN_MAGIC = 0xBA55ED50
+FATBIN_SECTION = ".nv_fatbin"
+KNOWN_CONTAINER_VERSIONS = frozenset({1})
+KNOWN_ENTRY_VERSIONS = frozenset({0x0101})
+KIND_PTX = 1
+KIND_ELF = 2
+
+FLAG_LZ4 = 0x2000
+FLAG_ZSTD = 0x8000
+FLAG_ARCH_SPECIFIC = 0x100000
+FLAG_FAMILY = 0x200000
+
+ENTRY_HEADER_MIN = 64
+MAX_ENTRY_HEADER = 4096
+# zstd takes at most a signed 32-bit output size; no real entry comes near it.
+MAX_UNCOMPRESSED = (1 << 31) - 1
+# The most either format can expand: an LZ4 block at most 255:1 (a match grows by
+# 255 bytes per length byte), a zstd frame at most 32768:1 (an RLE block of 128 KiB
+# costs 4 bytes). A header claiming more than its payload can hold is corrupt, and
+# this bounds what a hostile header can make us allocate by the file's own size.
+# (Real cubins do reach thousands to one: a 16 MiB initialised __device__ array
+# compresses about 7800:1, so the bound must be the format's, not a guess.)
+MAX_RATIO = {FLAG_LZ4: 255, FLAG_ZSTD: 1 << 15}
+RATIO_SLACK = 4096  # frame and block headers of a tiny payload
+
+# Libraries whose fatbins are at least this large are decoded by worker processes
+# (when more than one is allowed): below it, starting them costs more than it saves.
+PARALLEL_MIN_BYTES = 8 << 20
+# Entries handed out ahead of the one being collected, per worker: enough that a
+# large entry (a PTX module decodes 20x slower than a cubin) does not leave the
+# other workers idle while the results are collected in order. Memory stays
+# bounded: each worker holds one decompressed entry at a time, and this process
+# holds the stored payloads in flight only for a wheel member (a worker reads a
+# file's payload itself), at most AHEAD_BYTES of them.
+AHEAD_PER_WORKER = 16
+AHEAD_BYTES = 64 << 20
+
+_CONTAINER = struct.Struct("<IHHQ")
+_ENTRY = struct.Struct("<HHIQIIHHIIIQQQ")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One fatbin entry's header, and where its payload is."""
+
+    kind: int
+    target: Target
+    flags: int
+    payload_offset: int
+    payload_size: int
+    compressed_size: int
+    uncompressed_size: int
+    container: int = 0  # offset of its fatbin container (one per translation unit)
+
+
+def entry_target(sm: int, flags: int, kind: int, where: str) -> Target:
+    """The exact target of an entry: SM number plus the a/f bits of its flags.
+
+    >>> entry_target(100, 0x01200011, KIND_ELF, "x").name
+    'sm_100f'
+    >>> entry_target(90, 0x00100011, KIND_ELF, "x").name
+    'sm_90a'
+    >>> entry_target(120, 0x8011, KIND_PTX, "x").name
+    'compute_120'
+    """
+    cc = ComputeCapability.from_sm(sm)
+    if cc not in KNOWN_CCS:
+        raise InputFileError(f"{where}: fatbin entry for unknown architecture sm_{sm}")
+    arch_specific, family = bool(flags & FLAG_ARCH_SPECIFIC), bool(flags & FLAG_FAMILY)
+    if arch_specific and family:
+        raise InputFileError(f"{where}: fatbin entry for sm_{sm} is marked both 'a' and 'f'")
+    variant = (
+        Variant.ARCH_SPECIFIC if arch_specific else Variant.FAMILY if family else Variant.PLAIN
+    )
+    try:
+        return Target.parse(f"{'compute' if kind == KIND_PTX else 'sm'}_{sm}{variant.value}")
+    except Exception:  # an 'a'/'f' on an arch that has none: the file is corrupt
+        raise InputFileError(
+            f"{where}: fatbin entry sm_{sm} has variant '{variant.value}' that this arch lacks"
+        ) from None
+
+
+def iter_entries(blob: Blob, offset: int, size: int) -> Iterator[Entry]:
+    """Every entry of the fatbin containers in ``blob[offset:offset+size]``, in order.
+
+    Each step moves forward by at least a header's size, so the loop is bounded
+    by the section size whatever the bytes say."""
+    end = offset + size
+    position = offset
+    while position < end:
+        if end - position < _CONTAINER.size:
+            if not any(bytes(read_exact(blob, position, end - position, "fatbin padding"))):
+                return  # zero padding at the end of the section
+            raise InputFileError(f"{blob.name}: truncated fatbin container at offset {position}")
+        magic, version, header_size, entries_size = _CONTAINER.unpack(
+            bytes(read_exact(blob, position, _CONTAINER.size, "a fatbin header"))
+        )
+        if magic != FATBIN_MAGIC:
+            if magic == 0 and not any(bytes(read_exact(blob, position, end - position, "padding"))):
+                return
+            raise InputFileError(
+                f"{blob.name}: corrupt fatbin: bad magic {magic:#010x} at offset {position}"
+            )
+        if version not in KNOWN_CONTAINER_VERSIONS:
+            raise InputFileError(
+                f"{blob.name}: fatbin container version {version} at offset {position} is "
+                "unknown (this probe knows version 1); use --engine cuobjdump"
+            )
+        if header_size < _CONTAINER.size or position + header_size + entries_size > end:
+            raise InputFileError(
+                f"{blob.name}: truncated or corrupt fatbin container at offset {position} "
+                f"(header {header_size} bytes, {entries_size} bytes of entries, section ends at {end})"
+            )
+        entry_pos = position + header_size
+        container_end = entry_pos + entries_size
+        while entry_pos < container_end:
+            entry = _read_entry(blob, entry_pos, container_end, position)
+            yield entry
+            entry_pos = entry.payload_offset + entry.payload_size
+        position = container_end
+
+
+def _read_entry(blob: Blob, position: int, container_end: int, container: int) -> Entry:
+    where = f"{blob.name}: fatbin entry at offset {position}"
+    if container_end - position < ENTRY_HEADER_MIN:
+        raise InputFileError(f"{where}: truncated entry header")
+    (
+        kind,
+        version,
+        header_size,
+        payload_size,
+        compressed,
+        _,
+        _,
+        _,
+        sm,
+        _,
+        _,
+        flags,
+        _,
+        uncompressed,
+    ) = _ENTRY.unpack(bytes(read_exact(blob, position, _ENTRY.size, "a fatbin entry header")))
+    if kind not in (KIND_PTX, KIND_ELF):
+        raise InputFileError(f"{where}: unknown entry kind {kind} (1 is PTX, 2 is a cubin)")
+    if version not in KNOWN_ENTRY_VERSIONS:
+        raise InputFileError(
+            f"{where}: unknown entry version {version:#06x} (this probe knows 0x0101); "
+            "use --engine cuobjdump"
+        )
+    if header_size < ENTRY_HEADER_MIN or header_size > MAX_ENTRY_HEADER or header_size % 8:
+        raise InputFileError(f"{where}: corrupt entry header size {header_size}")
+    payload_offset = position + header_size
+    if payload_offset + payload_size > container_end:
+        raise InputFileError(
+            f"{where}: truncated or corrupt: payload of {payload_size} bytes overruns its container"
+        )
+    if flags & (FLAG_LZ4 | FLAG_ZSTD):
+        if flags & FLAG_LZ4 and flags & FLAG_ZSTD:
+            raise InputFileError(f"{where}: entry marked both LZ4 and zstd compressed")
+        ratio = MAX_RATIO[flags & (FLAG_LZ4 | FLAG_ZSTD)]
+        if (
+            not 0 < compressed <= payload_size
+            or not 0 < uncompressed <= MAX_UNCOMPRESSED
+            or uncompressed > compressed * ratio + RATIO_SLACK
+        ):
+            raise InputFileError(
+                f"{where}: corrupt compressed sizes ({compressed} of {payload_size} bytes, "
+                f"{uncompressed} uncompressed)"
+            )
+    target = entry_target(sm, flags, kind, where)
+    return Entry(
+        kind, target, flags, payload_offset, payload_size, compressed, uncompressed, container
+    )
+
+
+def payload(blob: Blob, entry: Entry) -> bytes:
+    """The entry's cubin or PTX, decompressed; its size is checked against the header."""
+    return decompress(raw_payload(blob, entry), entry, blob.name)
+
+
+def raw_payload(blob: Blob, entry: Entry) -> bytes:
+    """The payload as stored (compressed or not), read from the blob."""
+    compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
+    length = entry.compressed_size if compressed else entry.payload_size
+    return bytes(read_exact(blob, entry.payload_offset, length, "a payload"))
+
+
+def decompress(raw: bytes, entry: Entry, name: str) -> bytes:
+    """Decompress a stored payload (thread-safe: no blob access, the GIL is released
+    while zstd/LZ4 work)."""
+    where = f"{name}: {entry.target.name} entry at offset {entry.payload_offset}"
+    if entry.flags & FLAG_ZSTD:
+        try:
+            # The frame's own content size, when it has one, is what the decompressor
+            # allocates (max_output_size does not bound it): it must be the header's.
+            # (Found by fuzz/fuzz_fatbin.py: a frame claiming 9e18 bytes, MemoryError.)
+            claimed = zstandard.get_frame_parameters(raw).content_size
+            if claimed not in (zstandard.CONTENTSIZE_UNKNOWN, entry.uncompressed_size):
+                raise InputFileError(
+                    f"{where}: corrupt zstd payload: the frame says {claimed} bytes, "
+                    f"the entry header {entry.uncompressed_size}"
+                )
+            data = zstandard.ZstdDecompressor().decompress(
+                raw, max_output_size=entry.uncompressed_size
+            )
+        except zstandard.ZstdError as exc:
+            raise InputFileError(f"{where}: corrupt zstd payload: {exc}") from None
+    elif entry.flags & FLAG_LZ4:
+        try:
+            data = lz4.block.decompress(raw, uncompressed_size=entry.uncompressed_size)
+        except (lz4.block.LZ4BlockError, ValueError) as exc:
+            raise InputFileError(f"{where}: corrupt LZ4 payload: {exc}") from None
+    else:
+        return raw
+    if len(data) != entry.uncompressed_size:
+        raise InputFileError(
+            f"{where}: corrupt payload: {len(data)} bytes decompressed, header says "
+            f"{entry.uncompressed_size}"
+        )
+    return data
+
+
+def cubin_object(
+    data: bytes,
+    target: Target,
+    where: str,
+    keep: KernelFilter | None = None,
+    judge: bool = True,
+) -> CodeObject:
+    """A cubin's kernels (size and working instructions of their ``.text``, whether
+    every path of it traps) and sources; with ``keep``, only the kernels it keeps
+    (the others are neither listed nor analysed); without ``judge``, the kernels'
+    code is not analysed (``NOT_JUDGED``)."""
+    cubin = read_cubin(data, where)
+    sources = sources_in(cubin.strings)
+    kernels = []
+    sm = target.cc.sm
+
+    @cache
+    def guards() -> dict[int, str]:
+        strings = constant_bank_strings(cubin.data, where, CONSTANT_BANK_OF_STRINGS)
+        return arch_guard_messages(strings)
+
+    for symbol in cubin.kernels:
+        name = demangle(symbol.name)
+        if keep is not None and not keep(name, sources):
+            continue
+        section = symbol.section
+        if not judge:
+            kernels.append(Kernel(name, symbol.name, section.size, NOT_JUDGED, False))
+            continue
+        end = section.offset + section.size
+        instructions = count_working_sass_in(cubin.data, section.offset, end, sm)
+        evidence = sass_trap_evidence(cubin.data, section.offset, end, sm, guards)
+        kernels.append(
+            Kernel(
+                name,
+                symbol.name,
+                section.size,
+                instructions,
+                is_hollow(instructions) or evidence is not None,
+                str(evidence) if evidence else "",
+            )
+        )
+    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
+
+
+def ptx_object(
+    text: bytes, target: Target, keep: KernelFilter | None = None, limit: int | None = None
+) -> CodeObject:
+    """A PTX module's entries (instruction counts from the text) and sources; with
+    ``keep``, only the entries it keeps, counted up to ``limit``."""
+    sources = sources_in(text)
+    wanted = None if keep is None else (lambda mangled: keep(demangle(mangled), sources))
+    kernels = [
+        Kernel(demangle(e.mangled), e.mangled, 0, e.instructions, is_hollow(e.instructions))
+        for e in ptx_entries(text, wanted, limit)
+    ]
+    return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)
+
+
+def kernel_order(kernel: Kernel) -> tuple[str, int]:
+    """Kernels are listed by mangled name: both engines agree on it, whatever order
+    a symbol table or a dump has."""
+    return (kernel.mangled, kernel.size)
+
+
+def code_object(
+    entry: Entry, stored: bytes, name: str, demand: Demand | None = None, library: str = ""
+) -> CodeObject:
+    """One entry's code object, from its payload as stored in the fatbin; with a
+    demand, read as lazily as it allows (``orchestrator.read.demand``)."""
+    data = decompress(stored, entry, name)
+    keep = None
+    if demand is not None:
+        keep = demand.kernel_filter(library) or (lambda _name, _sources: False)
+    if entry.kind == KIND_ELF:
+        where = f"{name}: {entry.target.name} cubin at offset {entry.payload_offset}"
+        judge = demand is None or demand.judges(entry.target)
+        return cubin_object(data, entry.target, where, keep, judge)
+    return ptx_object(data, entry.target, keep, demand.hollow_limit if demand else None)
+
+
+def stored_length(entry: Entry) -> int:
+    """Bytes of the payload as stored (its compressed size when compressed)."""
+    return entry.compressed_size if entry.flags & (FLAG_ZSTD | FLAG_LZ4) else entry.payload_size
+
+
+# --- decoding entries, here or in worker processes ----------------------------------
+
+
+class EntryDecoder:
+    """Turns fatbin entries into code objects, in order: in this process, or, for a
+    large library and ``workers`` > 1, in a pool of worker processes (started on
+    first use, kept for the next libraries, stopped on leaving the ``with`` block).
+
+    Memory stays bounded whatever the library's size: entries are handed out at
+    most ``AHEAD_PER_WORKER`` per worker ahead of the one being collected; a worker
+    reads its payload itself when the library is a file (``FileBlob``), so only
+    wheel members' stored payloads travel through this process, at most
+    ``AHEAD_BYTES`` of them at a time (and always at least one).
+    """
+
+    def __init__(
+        self, workers: int = 1, demand: Demand | None = None, *, cache: bool = False
+    ) -> None:
+        self.workers = max(1, workers)
+        self.demand = demand  # read lazily, for these families and devices (check)
+        self.cache = cache and demand is not None  # keep lazy reads (orchestrator.read.checkcache)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> EntryDecoder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def decode(
+        self, blob: Blob, entries: Iterator[Entry], size: int, library: str = ""
+    ) -> Iterator[CodeObject]:
+        """The code object of every entry, in order; ``size`` is the fatbin's size,
+        ``library`` the library's label (which families may live in it)."""
+        if self.workers == 1 or size < PARALLEL_MIN_BYTES:
+            for entry in entries:
+                yield code_object(entry, raw_payload(blob, entry), blob.name, self.demand, library)
+            return
+        pool = self._start()
+        window: deque[tuple[Future[CodeObject], int]] = deque()
+        in_flight = 0  # stored bytes held in this process for the window
+        try:
+            for entry in entries:
+                if isinstance(blob, FileBlob):
+                    task = pool.submit(
+                        _decode_file_entry,
+                        blob.path,
+                        entry,
+                        stored_length(entry),
+                        blob.name,
+                        library,
+                    )
+                    held = 0
+                else:
+                    stored = raw_payload(blob, entry)
+                    task = pool.submit(_decode_stored, entry, stored, blob.name, library)
+                    held = len(stored)
+                window.append((task, held))
+                in_flight += held
+                while window and (
+                    len(window) >= self.workers * AHEAD_PER_WORKER or in_flight > AHEAD_BYTES
+                ):
+                    done, held = window.popleft()
+                    in_flight -= held
+                    yield done.result()
+            while window:
+                yield window.popleft()[0].result()
+        finally:
+            for task, _ in window:
+                task.cancel()
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_context(),
+                initializer=_worker_init,
+                initargs=(self.demand,),
+            )
+        return self._pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork where it is safe (Linux, this process single-threaded): workers start in
+    milliseconds; else forkserver (or spawn), which never forks a threaded process."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+_WORKER_DEMAND: Demand | None = None  # in a worker: the decoder's demand
+
+
+def _worker_init(demand: Demand | None) -> None:
+    global _WORKER_DEMAND
+    _WORKER_DEMAND = demand
+    # Ctrl-C is for the main process, which stops the pool; a worker only finishes
+    # its entry.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_stored(entry: Entry, stored: bytes, name: str, library: str) -> CodeObject:
+    """In a worker: decode a stored payload."""
+    return code_object(entry, stored, name, _WORKER_DEMAND, library)
+
+
+def _decode_file_entry(path: str, entry: Entry, length: int, name: str, library: str) -> CodeObject:
+    """In a worker: read an entry's stored payload from the file, then decode it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stored = FileBlob.pread(fd, entry.payload_offset, length)
+    finally:
+        os.close(fd)
+    if len(stored) != length:
+        raise InputFileError(
+            f"{name}: truncated: could not read a payload at {entry.payload_offset}"
+        )
+    return _decode_stored(entry, stored, name, library)
+
+
+# Work bounds per library (docs/security.md). vLLM 0.33.0's _C_stable_libtorch holds
+# 512 entries (484 cubins, 28 PTX), 710 MB decompressed; a hostile file of a few MB
+# can claim far more (a million empty PTX entries, or zstd's 32 768:1 ratio), so
+# past these bounds, hundreds of times a real library, it is refused.
+MAX_ENTRIES_PER_LIBRARY = 1 << 16
+MAX_DECOMPRESSED_PER_LIBRARY = 16 << 30
+
+
+def fatbin_ranges(blob: Blob, sections: list[Section]) -> list[tuple[int, int]]:
+    """The distinct (offset, size) byte ranges of the ``.nv_fatbin`` sections, in
+    file order: section headers that repeat one range are read once (thousands of
+    headers may name one fatbin), and ranges that partly overlap are corrupt."""
+    ranges = sorted({(s.offset, s.size) for s in sections if s.size})
+    for (offset, size), (next_offset, _) in itertools.pairwise(ranges):
+        if next_offset < offset + size:
+            raise InputFileError(
+                f"{blob.name}: corrupt ELF: {FATBIN_SECTION} sections overlap "
+                f"(at offsets {offset} and {next_offset})"
+            )
+    return ranges
+
+
+def bounded(entries: Iterator[Entry], name: str, seen: list[int]) -> Iterator[Entry]:
+    """``entries``, refused once the library has more than MAX_ENTRIES_PER_LIBRARY
+    or its payloads more than MAX_DECOMPRESSED_PER_LIBRARY bytes decompressed
+    (``seen``: [entries, bytes] so far in this library, updated)."""
+    for entry in entries:
+        seen[0] += 1
+        compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
+        seen[1] += entry.uncompressed_size if compressed else entry.payload_size
+        if seen[0] > MAX_ENTRIES_PER_LIBRARY:
+            raise InputFileError(
+                f"{name}: more than {MAX_ENTRIES_PER_LIBRARY} fatbin entries in one library "
+                "(a real one has a few thousand); refusing it"
+            )
+        if seen[1] > MAX_DECOMPRESSED_PER_LIBRARY:
+            raise InputFileError(
+                f"{name}: fatbin entries of more than {MAX_DECOMPRESSED_PER_LIBRARY >> 30} GiB "
+                "decompressed in one library; refusing it"
+            )
+        yield entry
+
+
+@dataclass(frozen=True)
+class ReadEntry:
+    """One fatbin entry as a read left it: what the check cache keeps per library
+    (``orchestrator.read.checkcache``), so that another run -- other devices too -- can
+    reuse every code object it has and decode only the rest."""
+
+    target: Target
+    container: int
+    action: str  # demand.SKIP / LIST / JUDGE: what was done with it
+    code: CodeObject | None  # None when skipped
+
+    def serves(self, action: str) -> bool:
+        """Whether this reading answers ``action`` (a judged one answers a listing)."""
+        return action == SKIP or self.action == JUDGE or self.action == action
+
+
+def read_library(
+    blob: Blob,
+    path: str,
+    decoder: EntryDecoder | None = None,
+    known: Sequence[ReadEntry] = (),
+    record: list[ReadEntry] | None = None,
+) -> Library:
+    """The inventory of one shared object (or any ELF file) with the native reader;
+    ``decoder`` may spread the work over processes, and with a demand reads only
+    what its verdicts need (``orchestrator.read.demand``). ``known``: an earlier read of
+    the same bytes for the same families, whose code objects are reused where they
+    answer; ``record`` receives every entry as known after this read."""
+    header = read_header(blob)
+    decoder = decoder or EntryDecoder()
+    demand = decoder.demand
+    cubins: list[CodeObject] = []
+    ptx: list[CodeObject] = []
+    unread: list[Target] = []
+    seen = [0, 0]
+    index = 0
+    for offset, size in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
+        entries = list(bounded(iter_entries(blob, offset, size), blob.name, seen))
+        headers = [(entry.target, entry.container) for entry in entries]
+        actions = demand.plan(headers) if demand else [JUDGE] * len(entries)
+        earlier = [
+            known[index + i]
+            if index + i < len(known)
+            and known[index + i].target == target
+            and known[index + i].container == container
+            else None
+            for i, (target, container) in enumerate(headers)
+        ]
+        todo = [
+            entry
+            for entry, action, old in zip(entries, actions, earlier, strict=True)
+            if action != SKIP and not (old and old.serves(action))
+        ]
+        decoded = iter(decoder.decode(blob, iter(todo), size, path))
+        for entry, action, old in zip(entries, actions, earlier, strict=True):
+            if action == SKIP:
+                unread.append(entry.target)
+                now = old or ReadEntry(entry.target, entry.container, SKIP, None)
+            elif old and old.serves(action):
+                now = old
+            else:
+                now = ReadEntry(entry.target, entry.container, action, next(decoded))
+            if action != SKIP and now.code is not None:
+                (ptx if entry.kind == KIND_PTX else cubins).append(
+                    _as_listed(now.code) if action == LIST and now.action == JUDGE else now.code
+                )
+            if record is not None:
+                record.append(now)
+        index += len(entries)
+    return Library(path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread))
+
+
+def library_from_record(path: str, known: Sequence[ReadEntry], demand: Demand) -> Library | None:
+    """The library as ``read_library`` would give it, from an earlier read alone;
+    None when that read lacks a code object this demand needs."""
+    actions = demand.plan([(entry.target, entry.container) for entry in known])
+    cubins: list[CodeObject] = []
+    ptx: list[CodeObject] = []
+    unread: list[str] = []
+    for entry, action in zip(known, actions, strict=True):
+        if action == SKIP:
+            unread.append(entry.target.name)
+        elif not entry.serves(action) or entry.code is None:
+            return None
+        else:
+            code = (
+                _as_listed(entry.code) if action == LIST and entry.action == JUDGE else entry.code
+            )
+            (ptx if entry.target.ptx else cubins).append(code)
+    return Library(path, tuple(cubins), tuple(ptx), tuple(unread))
+
+
+def _as_listed(code: CodeObject) -> CodeObject:
+    """A judged code object as a listing gives it: its kernels NOT_JUDGED (so that a
+    read from the cache is the read itself, whatever an earlier run judged)."""
+    return replace(
+        code,
+        kernels=tuple(Kernel(k.name, k.mangled, k.size, NOT_JUDGED, False) for k in code.kernels),
+    )

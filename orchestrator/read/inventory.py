@@ -1,0 +1,175 @@
+"""What a built library really contains: the records both probe engines produce.
+
+An :class:`Inventory` lists, per shared object, every cubin (with its exact
+architecture, ``a``/``f`` suffix included), every PTX entry, every kernel with its
+code size and whether it is hollow, and the source files each cubin came from.
+Two engines (native fatbin reader, real cuobjdump) must produce equal inventories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from orchestrator.archs import Target
+
+INVENTORY_SCHEMA_VERSION = 1
+
+# Instruction counts that are no count: a kernel the configure tier predicts from the
+# sources (nothing compiled yet), and one a lazy read (check) listed without analysing
+# its code because no requested device loads the code object that holds it.
+PREDICTED = -1
+NOT_JUDGED = -2
+
+
+@dataclass(frozen=True, order=True)
+class Kernel:
+    """One entry function (``__global__``) in a cubin or PTX module."""
+
+    name: str  # demangled
+    mangled: str
+    size: int  # bytes of its .text section (cubin); 0 for PTX
+    instructions: int  # instructions that do work (not NOP/EXIT/BRA/trap...), or < 0
+    hollow: bool  # body compiled out, or every path traps
+    # Why it is hollow although it has working instructions: "every path traps: 61
+    # traps, 58 printf/external calls, 4096 instructions" (a CUTLASS arch-guard stub).
+    traps: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "mangled": self.mangled,
+            "size": self.size,
+            "instructions": self.instructions,
+            "hollow": self.hollow,
+        }
+        if self.traps:
+            data["traps"] = self.traps
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Kernel:
+        return cls(
+            data["name"],
+            data["mangled"],
+            data["size"],
+            data["instructions"],
+            data["hollow"],
+            data.get("traps", ""),
+        )
+
+
+@dataclass(frozen=True)
+class CodeObject:
+    """A cubin (``arch.ptx`` False) or a PTX module (``arch.ptx`` True) in a fatbin."""
+
+    arch: Target
+    kernels: tuple[Kernel, ...] = ()
+    sources: tuple[str, ...] = ()  # e.g. ("nvfp4_quant_kernels.cu",)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch.name,
+            "kernels": [k.to_json() for k in self.kernels],
+            "sources": list(self.sources),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CodeObject:
+        return cls(
+            Target.parse(data["arch"]),
+            tuple(Kernel.from_json(k) for k in data["kernels"]),
+            tuple(data["sources"]),
+        )
+
+
+WHEEL_MEMBER = ".whl!"  # a wheel's library is labelled WHEEL!MEMBER
+
+
+def library_identity(path: str, cell_id: str | None = None) -> str:
+    """Which library ``path`` is, whatever directory or runner built it: its path
+    relative to its *artifact root* -- the member path inside a wheel (whose file
+    name changes with every version), else the path below the cell's build
+    directory, as ``run`` records it. Two runs of the same source in different
+    directories have the same libraries; a library *moves* only when this changes
+    (``_C.so`` -> ``_C_stable_libtorch.so``).
+
+    Results and baselines written before library paths were recorded relative to
+    the build directory hold absolute paths: the part below the cell's own
+    directory (named by its id) is kept, else the file name.
+
+    >>> library_identity("_C.so"), library_identity("dist/vllm-1.0-cp38.whl!vllm/_C.abi3.so")
+    ('_C.so', 'vllm/_C.abi3.so')
+    >>> library_identity("/ci/ws/build/cu13.0-12.0a/lib/_C.so", "cu13.0-12.0a")
+    'lib/_C.so'
+    >>> library_identity("/somewhere/else/_C.so")
+    '_C.so'
+    """
+    if WHEEL_MEMBER in path:
+        return path.rsplit(WHEEL_MEMBER, 1)[1]
+    posix = PurePosixPath(path)
+    if not posix.is_absolute():
+        return posix.as_posix()
+    parts = posix.parts
+    if cell_id is not None and cell_id in parts[:-1]:
+        below = len(parts) - parts[::-1].index(cell_id)
+        return PurePosixPath(*parts[below:]).as_posix()
+    return posix.name
+
+
+@dataclass(frozen=True)
+class Library:
+    """One shared object (a file, or a member of a wheel: ``vllm/_C.abi3.so``).
+    ``path`` is as the probe was given it; for a cell of ``run``, relative to the
+    cell's build directory (see :func:`library_identity`)."""
+
+    path: str
+    cubins: tuple[CodeObject, ...] = ()
+    ptx: tuple[CodeObject, ...] = ()
+    # Code objects a lazy read (check: orchestrator.read.demand) left undecoded, by target;
+    # the code objects it read then list only the kernels some family may count.
+    unread: tuple[str, ...] = ()
+
+    @property
+    def has_device_code(self) -> bool:
+        return bool(self.cubins or self.ptx)
+
+    def code_objects(self) -> Iterator[CodeObject]:
+        yield from self.cubins
+        yield from self.ptx
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": self.path,
+            "cubins": [c.to_json() for c in self.cubins],
+            "ptx": [p.to_json() for p in self.ptx],
+        }
+        if self.unread:
+            data["unread"] = list(self.unread)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Library:
+        return cls(
+            data["path"],
+            tuple(CodeObject.from_json(c) for c in data["cubins"]),
+            tuple(CodeObject.from_json(p) for p in data["ptx"]),
+            tuple(data.get("unread", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    libraries: tuple[Library, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": INVENTORY_SCHEMA_VERSION,
+            "libraries": [lib.to_json() for lib in self.libraries],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Inventory:
+        return cls(tuple(Library.from_json(lib) for lib in data["libraries"]))
