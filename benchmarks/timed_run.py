@@ -22,8 +22,8 @@ from typing import Any
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orchestrator.build.backends  # noqa: E402
-import orchestrator.build.backends.local  # noqa: E402
+import orchestrator.building.backends  # noqa: E402
+import orchestrator.building.backends.local  # noqa: E402
 import orchestrator.cli  # noqa: E402
 import orchestrator.common.fsutil  # noqa: E402
 import orchestrator.reporting.summary  # noqa: E402
@@ -40,13 +40,13 @@ TOTALS: dict[str, float] = {}
 STAGES: list[tuple[Any, str, str]] = [
     (orchestrator.cli, "load_matrix", "load and validate matrix.yaml"),
     (orchestrator.cli, "plan", "plan cells (toolchain availability)"),
-    (orchestrator.build.backends, "make_backend", "make backend"),
+    (orchestrator.building.backends, "make_backend", "make backend"),
     (orchestrator.run.runner, "source_digest", "hash the source tree"),
     (orchestrator.run.runner, "run_cell", "cell: other (cache lookup, log copy, ...)"),
     (orchestrator.run.runner, "cell_cache_key", "cell: cache key"),
     (orchestrator.toolchains.cuda, "resolve", "cell: toolchain resolve"),
     (orchestrator.toolchains.cuda, "nvcc_version", "nvcc --version"),
-    (orchestrator.build.backends.local, "run_logged", "cell: build tools (configure + build)"),
+    (orchestrator.building.backends.local, "run_logged", "cell: build tools (configure + build)"),
     (orchestrator.run.runner, "scan_log", "cell: scan the build log"),
     (orchestrator.run.runner, "collect_artifacts", "cell: find artifacts"),
     (orchestrator.run.runner, "probe", "cell: probe artifacts"),

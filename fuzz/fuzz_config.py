@@ -1,5 +1,5 @@
 """Fuzz the loaders of users' files and of read-back artifacts with atheris
-(libFuzzer, coverage guided), for longer than ``tests/unit/test_config_fuzz.py`` can
+(libFuzzer, coverage guided), for longer than ``tests/unit/common/test_config_fuzz.py`` can
 run in CI. ``KERNEL_MATRIX_FUZZ`` picks the target:
 
 ``yaml``   the bytes are a matrix file: ``load_matrix`` and ``load_families_or_matrix``

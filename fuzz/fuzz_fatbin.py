@@ -1,6 +1,6 @@
 """Fuzz the native fatbin/ELF reader (``orchestrator.read.fatbin.read_library``) with
 atheris (libFuzzer, coverage-guided), for longer than the hypothesis tests of
-``tests/unit/test_fatbin_fuzz.py`` can run in CI.
+``tests/unit/read/test_fatbin_fuzz.py`` can run in CI.
 
 The contract it checks: whatever the bytes, the reader returns an inventory or
 raises :class:`~orchestrator.common.errors.InputFileError` with a one-line message --

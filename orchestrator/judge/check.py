@@ -40,7 +40,6 @@ from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
 from orchestrator.read.inventory import NOT_JUDGED, Inventory
-from orchestrator.reporting.console import console, mark
 from orchestrator.symbols import FamilyRule, library_matches
 
 STATUSES = (PRESENT, MISSING, HOLLOW, NOT_MATCHED, NOT_APPLICABLE)
@@ -287,96 +286,3 @@ def lazy_read_differences(lazy: CheckResult, full: CheckResult) -> list[str]:
         elif mine.built_for == theirs.built_for and mine.reason != theirs.reason:
             found.append(f"{where}: {mine.reason!r}, full: {theirs.reason!r}")
     return found
-
-
-# --- output ---------------------------------------------------------------------------
-
-
-def verdict_line(result: CheckResult) -> str:
-    """The final line: ``kernel-matrix: FAILED — 24 family × device pairs missing ...``."""
-    count = result.counts()
-    word = "FAILED" if result.exit_code else "OK"
-    parts = [
-        f"{count[PRESENT]} present",
-        f"{count[MISSING]} missing",
-        f"{count[HOLLOW]} hollow",
-        f"{count[NOT_APPLICABLE]} not applicable",
-    ]
-    if count[NOT_MATCHED]:
-        parts.insert(3, f"{count[NOT_MATCHED]} not matched (the profile may not fit)")
-    return (
-        f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
-        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {result.exit_code})"
-    )
-
-
-def _table_status(verdict: Verdict) -> str:
-    """A verdict's status for a table's mark: ``present-jit`` (✅ᴶ) where it is
-    present only through PTX JIT."""
-    return "present-jit" if verdict.jit_only else verdict.status
-
-
-def verdict_mark(verdict: Verdict) -> str:
-    """A verdict's mark in a table: ✅ᴶ where it is present only through PTX JIT."""
-    return mark(_table_status(verdict))
-
-
-def print_check(result: CheckResult) -> None:
-    """The table (families × devices), the reason of every missing or hollow pair,
-    and the verdict line, last."""
-    from orchestrator.reporting.summary import failure_lines
-    from orchestrator.reporting.tables import FamilyRow, family_device_view
-
-    out = console()
-    title = ", ".join(Path(p).name for p in result.paths)
-    rows = []
-    for family in result.families:
-        hollow, unjudged = result.hollow_in[family], result.not_judged.get(family, ())
-        built = " ".join(
-            name + ("°" if name in unjudged else "")
-            for name in result.built_for[family]
-            if name not in hollow
-        )
-        if hollow:
-            built += ("; " if built else "") + "hollow in " + " ".join(hollow)
-        if family in result.mismatch:
-            built = "(rule does not fit: see warning)"
-        statuses = tuple(_table_status(result.verdict(family, d)) for d in result.devices)
-        rows.append(FamilyRow(family, built, statuses))
-    family_device_view(
-        out,
-        f"{title}: kernel families × devices (code the driver loads)",
-        rows,
-        [str(d) for d in result.devices],
-        code_header="built for",
-    )
-    if any(result.not_judged.values()):
-        out.print(
-            "° not judged: no requested device loads it, so its kernels were not analysed "
-            "(`kernel-matrix probe` judges every code object)",
-            markup=False,
-            soft_wrap=True,
-        )
-    if result.unread:
-        out.print(
-            f"note: PTX not read ({' '.join(result.unread)}): in its fatbin a cubin serves "
-            "every requested device it could JIT for, so the driver never loads it there",
-            markup=False,
-            soft_wrap=True,
-        )
-    for family, why in result.mismatch.items():
-        out.print(f"warning: {family} not matched: {why}", markup=False, soft_wrap=True)
-    failing = [v for v in result.failing if v.status != NOT_MATCHED]  # (warned above)
-    for line in failure_lines(failing):
-        out.print(line, markup=False, soft_wrap=True)
-    if result.libraries_read == 0:
-        out.print("note: no library that a family can be in was found", markup=False)
-    for path in result.outside_libraries:
-        out.print(
-            f"warning: {path} matches no family's `libraries` glob, so no family is looked "
-            "for in it (a glob with / is anchored on the path's last components): give the "
-            "file's path inside its package (…/vllm/_C.abi3.so) or check the wheel",
-            markup=False,
-            soft_wrap=True,
-        )
-    out.print(verdict_line(result), markup=False, soft_wrap=True)

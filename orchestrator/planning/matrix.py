@@ -7,9 +7,10 @@ are reported as ``matrix.yaml:LINE:COL: path: message`` (exit code 2).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -25,13 +26,44 @@ from orchestrator.common.fsutil import MAX_CONFIG_BYTES, read_text
 from orchestrator.common.yamlfile import Document, JsonPath, format_path, load_document
 from orchestrator.symbols import FamilyRule, families_from_document, load_families
 
-if TYPE_CHECKING:  # (imported where a configure section is read: it needs packaging)
-    from orchestrator.build.configure_env import ConfigureSpec
-
 DEFAULT_ARTIFACTS = ("**/*.so",)
 DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
 DEFAULT_TIMEOUT = 3600
 BACKENDS = ("local", "docker")
+
+
+@dataclass(frozen=True)
+class PythonSpec:
+    """Python packages the project's CMake imports: ``packages`` pinned from the first
+    of ``requirements`` (files in the source tree) that exists, ``extra`` as written."""
+
+    requirements: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()  # installed without their dependencies
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A directory standing in for a project fetched at configure time."""
+
+    files: tuple[str, ...] = ()  # paths (relative) created empty inside it
+    fetch: str = ""  # its FetchContent name: every ${<fetch>_SOURCE_DIR}/path is created
+    libraries: tuple[str, ...] = ()  # globs of the libraries the real project builds
+    contents: Mapping[str, str] = field(default_factory=dict)  # files with text
+
+
+@dataclass(frozen=True)
+class ConfigureSpec:
+    """``project.configure`` of a matrix: how the configure tier runs CMake itself for
+    a ``build: pip`` project."""
+
+    cmake_source: str = "."
+    python: PythonSpec = PythonSpec()
+    cmake_options: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    stand_ins: Mapping[str, StandIn] = field(default_factory=dict)
+    libraries: tuple[str, ...] = ("*.so",)
+    package_dir: str = ""  # where setup.py puts the libraries in the wheel ("vllm")
 
 
 @dataclass(frozen=True)
@@ -183,7 +215,6 @@ def _configure(raw: dict[str, Any] | None) -> ConfigureSpec | None:
     if raw is None:
         return None
     python = raw.get("python", {})
-    from orchestrator.build.configure_env import ConfigureSpec, PythonSpec, StandIn
 
     return ConfigureSpec(
         cmake_source=raw.get("cmake_source", "."),

@@ -12,10 +12,10 @@ Two runs per library, both streamed line by line (a large library dumps gigabyte
 * ``cuobjdump -sass -fun K1,K2...``, only when some kernel's code holds a trap: the
   disassembly of those kernels, from which their control flow is read (branch
   targets, guards, exits, traps, calls) by mnemonic, independently of the native
-  engine's bit fields (``kernelcode.sass_control_ops``); the walk over it is shared.
+  engine's bit fields (``sass.sass_control_ops``); the walk over it is shared.
 
-Working-instruction counts and source files come from :mod:`orchestrator.read.kernelcode`, as in
-the native engine; what differs is everything before: decompression, fatbin and
+Working-instruction counts and source files come from :mod:`orchestrator.read.sass`,
+:mod:`~orchestrator.read.ptx` and :mod:`~orchestrator.read.kernelcode`, as in the native engine; what differs is everything before: decompression, fatbin and
 ELF parsing are cuobjdump's. ``tests/integration`` checks that both engines give
 equal inventories on real libraries.
 """
@@ -39,17 +39,19 @@ from orchestrator.read.elf import BytesBlob, read_header
 from orchestrator.read.fatbin import kernel_order
 from orchestrator.read.inventory import CodeObject, Kernel, Library
 from orchestrator.read.kernelcode import (
+    arch_guard_messages,
+    is_hollow,
+    kernel_trap_evidence,
+    sources_in,
+)
+from orchestrator.read.sass import (
     CONSTANT_BANK_OF_STRINGS,
     CONSTANT_OPERAND,
     SASS_INSTRUCTION_BYTES,
     TENSOR_CORE_MNEMONIC,
     ControlOp,
-    arch_guard_messages,
     count_working_sass,
     has_trap,
-    is_hollow,
-    kernel_trap_evidence,
-    sources_in,
 )
 from orchestrator.symbols import demangle
 from orchestrator.toolchains.cuda import cuobjdump as find_cuobjdump

@@ -76,14 +76,13 @@ from orchestrator.read.elf import (
 )
 from orchestrator.read.inventory import NOT_JUDGED, CodeObject, Kernel, Library
 from orchestrator.read.kernelcode import (
-    CONSTANT_BANK_OF_STRINGS,
     arch_guard_messages,
-    count_working_sass_in,
     is_hollow,
-    ptx_entries,
     sass_trap_evidence,
     sources_in,
 )
+from orchestrator.read.ptx import ptx_entries
+from orchestrator.read.sass import CONSTANT_BANK_OF_STRINGS, count_working_sass_in
 from orchestrator.symbols import demangle
 
 FATBIN_MAGIC = 0xBA55ED50

@@ -26,8 +26,8 @@ from types import FrameType
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.build.backends import Backend, BuildJob
-from orchestrator.build.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
+from orchestrator.building.backends import Backend, BuildJob
+from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
 from orchestrator.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,

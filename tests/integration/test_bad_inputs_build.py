@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.archs import CudaVersion
-from orchestrator.build.recipe import processes_building_in
+from orchestrator.building.recipe import processes_building_in
 from orchestrator.toolchains import cuda as toolchain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))

@@ -1,5 +1,5 @@
 """Control flow read from real cubins: the native decoder (bit fields, in
-``kernelcode``) against the real disassembler (``cuobjdump -sass``, read by mnemonic in
+``read.sass``) against the real disassembler (``cuobjdump -sass``, read by mnemonic in
 ``cuobjdump.control_op_of``), instruction by instruction, and the two engines'
 hollow verdicts kernel by kernel, with zero disagreements.
 
@@ -30,7 +30,7 @@ from orchestrator.archs import CudaVersion, Target
 from orchestrator.probe import probe
 from orchestrator.read.cuobjdump import control_op_of, probe_file
 from orchestrator.read.inventory import Library
-from orchestrator.read.kernelcode import SASS_INSTRUCTION_BYTES, _decode_control
+from orchestrator.read.sass import SASS_INSTRUCTION_BYTES, _decode_control
 from orchestrator.toolchains.cuda import cuobjdump, nvdisasm, provision
 
 pytestmark = pytest.mark.integration
@@ -211,7 +211,8 @@ def text_verdicts(cubin: Path) -> dict[str, str]:
     """Each function's evidence, judged from cuobjdump's text alone: its control
     flow, tensor-core mnemonics and c[0x4] operands from the disassembly, the strings
     those point at from ``cuobjdump -elf`` (matrices/truth/stubs_by_hand.py)."""
-    from orchestrator.read.kernelcode import ControlOp, kernel_trap_evidence
+    from orchestrator.read.kernelcode import kernel_trap_evidence
+    from orchestrator.read.sass import ControlOp
 
     by_hand = _by_hand()
     guards = {

@@ -1,7 +1,7 @@
 """The docker backend against a real engine, without any image registry.
 
 The base image is made here from the packages of the host's apt sources
-(debootstrap, then imported through the SDK; ``orchestrator.build.backends.offline_base``,
+(debootstrap, then imported through the SDK; ``orchestrator.building.backends.offline_base``,
 the ``kernel-matrix docker base-image`` verb), the package's build-image Dockerfile
 is built on top of it with the network disabled, and cells run with the host's cached
 CUDA 13.0 toolchain, CMake and ninja mounted read-only (``docker.toolchain:
@@ -31,11 +31,11 @@ import pytest
 from docker_required import skip_unless_required
 
 from orchestrator.archs import CudaVersion
-from orchestrator.build.backends import BuildJob
-from orchestrator.build.backends.container import Engine
-from orchestrator.build.backends.docker import DockerBackend, HostTools
-from orchestrator.build.backends.local import LocalBackend
-from orchestrator.build.backends.offline_base import ensure_offline_base
+from orchestrator.building.backends import BuildJob
+from orchestrator.building.backends.container import Engine
+from orchestrator.building.backends.docker import DockerBackend, HostTools
+from orchestrator.building.backends.local import LocalBackend
+from orchestrator.building.backends.offline_base import ensure_offline_base
 from orchestrator.common.errors import DockerError, ToolchainError, ToolError
 from orchestrator.judge.results import ERROR, NOT_RUN, CellResult
 from orchestrator.planning.matrix import Matrix, load_matrix

@@ -23,8 +23,8 @@ import pytest
 from docker_required import skip_unless_required
 
 from orchestrator.archs import CudaVersion
-from orchestrator.build.backends.container import Engine
-from orchestrator.build.backends.offline_base import ensure_offline_base
+from orchestrator.building.backends.container import Engine
+from orchestrator.building.backends.offline_base import ensure_offline_base
 from orchestrator.common.errors import DockerError, ToolError
 from orchestrator.toolchains import cuda as toolchain
 

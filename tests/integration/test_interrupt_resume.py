@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.archs import CudaVersion
-from orchestrator.build.recipe import processes_building_in
+from orchestrator.building.recipe import processes_building_in
 from orchestrator.judge.results import load_cell_result
 from orchestrator.toolchains import cuda as toolchain
 

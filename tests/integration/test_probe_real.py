@@ -20,7 +20,7 @@ from orchestrator.common.errors import ToolchainError
 from orchestrator.probe import probe
 from orchestrator.read.cuobjdump import probe_stream
 from orchestrator.read.inventory import Inventory, Library
-from orchestrator.read.kernelcode import NON_WORKING_SASS_MNEMONICS
+from orchestrator.read.sass import NON_WORKING_SASS_MNEMONICS
 from orchestrator.toolchains.cuda import cache_root, cuobjdump, nvdisasm, provision
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,7 @@ import pytest
 from packaging.version import Version
 
 from orchestrator.archs import ComputeCapability
-from orchestrator.build.sources import resolve_source
+from orchestrator.building.sources import resolve_source
 from orchestrator.judge.check import check_paths
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT
 from orchestrator.planning.matrix import load_families_or_matrix

@@ -43,7 +43,6 @@ from orchestrator.judge.check import (
     check_paths,
     lazy_read_differences,
     library_filter,
-    verdict_mark,
 )
 from orchestrator.judge.expect import (
     HOLLOW,
@@ -57,6 +56,7 @@ from orchestrator.judge.expect import (
 )
 from orchestrator.planning.matrix import load_families_or_matrix
 from orchestrator.read.inventory import Inventory
+from orchestrator.reporting.check_view import verdict_mark
 from orchestrator.symbols import FamilyRule, library_matches
 
 pytestmark = pytest.mark.integration

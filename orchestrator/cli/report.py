@@ -1,0 +1,141 @@
+"""``kernel-matrix report``, ``baseline save`` and ``diff``: what finished runs say, and what they lost against a baseline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from orchestrator.cli.arguments import (
+    Parser,
+    add_results_args,
+    add_strict,
+    with_error_line,
+)
+from orchestrator.common.errors import (
+    EXIT_OK,
+    UsageError,
+)
+from orchestrator.reporting.console import console
+
+
+def _nightly_dir() -> Path:
+    from datetime import datetime, timezone
+
+    return Path("reports") / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.common.fsutil import sole_writer
+    from orchestrator.judge.baseline import load_baseline
+    from orchestrator.judge.results import load_results
+    from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
+    from orchestrator.reporting.writers import write_all
+    from orchestrator.run.runner import latest_run_dir
+
+    if not args.results:
+        latest = latest_run_dir()
+        if latest is None:
+            raise UsageError("report: no RESULTS given and no run under reports/")
+        args.results, args.out = [latest], args.out or latest
+        console().print(f"kernel-matrix: reporting the latest run, {latest}", markup=False)
+    results = load_results(args.results)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    out_dir = args.out or _nightly_dir()
+    with sole_writer(out_dir):
+        reports = write_all(
+            results,
+            out_dir,
+            baseline=baseline,
+            history_file=args.history,
+            strict=args.strict,
+            title=args.title,
+        )
+    out = console()
+    print_summary(results, title=args.title)
+    if reports.diff is not None:
+        print_diff(reports.diff, against=str(args.baseline))
+    if reports.previous is not None:
+        print_diff(reports.previous, against=f"the previous run {reports.previous_run}")
+    for note in reports.notes:
+        out.print(note, markup=False, soft_wrap=True)
+    inside = [p.name for p in reports.paths if p.parent.resolve() == out_dir.resolve()]
+    elsewhere = [str(p) for p in reports.paths if p.parent.resolve() != out_dir.resolve()]
+    out.print(f"reports in {out_dir}: {', '.join(inside)}", markup=False, soft_wrap=True)
+    for path in elsewhere:
+        out.print(f"updated {path}", markup=False, soft_wrap=True)
+    out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
+    return with_error_line(reports.exit_code, results, strict=args.strict)
+
+
+def cmd_baseline_save(args: argparse.Namespace) -> int:
+    from orchestrator.judge.baseline import save_baseline, summarize
+    from orchestrator.judge.results import load_results
+
+    results = load_results(args.results)
+    baseline = summarize(results)
+    save_baseline(baseline, args.out)
+    out = console()
+    # Skipped cells are expected to have no inventory; crashed or unrun ones are not.
+    unchecked = [c.id for c in baseline.cells.values() if c.status in ("error", "not-run")]
+    if unchecked:
+        out.print(
+            f"warning: {len(unchecked)} cells crashed or did not run, so they constrain "
+            f"nothing in this baseline: {', '.join(unchecked[:10])}"
+            + (" …" if len(unchecked) > 10 else ""),
+            markup=False,
+        )
+    size = args.out.stat().st_size
+    out.print(
+        f"kernel-matrix: baseline {args.out}: {len(baseline.cells)} cells, "
+        f"{baseline.kernel_count} kernels ({size / 1024:.1f} KiB)",
+        markup=False,
+    )
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from orchestrator.judge.baseline import combined_exit_code, diff_results, load_baseline
+    from orchestrator.judge.results import exit_code, load_results
+    from orchestrator.reporting.summary import print_diff, verdict_line
+
+    baseline = load_baseline(args.baseline)
+    results = load_results(args.results)
+    diff = diff_results(baseline, results)
+    print_diff(diff, against=str(args.baseline))
+    code = combined_exit_code(exit_code(results, strict=args.strict), diff)
+    console().print(verdict_line(results, code, diff), markup=False, soft_wrap=True)
+    return with_error_line(code, results, strict=args.strict)
+
+
+def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
+    p = verbs.add_parser(
+        "report", help="write junit.xml, summary.md, results.json and index.html for results"
+    )
+    add_results_args(p, latest=True)
+    p.add_argument("--out", type=Path, help="report directory (default: reports/<UTC date>)")
+    p.add_argument(
+        "--baseline", type=Path, help="compare with this baseline (exit 1 on regression)"
+    )
+    p.add_argument(
+        "--history",
+        type=Path,
+        help="append this run to a history file (e.g. reports/history.json) and compare "
+        "with the previous run in it",
+    )
+    p.add_argument("--title", default="kernel-matrix", help="title of the reports")
+    add_strict(p)
+    p.set_defaults(handler=cmd_report)
+
+    p = verbs.add_parser("baseline", help="save a baseline (a small summary of a good run)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    q = actions.add_parser("save", help="summarize results into a baseline file")
+    add_results_args(q)
+    q.add_argument("--out", type=Path, required=True, help="baseline file to write")
+    q.set_defaults(handler=cmd_baseline_save)
+
+    p = verbs.add_parser("diff", help="compare results with a baseline (exit 1 on regression)")
+    p.add_argument("baseline", type=Path, help="baseline file (kernel-matrix baseline save)")
+    add_results_args(p)
+    add_strict(p)
+    p.set_defaults(handler=cmd_diff)
