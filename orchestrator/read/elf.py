@@ -115,6 +115,7 @@ class Section:
     link: int
     info: int
     entsize: int
+    align: int = 0  # sh_addralign: 0 or 1 mean none
 
 
 @dataclass(frozen=True)
@@ -136,20 +137,8 @@ def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
     ``names=False`` skips decoding section names (a cubin needs none)."""
     machine, flags, raw, table_names = _section_table(blob, names=names)
     sections = [
-        Section(
-            index,
-            _cstr(table_names, name_off, blob.name) if names else "",
-            typ,
-            sflags,
-            offset,
-            size,
-            link,
-            info,
-            entsize,
-        )
-        for index, (name_off, typ, sflags, _, offset, size, link, info, _, entsize) in enumerate(
-            raw
-        )
+        _section(index, row, _cstr(table_names, row[0], blob.name) if names else "")
+        for index, row in enumerate(raw)
     ]
     return ElfHeader(machine, flags, tuple(sections))
 
@@ -307,6 +296,6 @@ def constant_bank_strings(data: bytes, name: str, bank: int) -> dict[int, bytes]
     return found
 
 
-def _section(index: int, raw: _RawSection) -> Section:
-    _, typ, flags, _, offset, size, link, info, _, entsize = raw
-    return Section(index, "", typ, flags, offset, size, link, info, entsize)
+def _section(index: int, raw: _RawSection, name: str = "") -> Section:
+    _, typ, flags, _, offset, size, link, info, align, entsize = raw
+    return Section(index, name, typ, flags, offset, size, link, info, entsize, align)

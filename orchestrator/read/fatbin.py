@@ -4,8 +4,13 @@ with no CUDA installation.
 Layout, worked out on real binaries (nvcc 13.0 / 13.5, vLLM 0.33.0 wheels) and
 checked against cuobjdump by ``tests/integration``:
 
-``.nv_fatbin`` is a sequence of fatbin containers, back to back (each translation
-unit's fatbin, and with ``nvcc -shared`` a device-link one as well). A container:
+``.nv_fatbin`` is a sequence of fatbin containers (each translation unit's fatbin,
+and with ``nvcc -shared`` a device-link one as well). On x86-64 they are back to
+back. On aarch64 each starts on a boundary of the section's alignment
+(``sh_addralign`` 256, measured on vLLM 0.33.0 and sgl-kernel 0.3.21 wheels: nvcc's
+``.align 8`` means 2^8 bytes to the GNU assembler there), with zero bytes between
+them: 0 to 248 bytes, none after the last. Zero bytes up to the next such boundary
+are padding; anything else where a container should start is corrupt. A container:
 
 ====== ====  ============================================================
 offset size  field
@@ -86,6 +91,7 @@ from orchestrator.read.sass import CONSTANT_BANK_OF_STRINGS, count_working_sass_
 from orchestrator.symbols import demangle
 
 FATBIN_MAGIC = 0xBA55ED50
+MAX_PADDING_UNIT = 4096  # the largest section alignment taken as container padding
 FATBIN_SECTION = ".nv_fatbin"
 KNOWN_CONTAINER_VERSIONS = frozenset({1})
 KNOWN_ENTRY_VERSIONS = frozenset({0x0101})
@@ -167,14 +173,33 @@ def entry_target(sm: int, flags: int, kind: int, where: str) -> Target:
         ) from None
 
 
-def iter_entries(blob: Blob, offset: int, size: int) -> Iterator[Entry]:
-    """Every entry of the fatbin containers in ``blob[offset:offset+size]``, in order.
+def padding_unit(align: int) -> int:
+    """The boundary containers may be padded to, from the section's ``sh_addralign``:
+    itself when it is a power of two from 8 to 4096 (aarch64: 256), else 8 (the
+    alignment of every entry), so a hostile alignment cannot make megabytes of
+    zeros padding.
 
-    Each step moves forward by at least a header's size, so the loop is bounded
-    by the section size whatever the bytes say."""
+    >>> padding_unit(256), padding_unit(1), padding_unit(0), padding_unit(1 << 20), padding_unit(24)
+    (256, 8, 8, 8, 8)
+    """
+    return align if 8 <= align <= MAX_PADDING_UNIT and align & (align - 1) == 0 else 8
+
+
+def iter_entries(blob: Blob, offset: int, size: int, align: int = 8) -> Iterator[Entry]:
+    """Every entry of the fatbin containers in ``blob[offset:offset+size]``, in order;
+    zero bytes up to the next boundary of ``padding_unit(align)`` (counted from the
+    section's start) between containers are padding.
+
+    Each step moves forward by at least a header's size or to the next boundary, so
+    the loop is bounded by the section size whatever the bytes say."""
     end = offset + size
     position = offset
+    unit = padding_unit(align)
     while position < end:
+        gap = min(-(position - offset) % unit, end - position)
+        if gap and not any(bytes(read_exact(blob, position, gap, "fatbin padding"))):
+            position += gap  # alignment padding before the next container (or the end)
+            continue
         if end - position < _CONTAINER.size:
             if not any(bytes(read_exact(blob, position, end - position, "fatbin padding"))):
                 return  # zero padding at the end of the section
@@ -536,12 +561,17 @@ MAX_ENTRIES_PER_LIBRARY = 1 << 16
 MAX_DECOMPRESSED_PER_LIBRARY = 16 << 30
 
 
-def fatbin_ranges(blob: Blob, sections: list[Section]) -> list[tuple[int, int]]:
-    """The distinct (offset, size) byte ranges of the ``.nv_fatbin`` sections, in
-    file order: section headers that repeat one range are read once (thousands of
-    headers may name one fatbin), and ranges that partly overlap are corrupt."""
-    ranges = sorted({(s.offset, s.size) for s in sections if s.size})
-    for (offset, size), (next_offset, _) in itertools.pairwise(ranges):
+def fatbin_ranges(blob: Blob, sections: list[Section]) -> list[tuple[int, int, int]]:
+    """The distinct (offset, size, alignment) byte ranges of the ``.nv_fatbin``
+    sections, in file order: section headers that repeat one range are read once
+    (thousands of headers may name one fatbin; the largest alignment they give is
+    kept), and ranges that partly overlap are corrupt."""
+    aligns: dict[tuple[int, int], int] = {}
+    for s in sections:
+        if s.size:
+            aligns[s.offset, s.size] = max(aligns.get((s.offset, s.size), 0), s.align)
+    ranges = sorted((offset, size, align) for (offset, size), align in aligns.items())
+    for (offset, size, _), (next_offset, _, _) in itertools.pairwise(ranges):
         if next_offset < offset + size:
             raise InputFileError(
                 f"{blob.name}: corrupt ELF: {FATBIN_SECTION} sections overlap "
@@ -607,8 +637,8 @@ def read_library(
     unread: list[Target] = []
     seen = [0, 0]
     index = 0
-    for offset, size in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
-        entries = list(bounded(iter_entries(blob, offset, size), blob.name, seen))
+    for offset, size, align in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
+        entries = list(bounded(iter_entries(blob, offset, size, align), blob.name, seen))
         headers = [(entry.target, entry.container) for entry in entries]
         actions = demand.plan(headers) if demand else [JUDGE] * len(entries)
         earlier = [

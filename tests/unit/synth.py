@@ -14,6 +14,7 @@ import zstandard
 
 EM_CUDA = 190
 EM_X86_64 = 62
+EM_AARCH64 = 183
 
 NOP = (0x7918, 0x000FC00000000000)
 EXIT = (0x794D, 0x03800000 << 32)
@@ -212,12 +213,25 @@ def build_container(entries: list[EntrySpec], version: int = 1) -> bytes:
     return struct.pack("<IHHQ", 0xBA55ED50, version, 16, len(body)) + body
 
 
-def build_shared_object(containers: list[bytes], with_fatbin: bool = True) -> bytes:
-    """A host ELF with ``.nv_fatbin`` holding the containers back to back."""
+def padded(containers: list[bytes], unit: int) -> bytes:
+    """Containers as an aarch64 linker lays them out: each starting on a boundary of
+    ``unit`` bytes, zeros between them, none after the last."""
+    out = bytearray()
+    for container in containers:
+        out += bytes(-len(out) % unit) + container
+    return bytes(out)
+
+
+def build_shared_object(
+    containers: list[bytes], with_fatbin: bool = True, align: int = 8, machine: int = EM_X86_64
+) -> bytes:
+    """A host ELF with ``.nv_fatbin`` holding the containers: back to back (x86-64's
+    layout), or padded to ``align`` (aarch64's: ``align=256, machine=EM_AARCH64``)."""
     sections = [ElfSection(".text", 1, b"\xc3" * 16, flags=6)]
     if with_fatbin:
-        sections.append(ElfSection(".nv_fatbin", 1, b"".join(containers), flags=2))
-    return build_elf(EM_X86_64, sections)
+        data = padded(containers, align) if align > 8 else b"".join(containers)
+        sections.append(ElfSection(".nv_fatbin", 1, data, flags=2, align=align))
+    return build_elf(machine, sections)
 
 
 def ptx_module(target: str, entries: dict[str, str]) -> bytes:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from synth import (
+    EM_AARCH64,
     EM_CUDA,
     KIND_ELF,
     KIND_PTX,
@@ -23,6 +24,7 @@ from synth import (
     build_elf,
     build_shared_object,
     hollow_body,
+    padded,
     ptx_module,
     trap_body,
     working_body,
@@ -122,6 +124,84 @@ def test_several_containers_back_to_back_and_device_link_duplicates() -> None:
     own = build_container([EntrySpec(KIND_ELF, 90, sample_cubin(90), "a")])
     lib = library(build_shared_object([link, own]))
     assert [(c.arch.name, len(c.kernels)) for c in lib.cubins] == [("sm_90a", 0), ("sm_90a", 2)]
+
+
+def three_containers() -> list[bytes]:
+    """Containers of 3 sizes that are multiples of 8 but not of 256 (as real ones)."""
+    return [
+        build_container([EntrySpec(KIND_ELF, 90, sample_cubin(90), "a")]),
+        build_container([EntrySpec(KIND_PTX, 80, ptx_module("sm_80", {"_Z1kPf": "ret;"}))]),
+        build_container([EntrySpec(KIND_ELF, 100, sample_cubin(100), "f", compression="zstd")]),
+    ]
+
+
+def inventory_of(data: bytes) -> list[tuple[str, tuple[str, ...]]]:
+    lib = library(data)
+    return [
+        (o.arch.name, tuple(sorted(k.mangled for k in o.kernels))) for o in (*lib.cubins, *lib.ptx)
+    ]
+
+
+def test_aarch64_layout_containers_padded_to_the_section_alignment() -> None:
+    """aarch64 linkers start each container on a 256-byte boundary, zeros between
+    (vLLM's and sgl-kernel's aarch64 wheels): the same inventory as back to back."""
+    containers = three_containers()
+    gaps = [-len(c) % 256 for c in containers[:-1]]
+    assert all(gaps) and all(g % 8 == 0 for g in gaps)  # the layout really has gaps
+    packed = build_shared_object(containers)
+    aarch64 = build_shared_object(containers, align=256, machine=EM_AARCH64)
+    assert len(aarch64) > len(packed)
+    expected = [
+        ("sm_90a", (MANGLED_HOLLOW, MANGLED_WORK)),
+        ("sm_100f", (MANGLED_HOLLOW, MANGLED_WORK)),
+        ("compute_80", ("_Z1kPf",)),
+    ]
+    assert inventory_of(packed) == inventory_of(aarch64) == expected
+    # Back to back in a section that says 256 (a linker that did not pad): still read.
+    unpadded = build_shared_object(containers, align=8)
+    unpadded = patch_section_alignment(unpadded, 256)
+    assert inventory_of(unpadded) == expected
+
+
+def patch_section_alignment(data: bytes, align: int) -> bytes:
+    """``data`` with the sh_addralign of its ``.nv_fatbin`` section set to ``align``."""
+    shoff, shentsize, shnum = struct.unpack_from("<Q", data, 0x28)[0], 64, data[0x3C]
+    start = fatbin_offset(data)
+    for index in range(shnum):
+        header = shoff + index * shentsize
+        if struct.unpack_from("<Q", data, header + 0x18)[0] == start:
+            return patch(data, header + 0x30, struct.pack("<Q", align))
+    raise AssertionError("no .nv_fatbin section header")
+
+
+def test_padding_between_containers_must_be_zeros_and_shorter_than_the_alignment() -> None:
+    containers = three_containers()
+    data = build_shared_object(containers, align=256, machine=EM_AARCH64)
+    gap = fatbin_offset(data) + len(containers[0])  # the first byte of the first gap
+    expect_error(patch(data, gap, b"\x01"), "bad magic 0x00000001")
+    expect_error(patch(data, gap + 7, b"\xff"), "bad magic")
+    # A whole boundary of zeros more is no padding: zeros where a container must start.
+    first = containers[0] + bytes(-len(containers[0]) % 256)
+    section = first + bytes(256) + padded(containers[1:], 256)
+    aligned_far = build_elf(EM_AARCH64, [ElfSection(".nv_fatbin", 1, section, flags=2, align=256)])
+    expect_error(
+        aligned_far, f"bad magic 0x00000000 at offset {fatbin_offset(aligned_far) + len(first)}"
+    )
+    # Truncated and overrunning containers stay errors in the padded layout.
+    expect_error(data[: gap + 300], "")
+    last = fatbin_offset(data) + len(padded([*containers[:2], b""], 256))  # the third's start
+    expect_error(
+        patch(data, last + 8, struct.pack("<Q", 1 << 20)), "truncated or corrupt fatbin container"
+    )
+
+
+def test_hostile_section_alignments_do_not_make_padding() -> None:
+    """A section alignment that is not a power of two from 8 to 4096 allows no more
+    than the 8-byte padding entries already have."""
+    containers = three_containers()
+    data = build_shared_object(containers, align=256, machine=EM_AARCH64)
+    for align in (1 << 20, 24, 0):
+        expect_error(patch_section_alignment(data, align), "bad magic 0x00000000")
 
 
 def test_library_without_device_code_is_listed_empty() -> None:
