@@ -95,7 +95,7 @@ def fuzz(session: nox.Session) -> None:
     os.makedirs("fuzz/artifacts", exist_ok=True)
     session.run("python", "fuzz/fuzz_fatbin.py", "--make-corpus", "fuzz/corpus-run")
     session.run(
-        "python", "fuzz/fuzz_fatbin.py", "fuzz/corpus-run", "fuzz/seeds",
+        "python", "fuzz/fuzz_fatbin.py", "fuzz/corpus-run", "fuzz/seeds", "tests/fixtures/aarch64",
         "tests/unit/fuzz_regressions", "-rss_limit_mb=1024", "-timeout=5",
         "-artifact_prefix=fuzz/artifacts/", "-print_final_stats=1",
         *(session.posargs or ["-max_total_time=600"]),

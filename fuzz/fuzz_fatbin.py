@@ -16,8 +16,10 @@ above it is reported too).
 
 ``fuzz/seeds`` holds the ``.nv_fatbin`` sections of real nvcc 13.0 libraries
 (zstd cubins and PTX, LZ4 with ``--compress-mode=speed``) wrapped in small host
-ELFs; ``--make-corpus`` adds hand-made ones (``tests/unit/synth.py``): every entry
-kind, both compressions, several containers, an ELF without device code.
+ELFs, and ``tests/fixtures/aarch64`` a real aarch64 library (containers padded to
+256 bytes); ``--make-corpus`` adds hand-made ones (``tests/unit/synth.py``): every
+entry kind, both compressions, several containers, the padded layout, an ELF
+without device code.
 With ``KERNEL_MATRIX_FUZZ=wheel`` the input is a whole wheel given to ``probe``
 (seeds: ``--make-corpus`` writes stored, deflated and LZMA wheels of those
 libraries). Findings and what the runs tried are recorded in BENCHMARKS.md.
@@ -62,6 +64,7 @@ def make_corpus(target: Path) -> None:
     """Hand-made seeds (the unit tests' binary builder) into ``target``."""
     sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
     from synth import (
+        EM_AARCH64,
         KIND_ELF,
         KIND_PTX,
         MANGLED_HOLLOW,
@@ -107,6 +110,10 @@ def make_corpus(target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     libraries = {f"synth-{n}.so": build_shared_object(c) for n, c in seeds.items()}
     libraries["synth-no-fatbin.so"] = build_shared_object([], with_fatbin=False)
+    # aarch64's layout: each container on a 256-byte boundary, zeros between.
+    libraries["synth-aarch64-padded.so"] = build_shared_object(
+        seeds["mixed"], align=256, machine=EM_AARCH64
+    )
     if not WHEEL:
         for name, data in libraries.items():
             (target / name).write_bytes(data)
@@ -127,9 +134,13 @@ def seed_from_library(library: Path, target: Path) -> None:
     from orchestrator.read.elf import read_header
 
     data = library.read_bytes()
-    (section,) = read_header(BytesBlob(str(library), data)).named(".nv_fatbin")
+    header = read_header(BytesBlob(str(library), data))
+    (section,) = header.named(".nv_fatbin")
     fatbin = data[section.offset : section.offset + section.size]
-    (target / f"real-{library.stem}.so").write_bytes(build_shared_object([fatbin]))
+    # (the section's alignment and machine kept: aarch64's padding is only padding in
+    # a section aligned as the original)
+    seed = build_shared_object([fatbin], align=max(section.align, 8), machine=header.machine)
+    (target / f"real-{library.stem}.so").write_bytes(seed)
 
 
 def main() -> None:
