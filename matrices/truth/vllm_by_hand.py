@@ -34,7 +34,8 @@ NVDIS = os.environ.get("NVDISASM_DIR", str(TOOLS / "nvdisasm/nvidia/cu13/bin"))
 WORK = Path(os.environ.get("TRUTH_WORK", Path.home() / ".cache/kernel-matrix/truth"))
 os.environ["PATH"] = NVDIS + ":" + os.environ["PATH"]
 SRC = re.compile(r"_(?:INTERNAL|GLOBAL__N_)_[0-9a-f]{8}_(\d+)_(\w+)")
-DEVICES = ["9.0", "10.0", "10.3", "12.0", "12.1"]
+# The device columns (TRUTH_DEVICES=8.7,9.0,... for the aarch64 tables).
+DEVICES = os.environ.get("TRUTH_DEVICES", "9.0,10.0,10.3,12.0,12.1").split(",")
 SMALL_TEXT = 4096  # bytes: kernels above this have > 256 instructions; disassembled below
 
 

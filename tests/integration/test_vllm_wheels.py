@@ -17,6 +17,11 @@ check reads only the family libraries inside them (1.30 GB compressed, 31-63 % o
 each wheel), streamed from the zip without unpacking.
 ``KERNEL_MATRIX_VLLM_RELEASES=0.11.0,0.33.0`` limits a run (and its downloads) to
 some releases; the others then skip, saying so.
+
+aarch64 (DGX Spark, GH200/GB200, Jetson Thor/Orin): ``<release>-aarch64`` names the
+aarch64 wheel of a release, whose tables in vllm-truth.md add the columns 8.7 and 11.0
+(``### vLLM 0.33.0 — CUDA 13.0 — aarch64``). Of the three with tables, only 0.33.0's
+runs by default (333 MB more to download once); the list above selects the others.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "matrices" / "vllm.yaml"
 TRUTH = ROOT / "matrices" / "vllm-truth.md"
-RELEASES = ("0.11.0", "0.14.0", "0.17.0", "0.19.0", "0.21.0", "0.25.0", "0.33.0")
+X86_RELEASES = ("0.11.0", "0.14.0", "0.17.0", "0.19.0", "0.21.0", "0.25.0", "0.33.0")
+AARCH64_RELEASES = ("0.19.0-aarch64", "0.25.0-aarch64", "0.33.0-aarch64")
+RELEASES = X86_RELEASES + AARCH64_RELEASES
 CUDA = {  # from the binaries: PTX ISA version, libcudart.so.N (vllm-truth.md)
     "0.11.0": "12.8",
     "0.14.0": "12.9",
@@ -74,10 +81,13 @@ CUDA = {  # from the binaries: PTX ISA version, libcudart.so.N (vllm-truth.md)
     "0.25.0": "13.0",
     "0.33.0": "13.0",
 }
+DEFAULT_SELECTION = (*X86_RELEASES, "0.33.0-aarch64")
 SELECTED = tuple(
-    r for r in os.environ.get("KERNEL_MATRIX_VLLM_RELEASES", ",".join(RELEASES)).split(",") if r
+    r
+    for r in os.environ.get("KERNEL_MATRIX_VLLM_RELEASES", ",".join(DEFAULT_SELECTION)).split(",")
+    if r
 )
-DEVICES = ("9.0", "10.0", "10.3", "12.0", "12.1")  # the columns of the truth tables
+DEVICES = ("9.0", "10.0", "10.3", "12.0", "12.1")  # the columns of the x86 truth tables
 CC = ComputeCapability.parse
 
 
@@ -142,13 +152,14 @@ def _per_arch(text: str) -> dict[str, tuple[int, int]]:
 
 
 def read_truth(path: Path = TRUTH) -> dict[str, dict[str, Row]]:
-    """release -> family -> row, from the "family | library | ..." tables."""
+    """release -> family -> row, from the "family | library | ..." tables (an aarch64
+    table's release is ``<version>-aarch64``); its device columns are the table's."""
     truth: dict[str, dict[str, Row]] = {}
     release: str | None = None
     header: list[str] | None = None
     for line in path.read_text(encoding="utf-8").splitlines():
-        if match := re.match(r"^### vLLM (\S+) — CUDA", line):
-            release, header = match[1], None
+        if match := re.match(r"^### vLLM (\S+) — CUDA \S+(?: — (aarch64))?$", line):
+            release, header = match[1] + (f"-{match[2]}" if match[2] else ""), None
         elif release and line.startswith("| family |"):
             header = _cells(line)
         elif header and line.startswith("| ---"):
@@ -156,11 +167,12 @@ def read_truth(path: Path = TRUTH) -> dict[str, dict[str, Row]]:
         elif header and release and line.startswith("| "):
             row = dict(zip(header, _cells(line), strict=True))
             family = row["family"]
+            devices = header[header.index("kernels per cubin arch (hollow)") + 1 :]
             truth.setdefault(release, {})[family] = Row(
                 family=family,
                 library=row["library"].strip("`").replace("—", ""),
                 per_arch=_per_arch(row["kernels per cubin arch (hollow)"]),
-                devices={d: _cell(row[d]) for d in DEVICES},
+                devices={d: _cell(row[d]) for d in devices},
             )
         else:
             header = None
@@ -168,6 +180,11 @@ def read_truth(path: Path = TRUTH) -> dict[str, dict[str, Row]]:
 
 
 TRUTH_TABLES = read_truth()
+
+
+def devices_of(release: str) -> tuple[str, ...]:
+    """The device columns of a release's truth table."""
+    return tuple(next(iter(TRUTH_TABLES[release].values())).devices)
 
 
 def test_the_truth_file_covers_every_family_of_the_profile_for_each_release() -> None:
@@ -182,7 +199,8 @@ def test_the_truth_file_covers_every_family_of_the_profile_for_each_release() ->
 def wheel_path(release: str) -> Path:
     if release not in SELECTED:
         pytest.skip(f"vLLM {release} not in KERNEL_MATRIX_VLLM_RELEASES={','.join(SELECTED)}")
-    wheel, why = vllm_wheel(release)
+    version, _, machine = release.partition("-")
+    wheel, why = vllm_wheel(version, machine)
     if wheel is None:
         pytest.skip(why)
     return wheel
@@ -219,9 +237,10 @@ def probed(rules: tuple[FamilyRule, ...]) -> Iterator[Callable[[str], Probed]]:
 
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(check_module, "probe", spy)
-                result = check_paths([wheel], rules, tuple(CC(d) for d in DEVICES), lazy=False)
+                devices = tuple(CC(d) for d in devices_of(release))
+                result = check_paths([wheel], rules, devices, lazy=False)
             (inventory,) = seen
-            lazy = check_paths([wheel], rules, tuple(CC(d) for d in DEVICES))
+            lazy = check_paths([wheel], rules, devices)
             cache[release] = Probed(wheel, inventory, result, lazy)
         return cache[release]
 
@@ -354,7 +373,7 @@ def test_the_lazy_check_gives_the_full_reads_verdicts(
         assert unjudged == {
             t
             for t in lazy.built_for[family]
-            if not any(Target.parse(t).runs_on(CC(d)) for d in DEVICES)
+            if not any(Target.parse(t).runs_on(CC(d)) for d in devices_of(release))
         }, family
     assert full.not_judged == {family: () for family in full.families}
 

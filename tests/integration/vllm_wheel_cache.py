@@ -15,23 +15,39 @@ from orchestrator.toolchains.cuda import cache_root
 WHEEL_DIR = cache_root() / "wheels"
 
 
-def vllm_wheel(release: str) -> tuple[Path | None, str]:
-    """(the cached wheel of ``release``, "") or (None, why it could not be had)."""
-    WHEEL_DIR.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(WHEEL_DIR / f".vllm-{release}.lock")):
-        found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
+# pip takes --platform literally: vLLM's aarch64 wheels carry one of these tags.
+AARCH64_TAGS = (
+    "manylinux_2_28_aarch64",
+    "manylinux_2_31_aarch64",
+    "manylinux_2_24_aarch64",
+    "manylinux2014_aarch64",
+)
+
+
+def vllm_wheel(release: str, machine: str = "") -> tuple[Path | None, str]:
+    """(the cached wheel of ``release``, "") or (None, why it could not be had);
+    ``machine="aarch64"`` gets the aarch64 wheel (kept in a folder of its own),
+    whatever this machine is."""
+    folder = WHEEL_DIR / machine if machine else WHEEL_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f".vllm-{release}.lock")):
+        found = sorted(folder.glob(f"vllm-{release}-*.whl"))
         if found:
             return found[-1], ""
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", f"vllm=={release}", "--no-deps",
-                "--only-binary=:all:", "--quiet", "-d", str(WHEEL_DIR),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )  # fmt: skip
-        found = sorted(WHEEL_DIR.glob(f"vllm-{release}-*.whl"))
+        for platform in AARCH64_TAGS if machine == "aarch64" else ("",):
+            result = subprocess.run(
+                [
+                    sys.executable, "-m", "pip", "download", f"vllm=={release}", "--no-deps",
+                    "--only-binary=:all:", "--quiet", "-d", str(folder),
+                    *(["--platform", platform] if platform else []),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )  # fmt: skip
+            if result.returncode == 0:
+                break
+        found = sorted(folder.glob(f"vllm-{release}-*.whl"))
     if found:
         return found[-1], ""
     reason = (result.stderr or result.stdout).strip()[-300:]
