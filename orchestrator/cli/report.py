@@ -94,7 +94,8 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from orchestrator.judge.baseline import combined_exit_code, diff_results, load_baseline
+    from orchestrator.judge.baseline import load_baseline
+    from orchestrator.judge.compare import combined_exit_code, diff_results
     from orchestrator.judge.results import exit_code, load_results
     from orchestrator.reporting.summary import print_diff, verdict_line
 

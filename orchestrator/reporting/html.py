@@ -22,7 +22,8 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from orchestrator import __version__
-from orchestrator.judge.baseline import (
+from orchestrator.judge.baseline import KernelCopy, kernel_copies
+from orchestrator.judge.compare import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,
@@ -32,8 +33,6 @@ from orchestrator.judge.baseline import (
     SIZE_CHANGED,
     Diff,
     Finding,
-    KernelCopy,
-    kernel_copies,
 )
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT, Verdict
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult

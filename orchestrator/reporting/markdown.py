@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.judge.baseline import (
+from orchestrator.judge.compare import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,

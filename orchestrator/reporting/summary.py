@@ -12,7 +12,7 @@ from rich.text import Text
 
 from orchestrator.archs import ComputeCapability, device_name
 from orchestrator.common.errors import KernelMatrixError
-from orchestrator.judge.baseline import (
+from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
     KERNEL_NEW,

@@ -24,15 +24,8 @@ from typing import Any
 from orchestrator import __version__
 from orchestrator.common.errors import KernelMatrixError
 from orchestrator.common.fsutil import write_atomic, write_json
-from orchestrator.judge.baseline import (
-    Baseline,
-    Diff,
-    combined_exit_code,
-    compare,
-    load_baseline,
-    save_baseline,
-    summarize,
-)
+from orchestrator.judge.baseline import Baseline, load_baseline, save_baseline, summarize
+from orchestrator.judge.compare import Diff, combined_exit_code, compare
 from orchestrator.judge.results import RESULT_SCHEMA_VERSION, CellResult, exit_code
 from orchestrator.reporting.cells import failing_pairs, status_counts
 from orchestrator.reporting.history import (

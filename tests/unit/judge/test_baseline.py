@@ -10,7 +10,8 @@ import pytest
 from report_data import LIB, NASTY, STABLE, code, failed_cell, kernel, passed_cell, sample_results
 
 from orchestrator.common.errors import InputFileError
-from orchestrator.judge.baseline import (
+from orchestrator.judge.baseline import Baseline, load_baseline, save_baseline, summarize
+from orchestrator.judge.compare import (
     CELL_NEW,
     CELL_UNCHECKED,
     FAMILY_CHANGED,
@@ -20,13 +21,9 @@ from orchestrator.judge.baseline import (
     KERNEL_MOVED,
     KERNEL_NEW,
     SIZE_CHANGED,
-    Baseline,
     combined_exit_code,
     compare,
     diff_results,
-    load_baseline,
-    save_baseline,
-    summarize,
 )
 from orchestrator.judge.expect import MISSING
 from orchestrator.judge.results import ERROR, NOT_RUN, CellResult

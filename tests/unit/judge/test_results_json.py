@@ -12,7 +12,8 @@ from report_data import sample_results
 
 from orchestrator.common.errors import InputFileError
 from orchestrator.common.yamlfile import schema
-from orchestrator.judge.baseline import diff_results, summarize
+from orchestrator.judge.baseline import summarize
+from orchestrator.judge.compare import diff_results
 from orchestrator.judge.results import load_results
 from orchestrator.reporting.writers import merged_json, write_all
 

@@ -6,7 +6,8 @@ import dataclasses
 
 from report_data import CRASH, NASTY, SKIP_LINE, passed_cell, sample_results, synthetic_results
 
-from orchestrator.judge.baseline import diff_results, summarize
+from orchestrator.judge.baseline import summarize
+from orchestrator.judge.compare import diff_results
 from orchestrator.judge.expect import MISSING, NOT_MATCHED, PRESENT, Verdict
 from orchestrator.judge.results import FAILED, exit_code
 from orchestrator.reporting.html import build_view, render_html

@@ -36,14 +36,8 @@ from synth import (
 from orchestrator.building.backends import BuildJob, BuildOutcome
 from orchestrator.cli import main
 from orchestrator.common.errors import UsageError
-from orchestrator.judge.baseline import (
-    KERNEL_MOVED,
-    compare,
-    diff_results,
-    load_baseline,
-    save_baseline,
-    summarize,
-)
+from orchestrator.judge.baseline import load_baseline, save_baseline, summarize
+from orchestrator.judge.compare import KERNEL_MOVED, compare, diff_results
 from orchestrator.judge.results import PASSED, CellResult
 from orchestrator.planning.matrix import Matrix, load_matrix
 from orchestrator.planning.plan import Cell, plan
