@@ -1,12 +1,20 @@
 """Comparing two runs (a baseline and a run, a pull request's base and head).
 
-A **regression** is a (family, device) pair, or a kernel at an arch, that the
-baseline had and the new run lacks, cell by cell (cells matched by id). A kernel
-found at the same arch in *another library of the same build* has **moved**, which
-is not a regression (vLLM moved its FP4 kernels from ``_C`` to
-``_C_stable_libtorch``). New kernels, size changes and changes of the serving code
-object are information. A baseline cell that the new run did not check (absent,
-crashed, interrupted, skipped) is **unchecked**: no regression can be ruled out.
+Both sides are judged by what each requested device loads, cell by cell (cells
+matched by id). A family (or a kernel) **regresses** on device D when the base
+served D with working code and the head does not: missing, hollow, or reached only
+by PTX JIT where the base had a cubin (a **downgrade**). A change of code object
+that still serves D (``sm_120`` -> ``sm_120a`` for 12.0, ``sm_100`` -> ``sm_100f``
+for 10.0) is not a regression; ``sm_120f`` -> ``sm_120a`` is one for 12.1, which
+loads neither ``sm_120a`` nor anything else then. Family × device regressions
+decide the exit code; kernel regressions are details, counted and listed, and
+fail only when asked (``strict``). A kernel found at the same arch in *another
+library of the same build* has **moved**, which is not a regression (vLLM moved
+its FP4 kernels from ``_C`` to ``_C_stable_libtorch``). A family that the base
+lacked on a device and the head serves is **fixed**. New kernels, size changes,
+code no requested device loads and changes of the serving code object are
+information. A baseline cell that the new run did not check (absent, crashed,
+interrupted, skipped) is **unchecked**: no regression can be ruled out.
 
 >>> old = CellSummary("c", "passed", kernels={"k": (KernelCopy("_C.so", "sm_120a", 100),)})
 >>> new = CellSummary(
@@ -18,31 +26,49 @@ crashed, interrupted, skipped) is **unchecked**: no regression can be ruled out.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.common.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK
-from orchestrator.judge.baseline import Baseline, CellSummary, KernelCopy, summarize
+from orchestrator.archs import (
+    ComputeCapability,
+    Target,
+    parse_arch_list,
+    requested_devices,
+    select_image,
+)
+from orchestrator.common.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK, KernelMatrixError
+from orchestrator.judge.baseline import Baseline, CellSummary, FamilyState, KernelCopy, summarize
 from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT
 from orchestrator.judge.results import CellResult
 
 FAMILY_LOST = "family-lost"
+FAMILY_DOWNGRADED = "family-downgraded"
 KERNEL_LOST = "kernel-lost"
 KERNEL_HOLLOW = "kernel-hollow"
+KERNEL_DOWNGRADED = "kernel-downgraded"
 CELL_UNCHECKED = "cell-unchecked"
 KERNEL_MOVED = "kernel-moved"
 KERNEL_NEW = "kernel-new"
+KERNEL_UNLOADED_DROPPED = "kernel-unloaded-dropped"
 SIZE_CHANGED = "size-changed"
 FAMILY_CHANGED = "family-changed"
+FAMILY_FIXED = "family-fixed"
 CELL_NEW = "cell-new"
 
-REGRESSION_KINDS = (FAMILY_LOST, KERNEL_LOST, KERNEL_HOLLOW)
+FAMILY_REGRESSION_KINDS = (FAMILY_LOST, FAMILY_DOWNGRADED)
+KERNEL_REGRESSION_KINDS = (KERNEL_LOST, KERNEL_HOLLOW, KERNEL_DOWNGRADED)
+REGRESSION_KINDS = FAMILY_REGRESSION_KINDS + KERNEL_REGRESSION_KINDS
 KIND_TITLES = {
     FAMILY_LOST: "family lost on a device",
+    FAMILY_DOWNGRADED: "family reached only by PTX JIT where a cubin served it",
+    FAMILY_FIXED: "family now served on a device",
     KERNEL_LOST: "kernel lost",
     KERNEL_HOLLOW: "kernel hollowed out",
+    KERNEL_DOWNGRADED: "kernel reached only by PTX JIT where a cubin served it",
+    KERNEL_UNLOADED_DROPPED: "code dropped that no requested device loads",
     CELL_UNCHECKED: "cell not checked in this run",
     KERNEL_MOVED: "kernel moved to another library",
     KERNEL_NEW: "new kernel",
@@ -63,6 +89,7 @@ class Finding:
     after: str = ""
     archs: tuple[str, ...] = ()
     delta: int = 0  # bytes, for size changes
+    devices: tuple[str, ...] = ()  # the requested devices a kernel finding is about
 
     @property
     def regression(self) -> bool:
@@ -71,6 +98,7 @@ class Finding:
     def describe(self) -> str:
         """One line: ``cu13.0-12.1a: nvfp4 on 12.1: present (sm_121a) -> missing``."""
         at = f" [{', '.join(self.archs)}]" if self.archs else ""
+        at += f" on {', '.join(self.devices)}" if self.devices else ""
         change = (
             f"{self.before} -> {self.after}"
             if self.before and self.after
@@ -91,12 +119,14 @@ class Finding:
             "after": self.after,
             "archs": list(self.archs),
             "delta": self.delta,
+            "devices": list(self.devices),
         }
 
 
 @dataclass
 class Diff:
     findings: list[Finding] = field(default_factory=list)
+    strict: bool = False  # kernel regressions fail too, not only family × device ones
 
     def of(self, *kinds: str) -> list[Finding]:
         return [f for f in self.findings if f.kind in kinds]
@@ -113,10 +143,16 @@ class Diff:
         return sum(f.kind == kind for f in self.findings)
 
     @property
+    def failing(self) -> list[Finding]:
+        """The regressions that decide the exit code: family × device ones, and with
+        ``strict`` the kernel ones too."""
+        return self.regressions if self.strict else self.of(*FAMILY_REGRESSION_KINDS)
+
+    @property
     def exit_code(self) -> int:
-        """1 on a regression; 3 when a baseline cell went unchecked (a regression
-        cannot be ruled out there); else 0."""
-        if self.regressions:
+        """1 on a failing regression; 3 when a baseline cell went unchecked (a
+        regression cannot be ruled out there); else 0."""
+        if self.failing:
             return EXIT_KERNEL_MISSING
         if self.unchecked:
             return EXIT_INFRA
@@ -124,14 +160,18 @@ class Diff:
 
     def line(self) -> str:
         """``3 regressions (1 family × device, 2 kernels), 1 move, 4 new kernels, ...``"""
-        families = self.count(FAMILY_LOST)
-        kernels = self.count(KERNEL_LOST) + self.count(KERNEL_HOLLOW)
+        families = len(self.of(*FAMILY_REGRESSION_KINDS))
+        kernels = len(self.of(*KERNEL_REGRESSION_KINDS))
         parts = [
-            f"{len(self.regressions)} regressions ({families} family × device, {kernels} kernels)",
+            f"{len(self.regressions)} regressions ({families} family × device, {kernels} kernels"
+            + (", which fail only with strict kernels" if kernels and not self.strict else "")
+            + ")",
             f"{self.count(KERNEL_MOVED)} moved",
             f"{self.count(KERNEL_NEW)} new kernels",
             f"{self.count(SIZE_CHANGED)} size changes",
         ]
+        if self.count(FAMILY_FIXED):
+            parts.insert(1, f"{self.count(FAMILY_FIXED)} family × device fixed")
         if self.unchecked:
             parts.append(f"{len(self.unchecked)} cells unchecked")
         return ", ".join(parts)
@@ -144,9 +184,10 @@ class Diff:
         }
 
 
-def compare(old: Baseline, new: Baseline) -> Diff:
-    """Everything ``new`` lost, moved, gained or resized relative to ``old``."""
-    diff = Diff()
+def compare(old: Baseline, new: Baseline, *, strict: bool = False) -> Diff:
+    """Everything ``new`` lost, moved, gained or resized relative to ``old``, judged
+    by what each requested device loads; ``strict``: kernel regressions fail too."""
+    diff = Diff(strict=strict)
     for cell_id, before in old.cells.items():
         after = new.cells.get(cell_id)
         if after is None:
@@ -162,7 +203,8 @@ def compare(old: Baseline, new: Baseline) -> Diff:
             continue
         diff.findings.extend(_compare_families(cell_id, before, after))
         if before.kernels is not None and after.kernels is not None:
-            diff.findings.extend(_compare_kernels(cell_id, before.kernels, after.kernels))
+            devices = cell_devices(before) or cell_devices(after)
+            diff.findings.extend(_compare_kernels(cell_id, before.kernels, after.kernels, devices))
     diff.findings.extend(
         Finding(CELL_NEW, cell_id, cell_id, "", cell.status)
         for cell_id, cell in new.cells.items()
@@ -171,8 +213,32 @@ def compare(old: Baseline, new: Baseline) -> Diff:
     return diff
 
 
-def diff_results(baseline: Baseline, results: Iterable[CellResult]) -> Diff:
-    return compare(baseline, summarize(results))
+def diff_results(
+    baseline: Baseline, results: Iterable[CellResult], *, strict: bool = False
+) -> Diff:
+    return compare(baseline, summarize(results), strict=strict)
+
+
+def cell_devices(cell: CellSummary) -> tuple[ComputeCapability, ...]:
+    """The devices a cell was asked to serve: those of its arch list, and those its
+    family verdicts name.
+
+    >>> cell_devices(CellSummary("c", "passed", archs="9.0a;12.1f"))
+    (ComputeCapability(major=9, minor=0), ComputeCapability(major=12, minor=1))
+    """
+    found = {ComputeCapability.parse(device) for _, device in cell.families}
+    # (an arch list this version cannot read leaves the verdicts' devices)
+    with contextlib.suppress(KernelMatrixError):
+        found.update(requested_devices(parse_arch_list(cell.archs or "")))
+    return tuple(sorted(found))
+
+
+def _jit_only(state: FamilyState) -> bool:
+    return (
+        state.status == PRESENT
+        and bool(state.served_by)
+        and all(Target.parse(name).ptx for name in state.served_by)
+    )
 
 
 def _compare_families(cell: str, before: CellSummary, after: CellSummary) -> list[Finding]:
@@ -185,8 +251,14 @@ def _compare_families(cell: str, before: CellSummary, after: CellSummary) -> lis
                 out.append(Finding(FAMILY_LOST, cell, subject, was.describe(), "no longer checked"))
             elif now.status not in (PRESENT, NOT_APPLICABLE):
                 out.append(Finding(FAMILY_LOST, cell, subject, was.describe(), now.describe()))
+            elif _jit_only(now) and not _jit_only(was):
+                out.append(
+                    Finding(FAMILY_DOWNGRADED, cell, subject, was.describe(), now.describe())
+                )
             elif now != was:
                 out.append(Finding(FAMILY_CHANGED, cell, subject, was.describe(), now.describe()))
+        elif now is not None and now.status == PRESENT:
+            out.append(Finding(FAMILY_FIXED, cell, subject, was.describe(), now.describe()))
         elif now is not None and now != was:
             out.append(Finding(FAMILY_CHANGED, cell, subject, was.describe(), now.describe()))
     for key, now in after.families.items():
@@ -195,28 +267,62 @@ def _compare_families(cell: str, before: CellSummary, after: CellSummary) -> lis
     return out
 
 
+def _loaded(
+    by_arch: dict[str, list[KernelCopy]], device: ComputeCapability
+) -> tuple[str, list[KernelCopy]] | None:
+    """The code object of a kernel that ``device`` loads, and its copies."""
+    chosen = select_image((Target.parse(arch) for arch in by_arch), device)
+    return None if chosen is None else (chosen.name, by_arch[chosen.name])
+
+
+def _device_changes(
+    old_by_arch: dict[str, list[KernelCopy]],
+    new_by_arch: dict[str, list[KernelCopy]],
+    devices: Iterable[ComputeCapability],
+) -> dict[tuple[str, str, str], list[str]]:
+    """(kind, what the base loaded, what the head loads) -> devices, for the devices
+    on which the base loaded working code of a kernel and the head does not."""
+    changes: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for device in devices:
+        was = _loaded(old_by_arch, device)
+        if was is None or not _has_body(was[1]):
+            continue
+        now = _loaded(new_by_arch, device)
+        if now is None:
+            changes[(KERNEL_LOST, was[0], "gone")].append(str(device))
+        elif not _has_body(now[1]):
+            changes[(KERNEL_HOLLOW, was[0], f"hollow {now[0]}")].append(str(device))
+        elif Target.parse(now[0]).ptx and not Target.parse(was[0]).ptx:
+            changes[(KERNEL_DOWNGRADED, was[0], f"{now[0]} (JIT)")].append(str(device))
+    return changes
+
+
 def _compare_kernels(
     cell: str,
     before: dict[str, tuple[KernelCopy, ...]],
     after: dict[str, tuple[KernelCopy, ...]],
+    devices: tuple[ComputeCapability, ...],
 ) -> list[Finding]:
     out: list[Finding] = []
     for name, old_copies in before.items():
         old_by_arch = _by_arch(old_copies)
         new_by_arch = _by_arch(after.get(name, ()))
-        lost: list[str] = []
-        hollowed: list[str] = []
+        for (kind, was, now), on in _device_changes(old_by_arch, new_by_arch, devices).items():
+            libraries = _libraries(old_by_arch[was])
+            out.append(
+                Finding(kind, cell, name, f"{was} in {libraries}", now, (was,), 0, tuple(on))
+            )
+        dropped: list[str] = []
         moves: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
         for arch, old in old_by_arch.items():
             new = new_by_arch.get(arch)
             if not new:
-                lost.append(arch)
+                if not any(Target.parse(arch).runs_on(d) for d in devices):
+                    dropped.append(arch)
                 continue
             # Left a library but still built at this arch elsewhere: moved, not lost.
             if {c.library for c in old} - {c.library for c in new}:
                 moves[(_libraries(old), _libraries(new))].append(arch)
-            if _has_body(old) and not _has_body(new):
-                hollowed.append(arch)
             old_size, new_size = _size(old), _size(new)
             if old_size != new_size:
                 out.append(
@@ -230,11 +336,11 @@ def _compare_kernels(
                         new_size - old_size,
                     )
                 )
-        if lost:
-            where = ", ".join(sorted({c.library for c in old_copies if c.arch in lost}))
-            out.append(Finding(KERNEL_LOST, cell, name, f"in {where}", "gone", tuple(lost)))
-        if hollowed:
-            out.append(Finding(KERNEL_HOLLOW, cell, name, "has a body", "hollow", tuple(hollowed)))
+        if dropped:
+            where = ", ".join(sorted({c.library for c in old_copies if c.arch in dropped}))
+            out.append(
+                Finding(KERNEL_UNLOADED_DROPPED, cell, name, f"in {where}", "gone", tuple(dropped))
+            )
         for (old_libs, new_libs), archs in moves.items():
             out.append(Finding(KERNEL_MOVED, cell, name, old_libs, new_libs, tuple(archs)))
         gained = [arch for arch in new_by_arch if arch not in old_by_arch]

@@ -20,6 +20,7 @@ from orchestrator.judge.compare import (
     KERNEL_LOST,
     KERNEL_MOVED,
     KERNEL_NEW,
+    KERNEL_UNLOADED_DROPPED,
     SIZE_CHANGED,
     combined_exit_code,
     compare,
@@ -90,18 +91,44 @@ def test_a_kernel_moved_to_another_library_is_a_move_not_a_regression() -> None:
     assert diff.exit_code == 0
 
 
-def test_a_kernel_that_disappears_is_a_regression_per_arch() -> None:
+def test_a_kernel_that_disappears_for_a_requested_device_is_a_kernel_regression() -> None:
+    """Judged by what each requested device loads (the cell asks for 10.0f and 12.1f):
+    the sm_100f copy served 10.0 and is gone. Kernel regressions are details: they
+    fail only with strict."""
     two_archs = Library(
         LIB, cubins=(code("sm_100f", kernel("mla(int)")), code("sm_120f", kernel("mla(int)")))
     )
     one_arch = Library(STABLE, cubins=(code("sm_120f", kernel("mla(int)")),))
     old, new = passed_cell(), passed_cell()
+    for result in (old, new):
+        result.cell = {**result.cell, "archs": "10.0f;12.1f"}
     old.inventory, new.inventory = Inventory((two_archs,)), Inventory((one_arch,))
     diff = diff_results(summarize([old]), [new])
     (lost,) = diff.of(KERNEL_LOST)
-    assert lost.archs == ("sm_100f",) and lost.before == f"in {LIB}"
+    assert (lost.archs, lost.devices, lost.before, lost.after) == (
+        ("sm_100f",),
+        ("10.0",),
+        f"sm_100f in {LIB}",
+        "gone",
+    )
+    assert lost.regression and diff.regressions == [lost]
     assert [m.archs for m in diff.of(KERNEL_MOVED)] == [("sm_120f",)]
-    assert diff.exit_code == 1
+    assert diff.exit_code == 0 and diff.failing == []
+    assert diff_results(summarize([old]), [new], strict=True).exit_code == 1
+
+
+def test_code_that_no_requested_device_loads_is_information() -> None:
+    """The cell asks for 12.1f only: losing the sm_100f copy serves no device less."""
+    two_archs = Library(
+        LIB, cubins=(code("sm_100f", kernel("mla(int)")), code("sm_120f", kernel("mla(int)")))
+    )
+    old, new = passed_cell(), passed_cell()
+    old.inventory = Inventory((two_archs,))
+    new.inventory = Inventory((Library(LIB, cubins=(code("sm_120f", kernel("mla(int)")),)),))
+    diff = diff_results(summarize([old]), [new], strict=True)
+    assert diff.regressions == [] and diff.exit_code == 0
+    (dropped,) = diff.of(KERNEL_UNLOADED_DROPPED)
+    assert (dropped.subject, dropped.archs) == ("mla(int)", ("sm_100f",))
 
 
 def test_new_kernels_size_changes_and_hollowed_kernels() -> None:
