@@ -89,6 +89,15 @@ def add_strict(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_strict_kernels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict-kernels",
+        action="store_true",
+        help="a kernel that a requested device no longer loads working code of fails too "
+        "(exit 1); by default only family × device regressions do",
+    )
+
+
 def add_engine(parser: argparse.ArgumentParser, default: str | None = DEFAULT_ENGINE) -> None:
     parser.add_argument(
         "--engine",

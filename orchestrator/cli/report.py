@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from orchestrator.cli.arguments import (
     Parser,
     add_results_args,
     add_strict,
+    add_strict_kernels,
     with_error_line,
 )
 from orchestrator.common.errors import (
@@ -101,11 +103,27 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     baseline = load_baseline(args.baseline)
     results = load_results(args.results)
-    diff = diff_results(baseline, results)
+    diff = diff_results(baseline, results, strict=args.strict_kernels)
     print_diff(diff, against=str(args.baseline))
     code = combined_exit_code(exit_code(results, strict=args.strict), diff)
     console().print(verdict_line(results, code, diff), markup=False, soft_wrap=True)
     return with_error_line(code, results, strict=args.strict)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.judge.compare import compare_json, compare_sides, load_side
+    from orchestrator.reporting.compare_view import compare_markdown, print_compare
+
+    base, head = load_side(args.base), load_side(args.head)
+    diff = compare_sides(base, head, strict=args.strict_kernels)
+    data = compare_json(diff, base, head)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.markdown:
+        print(compare_markdown(diff, data))
+    else:
+        print_compare(diff, data)
+    return diff.exit_code
 
 
 def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
@@ -139,4 +157,20 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("baseline", type=Path, help="baseline file (kernel-matrix baseline save)")
     add_results_args(p)
     add_strict(p)
+    add_strict_kernels(p)
     p.set_defaults(handler=cmd_diff)
+
+    p = verbs.add_parser(
+        "compare",
+        help="what changed from BASE to HEAD, judged by what each requested device loads "
+        "(exit 1 on a family × device regression)",
+    )
+    p.add_argument("base", type=Path, help="run directory, results.json or baseline file")
+    p.add_argument("head", type=Path, help="run directory, results.json or baseline file")
+    add_strict_kernels(p)
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable comparison")
+    shown.add_argument(
+        "--markdown", action="store_true", help="a block for a step summary or a PR comment"
+    )
+    p.set_defaults(handler=cmd_compare)

@@ -27,9 +27,11 @@ interrupted, skipped) is **unchecked**: no regression can be ruled out.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orchestrator.archs import (
@@ -39,10 +41,24 @@ from orchestrator.archs import (
     requested_devices,
     select_image,
 )
-from orchestrator.common.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK, KernelMatrixError
-from orchestrator.judge.baseline import Baseline, CellSummary, FamilyState, KernelCopy, summarize
+from orchestrator.common.errors import (
+    EXIT_INFRA,
+    EXIT_KERNEL_MISSING,
+    EXIT_OK,
+    InputFileError,
+    KernelMatrixError,
+)
+from orchestrator.judge.baseline import (
+    BASELINE_KIND,
+    Baseline,
+    CellSummary,
+    FamilyState,
+    KernelCopy,
+    load_baseline,
+    summarize,
+)
 from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT
-from orchestrator.judge.results import CellResult
+from orchestrator.judge.results import CellResult, load_results
 
 FAMILY_LOST = "family-lost"
 FAMILY_DOWNGRADED = "family-downgraded"
@@ -389,3 +405,90 @@ def combined_exit_code(results_code: int, diff: Diff | None) -> int:
         if code in codes:
             return code
     return max(codes)
+
+
+# --- two runs side by side (kernel-matrix compare) --------------------------------------
+
+COMPARE_SCHEMA_VERSION = 1
+_BASELINE_KIND = re.compile(rb'"kind"\s*:\s*"' + BASELINE_KIND.encode() + rb'"')
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of ``compare``: its summary, and its cell results where it has them
+    (a baseline file keeps no causes)."""
+
+    path: Path
+    summary: Baseline
+    results: dict[str, CellResult] = field(default_factory=dict)
+
+    def cause(self, cell: str, family: str, device: str) -> str:
+        """Why ``family`` fails on ``device`` here: the guard or generator line, else
+        the build-log line, else the verdict's reason ("" from a baseline)."""
+        result = self.results.get(cell)
+        for verdict in result.verdicts if result else ():
+            if (verdict.family, verdict.device) == (family, device):
+                return verdict.guard or verdict.cause or verdict.reason
+        return ""
+
+
+def load_side(path: Path) -> Side:
+    """A run directory, a ``results.json`` (or cell files) or a baseline file."""
+    if path.is_file():
+        try:
+            with path.open("rb") as stream:
+                is_baseline = _BASELINE_KIND.search(stream.read(65536)) is not None
+        except OSError as exc:
+            raise InputFileError(f"{path}: cannot read ({exc.strerror})") from None
+        if is_baseline:
+            return Side(path, load_baseline(path))
+    results = load_results([path])
+    return Side(path, summarize(results), {r.id: r for r in results})
+
+
+def compare_sides(base: Side, head: Side, *, strict: bool = False) -> Diff:
+    return compare(base.summary, head.summary, strict=strict)
+
+
+def unchanged_pairs(base: Side, head: Side) -> dict[str, int]:
+    """Per cell in both: the family × device pairs whose verdict did not change."""
+    return {
+        cell_id: sum(head.summary.cells[cell_id].families.get(key) == state
+                     for key, state in cell.families.items())
+        for cell_id, cell in base.summary.cells.items()
+        if cell_id in head.summary.cells
+    }  # fmt: skip
+
+
+def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
+    """The ``compare --json`` document (``orchestrator/schemas/compare.schema.json``)."""
+
+    def pair(finding: Finding) -> dict[str, Any]:
+        family, _, device = finding.subject.rpartition(" on ")
+        return {
+            "kind": finding.kind,
+            "cell": finding.cell,
+            "family": family,
+            "device": device,
+            "base": finding.before,
+            "head": finding.after,
+            "cause": head.cause(finding.cell, family, device),
+        }
+
+    return {
+        "schema_version": COMPARE_SCHEMA_VERSION,
+        "base": str(base.path),
+        "head": str(head.path),
+        "exit_code": diff.exit_code,
+        "strict_kernels": diff.strict,
+        "regressions": [pair(f) for f in diff.of(*FAMILY_REGRESSION_KINDS)],
+        "fixed": [pair(f) for f in diff.of(FAMILY_FIXED)],
+        "unchecked": [f.to_json() for f in diff.unchecked],
+        "unchanged": unchanged_pairs(base, head),
+        "kernel_changes": [
+            f.to_json()
+            for f in diff.findings
+            if f.kind
+            not in (*FAMILY_REGRESSION_KINDS, FAMILY_FIXED, FAMILY_CHANGED, CELL_UNCHECKED)
+        ],
+    }

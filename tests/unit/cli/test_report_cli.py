@@ -192,3 +192,71 @@ def test_report_without_results_and_no_run_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     assert main(["report"]) == 2
     assert "no run under reports/" in capsys.readouterr().err
+
+
+def test_compare_base_and_head_by_what_each_device_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare BASE HEAD: the family × device pairs that regressed (with the head's
+    cause) or got fixed, per cell; JSON and Markdown; exit 1 on a regression, 0 the
+    other way round, 2 on bad input. A baseline file is a side too."""
+    import jsonschema
+
+    base = write_run(tmp_path / "base", [passed_cell()])
+    lost = passed_cell()
+    lost.verdicts[0] = dataclasses.replace(
+        lost.verdicts[0],
+        status="missing",
+        served_by=(),
+        kernels=(),
+        reason="nvfp4 is built only for sm_120a, none of which runs on 12.1",
+        guard="CMakeLists.txt:366: cuda_archs_loose_intersection(FP4_ARCHS 12.0a 12.1f) -> ''",
+    )
+    head = write_run(tmp_path / "head", [lost])
+    assert main(["compare", str(base), str(head)]) == 1
+    out = capsys.readouterr().out
+    assert "cu13.0-12.1f: 1 regressed, 0 fixed, 1 unchanged" in out
+    assert (
+        "REGRESSION: nvfp4 on 12.1: present (sm_120f) -> missing; cause: CMakeLists.txt:366:" in out
+    )
+    assert out.rstrip().splitlines()[-1].startswith("kernel-matrix compare: FAILED")
+
+    assert main(["compare", str(base), str(head), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    schema = json.loads(
+        (
+            Path(__file__).resolve().parents[3] / "orchestrator/schemas/compare.schema.json"
+        ).read_text()
+    )
+    jsonschema.validate(data, schema)
+    (regression,) = data["regressions"]
+    assert {k: regression[k] for k in ("cell", "family", "device", "base", "head")} == {
+        "cell": "cu13.0-12.1f",
+        "family": "nvfp4",
+        "device": "12.1",
+        "base": "present (sm_120f)",
+        "head": "missing",
+    }
+    assert regression["cause"].startswith("CMakeLists.txt:366:")
+    assert data["fixed"] == [] and data["unchanged"] == {"cu13.0-12.1f": 1}
+
+    # the other way round: fixed, exit 0; Markdown lists it
+    assert main(["compare", str(head), str(base), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert (
+        "**Fixed**" in md and "| cu13.0-12.1f | nvfp4 | 12.1 | missing | present (sm_120f) |" in md
+    )
+    assert "**Regressions**" not in md
+
+    # a baseline file is a side (it keeps no causes)
+    assert main(["baseline", "save", str(base), "--out", str(tmp_path / "b.json")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "b.json"), str(head), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["regressions"][0]["family"] == "nvfp4"
+
+    # bad input: one line, exit 2
+    assert main(["compare", str(tmp_path / "nope"), str(head)]) == 2
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert main(["compare", str(tmp_path / "junk.json"), str(head)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("kernel-matrix: error: ") for line in err)
