@@ -43,22 +43,65 @@ DOWNLOAD_TIMEOUT_S = 600
 MAX_INDEX_PAGE_BYTES = 64 * 1024**2  # vLLM's JSON page: about 1 MB
 
 
-def resolve_source(spec: str, *, progress: bool = True) -> Path:
+def resolve_source(
+    spec: str, *, progress: bool = True, repository: Path | None = None, option: str = "--source"
+) -> Path:
     """The directory to build for ``spec``: a directory as it is, an ``.tar.gz``
-    sdist unpacked (cached), or ``NAME==VERSION`` downloaded as an sdist (cached)."""
+    sdist unpacked (cached), ``NAME==VERSION`` downloaded as an sdist (cached), or,
+    with a git ``repository``, a ref of it (``origin/main``, a commit) exported with
+    ``git archive`` and unpacked (cached; the repository's work tree is not touched)."""
     release = _RELEASE.match(spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
     if path.is_file():
         if not path.name.endswith((".tar.gz", ".tgz")):
-            raise UsageError(f"--source {spec}: not a directory nor an sdist (.tar.gz)")
+            raise UsageError(f"{option} {spec}: not a directory nor an sdist (.tar.gz)")
         return unpack_sdist(path)
     if release:
         return unpack_sdist(download_sdist(release[1], release[2], progress=progress))
+    commit = _commit(repository, spec) if repository is not None else None
+    if commit is not None and repository is not None:
+        return source_at_commit(repository, commit)
     raise UsageError(
-        f"--source {spec}: no such directory or sdist, and not a release like vllm==0.33.0"
+        f"{option} {spec}: no such directory or sdist, not a release like vllm==0.33.0"
+        + (f", and not a git ref of {repository}" if repository is not None else "")
     )
+
+
+def _commit(repository: Path, ref: str) -> str | None:
+    """The commit ``ref`` names in ``repository``, or None (not a repository, no such ref)."""
+    if ref.startswith("-"):  # never an option to git
+        return None
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(repository), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
+
+
+def source_at_commit(repository: Path, commit: str) -> Path:
+    """The tree of ``commit``, from ``git archive`` (unpacked once under the cache, as
+    an sdist is; the repository's work tree and index are not touched)."""
+    name = f"{repository.resolve().name}-{commit[:12]}"
+    with tempfile.TemporaryDirectory(prefix="kernel-matrix-") as tmp:
+        archive = Path(tmp) / f"{name}.tar.gz"
+        done = subprocess.run(
+            ["git", "-C", str(repository), "archive", "--format=tar.gz", f"--prefix={name}/",
+             "-o", str(archive), commit],
+            capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise ToolchainError(
+                f"git archive {commit[:12]} of {repository} failed: "
+                + (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            )
+        return unpack_sdist(archive)
 
 
 def unpack_sdist(sdist: Path) -> Path:

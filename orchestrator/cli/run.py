@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from orchestrator.cli.arguments import (
     add_cell_selection,
     add_engine,
     add_strict,
+    add_strict_kernels,
     matrix_of,
     with_error_line,
 )
@@ -46,6 +48,54 @@ def with_docker_overrides(matrix: Matrix, args: argparse.Namespace) -> Matrix:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.base_source:
+        return _run_base_and_head(args)
+    return _run_one(args)
+
+
+def _run_base_and_head(args: argparse.Namespace) -> int:
+    """The base and the head of a pull request, each run as ``run`` runs one (into
+    OUT/base and OUT/head, build trees apart), then compared by what each device
+    loads: the exit code says what the head lost, not what both lack."""
+    from orchestrator.building.sources import resolve_source
+    from orchestrator.common.errors import EXIT_INFRA
+    from orchestrator.common.fsutil import write_atomic
+    from orchestrator.judge.compare import compare_json, compare_sides, load_side
+    from orchestrator.planning.matrix import load_matrix
+    from orchestrator.reporting.compare_view import compare_markdown, print_compare
+    from orchestrator.run.runner import new_run_dir
+
+    if args.resume:
+        raise UsageError("--base-source cannot --resume: run the pair again (cells are cached)")
+    out = args.out or new_run_dir(Path("reports"))
+    head_tree = Path(args.source) if args.source and Path(args.source).is_dir() else None
+    repository = head_tree or load_matrix(args.matrix).project.source
+    base_source = resolve_source(args.base_source, repository=repository, option="--base-source")
+    build_root = args.build_dir or Path("build")
+    codes = {}
+    for side, source in (("base", str(base_source)), ("head", args.source)):
+        console().print(
+            f"kernel-matrix: the {side} ({source or 'the matrix source'})", markup=False
+        )
+        side_args = argparse.Namespace(**{**vars(args), "source": source, "base_source": None})
+        side_args.out, side_args.build_dir = out / side, build_root / side
+        try:
+            codes[side] = _run_one(side_args)
+        except KernelMatrixError as error:
+            if error.exit_code != EXIT_INFRA:
+                raise
+            console().print(f"kernel-matrix: {side}: {error}", markup=False, soft_wrap=True)
+            codes[side] = EXIT_INFRA
+    base, head = load_side(out / "base"), load_side(out / "head")
+    diff = compare_sides(base, head, strict=args.strict_kernels)
+    data = compare_json(diff, base, head)
+    write_atomic(out / "compare.json", json.dumps(data, indent=2) + "\n")
+    write_atomic(out / "compare.md", compare_markdown(diff, data) + "\n")
+    print_compare(diff, data)
+    return EXIT_INFRA if EXIT_INFRA in codes.values() and not diff.failing else diff.exit_code
+
+
+def _run_one(args: argparse.Namespace) -> int:
     from orchestrator.cli.options import resume_settings
     from orchestrator.common.fsutil import sole_writer
     from orchestrator.run.runner import latest_run_dir
@@ -240,5 +290,13 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         choices=("build", "configure"),
         help="configure: predict from CMake configure alone (seconds); default: build",
     )
+    p.add_argument(
+        "--base-source",
+        metavar="DIR|SDIST|NAME==VERSION|GIT-REF",
+        help="also run the pull request's base (a source as for --source, or a git ref of the "
+        "head's checkout such as origin/main) and compare: exit 1 only on what the head lost "
+        "(reports in OUT/base, OUT/head, OUT/compare.json, OUT/compare.md)",
+    )
+    add_strict_kernels(p)
     add_strict(p)
     p.set_defaults(handler=cmd_run)

@@ -1604,3 +1604,26 @@ def test_class_2_and_4_the_source_digest_of_hostile_trees(tmp_path: Path) -> Non
     finally:
         remove_tree(source)
     assert time.monotonic() - started < 60
+
+
+def test_a_base_source_that_is_no_tree_nor_ref_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--base-source: a git ref of the head's checkout, or a source like --source; what
+    is neither is exit 2 before anything runs, naming the repository it looked in."""
+    repo = tmp_path / "ext"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        f"project: {{source: {repo}}}\ncuda: ['13.0']\narchs: ['9.0a']\n"
+        f"families: {REPO / 'examples' / 'sample_ext' / 'families.yaml'}\n"
+    )
+    for ref in ("origin/nope", "--upload-pack=x"):
+        code = main(["run", str(matrix), "--tier", "configure", f"--base-source={ref}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert err[0] == (
+            f"kernel-matrix: error: --base-source {ref}: no such directory or sdist, not a "
+            f"release like vllm==0.33.0, and not a git ref of {repo}"
+        )
