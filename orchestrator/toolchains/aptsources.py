@@ -124,15 +124,11 @@ def host_codename(os_release: Path = OS_RELEASE) -> str | None:
     return match[1] if match else None
 
 
-def host_os_ids(os_release: Path = OS_RELEASE) -> set[str]:
-    """``ID`` and ``ID_LIKE`` of this host (``{"debian"}``, ``{"ubuntu", "debian"}``)."""
+def host_os_id(os_release: Path = OS_RELEASE) -> str | None:
+    """``ID`` of this host (``debian``, ``ubuntu``), if it says."""
     try:
         text = os_release.read_text()
     except OSError:
-        return set()
-    ids: set[str] = set()
-    for key in ("ID", "ID_LIKE"):
-        match = re.search(rf"^{key}=\"?([^\"\n]*)\"?\s*$", text, re.MULTILINE)
-        if match:
-            ids.update(match[1].split())
-    return ids
+        return None
+    match = re.search(r"^ID=\"?([A-Za-z0-9._-]+)\"?\s*$", text, re.MULTILINE)
+    return match[1] if match else None

@@ -187,8 +187,10 @@ def host_problem(
     if missing:
         return f"this host has no {', '.join(missing)} (not a Debian host?)"
     release_file = os_release or aptsources.OS_RELEASE
-    if "debian" not in aptsources.host_os_ids(release_file):
-        return f"this host is not Debian ({release_file} names no ID or ID_LIKE 'debian')"
+    os_id = aptsources.host_os_id(release_file)
+    if os_id != "debian":
+        # (Ubuntu is ID_LIKE=debian, but its mirrors carry no Debian suite.)
+        return f"this host is not Debian ({release_file} says ID={os_id or '(none)'})"
     root = apt_root or aptsources.APT_ROOT
     if not (root / "sources.list").exists() and not (root / "sources.list.d").is_dir():
         return f"{root} has no sources.list or sources.list.d"

@@ -85,8 +85,9 @@ def test_host_problems_are_one_line_each(tmp_path: Path) -> None:
     assert debian.host_problem(CUDA, root, release) is None
     assert "no CUDA 12.8" in (debian.host_problem(CudaVersion(12, 8), root, release) or "")
     ubuntu = tmp_path / "ubuntu"
-    ubuntu.write_text("ID=ubuntu\nVERSION_CODENAME=noble\n")
+    ubuntu.write_text("ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n")
     assert "is not Debian" in (debian.host_problem(CUDA, root, ubuntu) or "")
+    assert "ID=ubuntu" in (debian.host_problem(CUDA, root, ubuntu) or "")
     other = tmp_path / "other"
     other.mkdir()
     (other / "sources.list").write_text("deb http://vendor.example/apt nodistro main\n")
