@@ -1,4 +1,5 @@
-"""CUDA toolchains: provisioned from PyPI (13.x) or found on the system (any).
+"""CUDA toolchains: provisioned from PyPI (13.x) or Debian (12.4, 12.5: ``debian``),
+or found on the system (any).
 
 CUDA 13.x: NVIDIA's ``cuda-toolkit`` meta-package on PyPI pins a consistent set of
 components (nvcc, nvvm, crt, cudart, cccl); we install ``cuda-toolkit[...]==13.X.*``
@@ -7,14 +8,15 @@ CMake accept (the wheels ship ``lib`` where ``nvcc.profile`` looks for ``lib64``
 and reuse it. A file lock keeps parallel cells from racing.
 
 CUDA 12.x has no compiler on PyPI (``nvidia-cuda-nvcc-cu12`` ships only ptxas,
-nvvm and headers): those cells need a system toolkit (``--cuda-home``,
-``CUDA_HOME``, ``nvcc`` on PATH, ``/usr/local/cuda-12.X``) or the docker backend.
+nvvm and headers): 12.4 and 12.5 come from Debian's non-free archive
+(:mod:`orchestrator.toolchains.debian`); the others need a system toolkit
+(``--cuda-home``, ``CUDA_HOME``, ``nvcc`` on PATH, ``/usr/local/cuda-12.X``) or the
+docker backend.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -25,7 +27,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -34,64 +35,21 @@ from orchestrator.archs import CudaVersion
 from orchestrator.common import progress
 from orchestrator.common.errors import ToolchainError, ToolError
 from orchestrator.common.fsutil import staged_directory
+from orchestrator.toolchains import debian
+from orchestrator.toolchains.base import (  # re-exported: callers import them from here
+    LOCK_TIMEOUT_S as LOCK_TIMEOUT_S,
+)
+from orchestrator.toolchains.base import PROVISIONING as PROVISIONING
+from orchestrator.toolchains.base import Toolchain as Toolchain
+from orchestrator.toolchains.base import _toolchain_what
+from orchestrator.toolchains.base import cache_root as cache_root
+from orchestrator.toolchains.base import nvcc_version as nvcc_version
+from orchestrator.toolchains.base import pip_failure as pip_failure
 
 # Components a build needs; the meta-package pins their versions to one release.
 PYPI_COMPONENTS = ("nvcc", "nvvm", "crt", "cudart", "cccl")
 PYPI_FIRST_MAJOR = 13
 INSTALL_TIMEOUT_S = 1800
-LOCK_TIMEOUT_S = 3600
-_NVCC_RELEASE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
-
-
-def cache_root() -> Path:
-    """Where toolchains and tools are cached (``KERNEL_MATRIX_CACHE`` overrides)."""
-    override = os.environ.get("KERNEL_MATRIX_CACHE")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kernel-matrix"
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    """A usable CUDA toolkit: ``home`` is a CUDA_HOME with bin/nvcc."""
-
-    cuda: CudaVersion
-    home: Path
-    full_version: str
-    origin: str  # "pypi" or "system"
-
-    @property
-    def nvcc(self) -> Path:
-        return self.home / "bin" / "nvcc"
-
-    def describe(self) -> str:
-        return f"CUDA {self.full_version} ({self.origin}, {self.home})"
-
-
-def nvcc_version(nvcc: Path) -> tuple[CudaVersion, str]:
-    """Ask a real nvcc for its version: ``(13.0, "13.0.88")``. Asked once per file
-    and process (planning and every cell look at the same system toolkits); a
-    replaced file (other inode, size or mtime) is asked again."""
-    try:
-        info = Path(nvcc).stat()
-    except OSError as exc:
-        raise ToolchainError(f"{nvcc}: cannot run nvcc --version: {exc}") from None
-    return _nvcc_version(str(nvcc), info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _nvcc_version(nvcc: str, inode: int, size: int, mtime_ns: int) -> tuple[CudaVersion, str]:
-    try:
-        out = subprocess.run(
-            [nvcc, "--version"], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolchainError(f"{nvcc}: cannot run nvcc --version: {exc}") from None
-    match = _NVCC_RELEASE.search(out)
-    if not match:
-        raise ToolchainError(f"{nvcc}: unexpected nvcc --version output")
-    return CudaVersion(int(match[1]), int(match[2])), match[3]
 
 
 def system_candidates(cuda_homes: Sequence[Path] = ()) -> list[Path]:
@@ -130,6 +88,8 @@ def pypi_available(cuda: CudaVersion) -> bool:
 
 def unavailable_remedy(cuda: CudaVersion) -> str:
     """The exact remedy for a version that has no toolchain here."""
+    if debian.debian_available(cuda):
+        return debian.availability(cuda) or debian.unavailable(cuda, "not provisioned")
     return (
         f"toolchain unavailable: CUDA {cuda} has no compiler on PyPI; pass "
         f"--cuda-home /usr/local/cuda-{cuda} (a CUDA {cuda} toolkit), set CUDA_HOME, "
@@ -146,7 +106,10 @@ def cuda_home_in(install_dir: Path, cuda: CudaVersion) -> Path:
 
 
 def find_cached(cuda: CudaVersion) -> Toolchain | None:
-    """An already-provisioned PyPI toolchain, without installing anything."""
+    """An already-provisioned toolchain (PyPI's, or Debian's for 12.4/12.5), without
+    installing anything."""
+    if debian.debian_available(cuda):
+        return debian.find_cached(cuda)
     marker = pypi_home(cuda) / "toolchain.json"
     if not marker.is_file():
         return None
@@ -180,10 +143,6 @@ def provisioning_lines(cuda: CudaVersion) -> list[str]:
     """What this process did to install the toolchain of ``cuda`` (pip's lines and a
     summary), for the cell log; empty when it came from the cache."""
     return list(PROVISIONING.get(_toolchain_what(cuda), ()))
-
-
-def _toolchain_what(cuda: CudaVersion) -> str:
-    return f"CUDA {cuda} toolchain"
 
 
 def _install(cuda: CudaVersion, target: Path) -> Toolchain:
@@ -264,10 +223,6 @@ def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
         )
 
 
-# What this process installed, per thing installed ("CUDA 13.0 toolchain"): pip's
-# lines and a summary, for the log of the cell that waited for it.
-PROVISIONING: dict[str, list[str]] = {}
-
 _ANNOUNCED = re.compile(r"^\s*Downloading \S+ \(([\d.]+) (kB|MB|GB)\)")
 _UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
 
@@ -343,41 +298,6 @@ class DownloadWatch:
             progress.report(self.line())
 
 
-# pip's words for a package index it could not reach (it then says only "No matching
-# distribution found", as if the version did not exist).
-_UNREACHABLE = (  # the most telling first
-    re.compile(
-        r"Connection refused|Temporary failure in name resolution|Name or service not known|"
-        r"Network is unreachable|SSLError|ProxyError|timed out",
-        re.IGNORECASE,
-    ),
-    re.compile(r"NewConnectionError|Max retries exceeded|Could not fetch URL", re.IGNORECASE),
-)
-
-
-def pip_failure(stderr: str) -> str:
-    r"""The cause of a failed ``pip install``, in one line.
-
-    >>> pip_failure("ERROR: Could not install packages due to an OSError: "
-    ...             "[Errno 28] No space left on device")
-    'no space left on device (free some, or set KERNEL_MATRIX_CACHE to a larger disk)'
-    >>> pip_failure("WARNING: Retrying ... NewConnectionError(...: Failed to establish a "
-    ...             "new connection: [Errno 111] Connection refused')': /simple/cuda-toolkit/\n"
-    ...             "ERROR: No matching distribution found for cuda-toolkit==13.0.*")
-    'the package index is unreachable (Connection refused); check the network, PIP_INDEX_URL or the proxy'
-    """
-    if "No space left" in stderr:
-        return "no space left on device (free some, or set KERNEL_MATRIX_CACHE to a larger disk)"
-    for pattern in _UNREACHABLE:
-        unreachable = pattern.search(stderr)
-        if unreachable:
-            return (
-                f"the package index is unreachable ({unreachable[0]}); check the network, "
-                "PIP_INDEX_URL or the proxy"
-            )
-    return (stderr.strip().splitlines() or ["(no output)"])[-1]
-
-
 def _write_json(path: Path, data: dict[str, str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -388,20 +308,26 @@ def resolve(
     cuda: CudaVersion, cuda_homes: Sequence[Path] = (), *, install: bool = True
 ) -> Toolchain | None:
     """The toolchain a local cell of ``cuda`` uses: an explicit/system toolkit of the
-    exact version first, else PyPI (13.x). None when neither exists (and, with
-    ``install=False``, when the PyPI one is not cached yet)."""
+    exact version first, else PyPI (13.x), else Debian's packages (12.4, 12.5; a
+    failure to fetch them is a ``ToolchainError`` naming why). None when none of them
+    exists (and, with ``install=False``, when the PyPI/Debian one is not cached yet)."""
     system = find_system(cuda, cuda_homes)
     if system:
         return system
-    if not pypi_available(cuda):
-        return None
-    return provision(cuda) if install else find_cached(cuda)
+    if pypi_available(cuda):
+        return provision(cuda) if install else find_cached(cuda)
+    if debian.debian_available(cuda):
+        return debian.provision(cuda) if install else debian.find_cached(cuda)
+    return None
 
 
 def local_availability(cuda: CudaVersion, cuda_homes: Sequence[Path] = ()) -> str | None:
-    """None if a local build of ``cuda`` can get a toolchain, else the remedy."""
+    """None if a local build of ``cuda`` can get a toolchain, else the remedy (for
+    Debian's versions: why this host cannot fetch them, read without the network)."""
     if pypi_available(cuda) or find_system(cuda, cuda_homes):
         return None
+    if debian.debian_available(cuda):
+        return debian.availability(cuda)
     return unavailable_remedy(cuda)
 
 

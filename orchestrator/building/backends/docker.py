@@ -12,9 +12,9 @@ only the paths differ, mapped into the container:
   matrix's ``docker:`` section, and stops at the cell's deadline;
 * ``docker.toolchain: image``: CUDA is the image's (``/usr/local/cuda`` of an
   ``nvidia/cuda:<ver>-devel-*`` image), CMake and ninja are installed in it;
-  ``docker.toolchain: mount``: the host's PyPI CUDA toolchain (13.x) and the CMake
-  and ninja of this Python environment are mounted read-only under
-  ``/opt/kernel-matrix``, so the image needs only a C++ compiler.
+  ``docker.toolchain: mount``: the host's PyPI (13.x) or Debian (12.4, 12.5) CUDA
+  toolchain and the CMake and ninja of this Python environment are mounted
+  read-only under ``/opt/kernel-matrix``, so the image needs only a C++ compiler.
 
 The image (the ``Dockerfile`` of :data:`BUILD_IMAGE_DIR`, package data that ships
 with kernel-matrix, on top of ``docker.base_image``) is built once per CUDA version
@@ -55,6 +55,7 @@ from orchestrator.common.errors import BuildError, ConfigError, DockerError, Too
 from orchestrator.planning.matrix import DockerSettings, Matrix
 from orchestrator.planning.plan import Cell
 from orchestrator.toolchains import cuda as toolchain
+from orchestrator.toolchains import debian
 
 IMAGE_REPOSITORY = "kernel-matrix-build"
 BUILD_DIR_LABEL = "kernel-matrix.build-dir"
@@ -398,13 +399,17 @@ class DockerBackend:
                     )
 
     def _mounted_toolchain(self, cuda: CudaVersion) -> tuple[toolchain.Toolchain, HostTools]:
-        if not toolchain.pypi_available(cuda):
-            raise ToolchainError(
-                f"toolchain unavailable: docker.toolchain 'mount' mounts the PyPI CUDA "
-                f"toolchain, and CUDA {cuda} has no compiler on PyPI; use docker.toolchain "
-                f"'image' (nvidia/cuda:{image_cuda_tag(cuda)}-devel images)"
-            )
-        return toolchain.provision(cuda), HostTools.find()
+        """The host's provisioned toolchain of ``cuda``: PyPI's (13.x) or Debian's
+        (12.4, 12.5; a relocatable CUDA_HOME with a relative ``nvcc.profile``)."""
+        if toolchain.pypi_available(cuda):
+            return toolchain.provision(cuda), HostTools.find()
+        if debian.debian_available(cuda):
+            return debian.provision(cuda), HostTools.find()
+        raise ToolchainError(
+            f"toolchain unavailable: docker.toolchain 'mount' mounts the host's PyPI (13.x) "
+            f"or Debian (12.4, 12.5) CUDA toolchain, and CUDA {cuda} has neither; use "
+            f"docker.toolchain 'image' (nvidia/cuda:{image_cuda_tag(cuda)}-devel images)"
+        )
 
     def _ensure_image(self, base: str, buildargs: Mapping[str, str], cuda: CudaVersion) -> str:
         logs = toolchain.cache_root() / "docker"

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,15 @@ from filelock import FileLock
 
 from orchestrator.building.backends.container import Engine
 from orchestrator.common.errors import ToolError
+from orchestrator.toolchains.aptsources import (
+    APT_ROOT,
+    OS_RELEASE,
+    apt_sources,
+    host_codename,
+)
+from orchestrator.toolchains.aptsources import (
+    AptSource as AptSource,  # (re-exported: the parser moved down)
+)
 from orchestrator.toolchains.cuda import cache_root
 
 REPOSITORY = "kernel-matrix-base"
@@ -39,8 +48,6 @@ DEBOOTSTRAP_TIMEOUT_S = 1800
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-APT_ROOT = Path("/etc/apt")
-OS_RELEASE = Path("/etc/os-release")
 DEFAULT_PACKAGES = ("g++",)  # nvcc's host compiler and CMake's CXX; the rest is mounted
 # URI schemes debootstrap can fetch from.
 DEBOOTSTRAP_SCHEMES = ("http://", "https://", "ftp://", "file:/")
@@ -68,97 +75,6 @@ class BaseRecipe:
     @property
     def tarball(self) -> Path:
         return docker_cache() / f"rootfs-{self.suite}-{self.digest}.tar"
-
-
-@dataclass(frozen=True)
-class AptSource:
-    """One ``deb`` entry of the host's apt configuration."""
-
-    uri: str
-    suites: tuple[str, ...]
-    keyring: Path | None
-    origin: Path
-
-
-def apt_sources(root: Path = APT_ROOT) -> list[AptSource]:
-    """The enabled ``deb`` entries of ``root``'s sources, in the order apt reads them:
-    ``sources.list``, then ``sources.list.d/`` by file name (``*.list`` one-line
-    entries, ``*.sources`` deb822 paragraphs)."""
-    files = [root / "sources.list"]
-    listed = root / "sources.list.d"
-    if listed.is_dir():
-        files += sorted(p for p in listed.iterdir() if p.suffix in (".list", ".sources"))
-    found: list[AptSource] = []
-    for path in files:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        parse = _deb822_entries if path.suffix == ".sources" else _one_line_entries
-        found.extend(parse(text, path))
-    return found
-
-
-def _one_line_entries(text: str, origin: Path) -> Iterator[AptSource]:
-    """``deb [opt=value ...] uri suite [component ...]`` lines."""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        options: dict[str, str] = {}
-        bracket = re.match(r"^deb\s+\[([^\]]*)\]\s*(.*)$", line)
-        if bracket:
-            for option in bracket[1].split():
-                key, _, value = option.partition("=")
-                options[key.lower()] = value
-            words = bracket[2].split()
-        elif line.startswith("deb ") or line.startswith("deb\t"):
-            words = line.split()[1:]
-        else:
-            continue  # deb-src, blank, or not an entry
-        if len(words) >= 2:
-            yield AptSource(words[0], (words[1],), _keyring(options.get("signed-by")), origin)
-
-
-def _deb822_entries(text: str, origin: Path) -> Iterator[AptSource]:
-    """Paragraphs of ``Types:``, ``URIs:``, ``Suites:`` (and ``Enabled:``, ``Signed-By:``)."""
-    for paragraph in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in paragraph.splitlines():
-            if line.startswith("#"):
-                continue
-            if line[:1] in (" ", "\t") and key:  # a continuation (an inline key block)
-                fields[key] += "\n" + line.strip()
-                continue
-            name, sep, value = line.partition(":")
-            if sep:
-                key = name.strip().lower()
-                fields[key] = value.strip()
-        if "deb" not in fields.get("types", "").split():
-            continue
-        if fields.get("enabled", "yes").lower() in ("no", "false", "0"):
-            continue
-        suites = tuple(fields.get("suites", "").split())
-        for uri in fields.get("uris", "").split():
-            if suites:
-                yield AptSource(uri, suites, _keyring(fields.get("signed-by")), origin)
-
-
-def _keyring(value: str | None) -> Path | None:
-    """A Signed-By that names a key file (an inline key block is not one)."""
-    if not value or "\n" in value or not value.startswith("/"):
-        return None
-    path = Path(value.split()[0])
-    return path if path.is_file() else None
-
-
-def host_codename(os_release: Path = OS_RELEASE) -> str | None:
-    """``VERSION_CODENAME`` of this host (bookworm, noble), if it says."""
-    try:
-        text = os_release.read_text()
-    except OSError:
-        return None
-    match = re.search(r"^VERSION_CODENAME=\"?([A-Za-z0-9.-]+)\"?\s*$", text, re.MULTILINE)
-    return match[1] if match else None
 
 
 def host_recipe(
