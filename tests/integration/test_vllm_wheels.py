@@ -20,7 +20,7 @@ some releases; the others then skip, saying so.
 
 aarch64 (DGX Spark, GH200/GB200, Jetson Thor/Orin): ``<release>-aarch64`` names the
 aarch64 wheel of a release, whose tables in vllm-truth.md add the columns 8.7 and 11.0
-(``### vLLM 0.33.0 — CUDA 13.0 — aarch64``). Of the three with tables, only 0.33.0's
+(``### vLLM 0.33.0 — CUDA 13.0 — aarch64``). Of those with tables, only 0.33.0's
 runs by default (333 MB more to download once); the list above selects the others.
 """
 
@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "matrices" / "vllm.yaml"
 TRUTH = ROOT / "matrices" / "vllm-truth.md"
 X86_RELEASES = ("0.11.0", "0.14.0", "0.17.0", "0.19.0", "0.21.0", "0.25.0", "0.33.0")
-AARCH64_RELEASES = ("0.19.0-aarch64", "0.25.0-aarch64", "0.33.0-aarch64")
+AARCH64_RELEASES = ("0.25.0-aarch64", "0.33.0-aarch64")
 RELEASES = X86_RELEASES + AARCH64_RELEASES
 CUDA = {  # from the binaries: PTX ISA version, libcudart.so.N (vllm-truth.md)
     "0.11.0": "12.8",
