@@ -203,3 +203,43 @@ def test_vllm_wheel_engines_agree(vllm_wheel: Path, vllm_inventory: Inventory, m
             real = probe_stream(stream, native.path)
     assert native.to_json() == real.to_json()
     assert any(c.arch.variant.value for c in native.cubins)  # a/f suffixes are there
+
+
+# --- aarch64: containers padded to 256 bytes -------------------------------------------
+
+AARCH64_LIBRARY = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "aarch64" / "_flashmla_extension_C.abi3.so"
+)
+
+
+def test_engines_agree_on_a_real_aarch64_library() -> None:
+    """vLLM 0.33.0's aarch64 _flashmla_extension_C (checked in): both engines give the
+    same inventory (matrices/truth/engines_agree.py does every library of a wheel)."""
+    native = probe([AARCH64_LIBRARY])
+    assert native.to_json() == probe([AARCH64_LIBRARY], engine="cuobjdump").to_json()
+    assert [c.arch.name for c in native.libraries[0].cubins] == [
+        "sm_90a",
+        "sm_100f",
+        "sm_90a",
+        "sm_100f",
+    ]
+
+
+@pytest.mark.parametrize("member", ["_qutlass_C.abi3.so"])  # (a sample: CI time)
+def test_vllm_aarch64_wheel_engines_agree(member: str) -> None:
+    from vllm_wheel_cache import vllm_wheel
+
+    wheel, why = vllm_wheel("0.33.0", "aarch64")
+    if wheel is None:
+        pytest.skip(why)
+    (native,) = [
+        lib
+        for lib in probe([wheel], only=lambda name: name.endswith("/" + member)).libraries
+        if lib.path.endswith("/" + member)
+    ]
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("/" + member))
+        with zf.open(name) as stream:
+            real = probe_stream(stream, native.path)
+    assert native.to_json() == real.to_json()
+    assert native.cubins and all(c.arch.variant.value for c in native.cubins)  # 90a / 100f
