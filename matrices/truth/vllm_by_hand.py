@@ -4,11 +4,15 @@ usage: python matrices/truth/vllm_by_hand.py UNPACKED_WHEEL_DIR matrices/vllm.ya
 (UNPACKED_WHEEL_DIR: `unzip vllm-X-*.whl '*.so'` done there; scratch files go to
 $TRUTH_WORK, default ~/.cache/kernel-matrix/truth; CUO / NVDISASM_DIR: cuobjdump and
 the folder of nvdisasm, default the copies kernel-matrix caches from PyPI.)
+Other projects: TRUTH_LIBS is the glob of the libraries read, relative to
+UNPACKED_WHEEL_DIR (default `vllm/**/*.so`; sgl-kernel: `sgl_kernel/**/*.so`).
+Where two of them share a file name (sgl-kernel's sm90/ and sm100/common_ops) the
+library column gives the path inside the wheel instead of the file name.
 
 It re-implements, independently of the tool, the family-matching semantics documented
 in README.md and the loading rules of DESIGN.md, so the tables it prints can be
 compared with `kernel-matrix check`.
-Reads every vllm/**/*.so, `cuobjdump --dump-elf-symbols` for cubins (arch from the ELF
+Reads every $TRUTH_LIBS (vllm/**/*.so), `cuobjdump --dump-elf-symbols` for cubins (arch from the ELF
 header, ENTRY symbols, _INTERNAL_ source names), `cuobjdump -xptx all` for PTX
 (.entry names, .target), `cuobjdump -xelf all` + readelf + `cuobjdump -sass` to count
 working instructions of small family kernels.
@@ -36,6 +40,11 @@ os.environ["PATH"] = NVDIS + ":" + os.environ["PATH"]
 SRC = re.compile(r"_(?:INTERNAL|GLOBAL__N_)_[0-9a-f]{8}_(\d+)_(\w+)")
 # The device columns (TRUTH_DEVICES=8.7,9.0,... for the aarch64 tables).
 DEVICES = os.environ.get("TRUTH_DEVICES", "9.0,10.0,10.3,12.0,12.1").split(",")
+# The libraries read, relative to the unpacked wheel (TRUTH_LIBS=sgl_kernel/**/*.so).
+LIBS = os.environ.get("TRUTH_LIBS", "vllm/**/*.so")
+# TRUTH_SASS=function: nvdisasm only the kernels counted (-fun), not cuobjdump -sass of
+# their whole cubin (sgl-kernel's cubins hold up to 360 kernels: hours otherwise).
+BY_FUNCTION = os.environ.get("TRUTH_SASS", "cubin") == "function"
 SMALL_TEXT = 4096  # bytes: kernels above this have > 256 instructions; disassembled below
 
 
@@ -112,9 +121,9 @@ if CACHE_FILE.exists():
 
 
 def instr_counts(cubin, names):
-    key = (cubin, os.path.getsize(cubin))
+    key = (cubin, os.path.getsize(cubin)) + ((tuple(sorted(names)),) if BY_FUNCTION else ())
     if key not in CACHE:
-        CACHE[key] = _instr_counts(cubin)
+        CACHE[key] = _instr_counts(cubin, names)
         CACHE_FILE.parent.mkdir(parents=True, exist_ok=True)
         CACHE_FILE.write_bytes(pickle.dumps(CACHE))
     counts = CACHE[key]
@@ -124,13 +133,34 @@ def instr_counts(cubin, names):
     return {n: counts.get(n) for n in names}
 
 
-def _instr_counts(cubin):
-    """working instructions per kernel of cubin"""
+def _instr_counts(cubin, names=()):
+    """working instructions per kernel of cubin (TRUTH_SASS=function: of `names` only)"""
+    if BY_FUNCTION and names:
+        return _instr_counts_of(cubin, names)
     sass = subprocess.run([CUO, "-sass", cubin], capture_output=True, text=True).stdout
+    return _count(sass, r"\s+Function : (\S+)")
+
+
+def _instr_counts_of(cubin, names):
+    """nvdisasm of the named kernels only (-fun: their symbol indices from readelf)"""
+    syms = subprocess.run(["readelf", "-s", "-W", cubin], capture_output=True, text=True).stdout
+    want = set(names)
+    index = [
+        parts[0].rstrip(":")
+        for parts in (line.split() for line in syms.splitlines())
+        if len(parts) >= 8 and parts[3] == "FUNC" and parts[-1] in want
+    ]
+    sass = subprocess.run(
+        ["nvdisasm", "-c", "-fun", ",".join(index), cubin], capture_output=True, text=True
+    ).stdout
+    return _count(sass, r"\.text\.(\S+):$")
+
+
+def _count(sass, header):
     counts = {}
     cur = None
     for line in sass.splitlines():
-        m = re.match(r"\s+Function : (\S+)", line)
+        m = re.match(header, line)
         if m:
             cur = m[1]
             counts[cur] = 0
@@ -228,7 +258,15 @@ def order(t):
 def main():
     root, profile = Path(sys.argv[1]), sys.argv[2]
     rules = [Rule(n, s) for n, s in yaml.safe_load(Path(profile).read_text())["families"].items()]
-    libs = sorted(root.glob("vllm/**/*.so"))
+    libs = sorted(root.glob(LIBS))
+    names = [lib.name for lib in libs]
+    # a library is named by its file name, or by its path where file names repeat
+    shown = {
+        str(lib.relative_to(root)): lib.name
+        if names.count(lib.name) == 1
+        else str(lib.relative_to(root))
+        for lib in libs
+    }
     lib_rows = []
     per_family = {
         r.name: defaultdict(dict) for r in rules
@@ -236,12 +274,13 @@ def main():
     examples = defaultdict(set)
     for lib in libs:
         rel = str(lib.relative_to(root))
-        pk = WORK / f"parsed/{root.name}/{lib.name}.pkl"
+        tag = shown[rel].replace("/", "+")  # sm90/common_ops and sm100/common_ops apart
+        pk = WORK / f"parsed/{root.name}/{tag}.pkl"
         if pk.exists():
             blocks, ptx = pickle.loads(pk.read_bytes())  # noqa: S301
         else:
             blocks = parse_elf_symbols(str(lib))
-            ptx = parse_ptx(str(lib), WORK / f"ptx/{root.name}/{lib.name}")
+            ptx = parse_ptx(str(lib), WORK / f"ptx/{root.name}/{tag}")
             pk.parent.mkdir(parents=True, exist_ok=True)
             pk.write_bytes(pickle.dumps((blocks, ptx)))
         by_arch = defaultdict(int)
@@ -255,7 +294,7 @@ def main():
         if not relevant:
             continue
         need_sass = defaultdict(list)  # block index -> kernel names
-        cubdir = WORK / f"elf/{root.name}/{lib.name}"
+        cubdir = WORK / f"elf/{root.name}/{tag}"
         for i, b in enumerate(blocks):
             srcs = sources_of(b["names"])
             for e in b["entries"]:
@@ -324,7 +363,7 @@ def main():
     print("| --- | --- | --- | " + " | ".join("---" for _ in DEVICES) + " |")
     for r in rules:
         fam = per_family[r.name]
-        libsn = sorted({os.path.basename(k[0]) for k in fam})
+        libsn = sorted({shown[k[0]] for k in fam})
         arch = defaultdict(lambda: [0, 0])
         for copies in fam.values():
             for t, n in copies.items():

@@ -90,6 +90,8 @@ NOT_HERE = [
     (r"nox -s matrix", "builds the whole default matrix (minutes); test_end_to_end runs it"),
     (r"^pip download", "downloads a vLLM wheel (250-500 MB); the check after it reads "
      "the cached copy"),
+    (r"sgl-kernel\.yaml", "reads a 536 MB sgl-kernel wheel that CI does not cache for this "
+     "test; tests/integration/test_sgl_kernel_wheels.py runs the same check"),
     (r"^git (clone|-C)", "no access to GitHub from the test machine"),
     (r"^sudo ", "needs root and debootstrap; tests/integration/test_docker_backend.py "
      "builds the offline base image"),
