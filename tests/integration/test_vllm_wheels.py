@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "matrices" / "vllm.yaml"
 TRUTH = ROOT / "matrices" / "vllm-truth.md"
 X86_RELEASES = ("0.11.0", "0.14.0", "0.17.0", "0.19.0", "0.21.0", "0.25.0", "0.33.0")
-AARCH64_RELEASES = ("0.25.0-aarch64", "0.33.0-aarch64")
+AARCH64_RELEASES = ("0.19.0-aarch64", "0.25.0-aarch64", "0.33.0-aarch64")
 RELEASES = X86_RELEASES + AARCH64_RELEASES
 CUDA = {  # from the binaries: PTX ISA version, libcudart.so.N (vllm-truth.md)
     "0.11.0": "12.8",
