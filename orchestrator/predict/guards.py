@@ -30,6 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from orchestrator.archs import ArchSpec, ComputeCapability
+from orchestrator.common.errors import KernelMatrixError
 from orchestrator.symbols import FamilyRule
 
 TRACE_FILE = "cmake-trace.json"
@@ -351,16 +353,55 @@ def guard_of(
     generated = f"{generator[0]}, which wrote none of its sources" if generator else None
     if not candidates:
         return f"the generator {generated}" if generated else None
-    chosen = candidates[0][1]
+    chosen_record, chosen = candidates[0]
     if device is not None:
         major = device.split(".")[0] + "."
         for record, shown in candidates:
             allowed = ";".join(record.args[1:-1])  # (OUT, ALLOWED..., REQUESTED)
             if any(a.strip().startswith(major) for a in allowed.split(";")):
-                chosen = shown
+                chosen_record, chosen = record, shown
                 break
-    # A guard that let the arch through leaves the generator as the cause: name both.
+        result = guard_result(records, chosen_record)
+        if result is not None and _serves(result, device):
+            # The guard let the device's arch through: it decided nothing here.
+            return f"the generator {generated}" if generated else None
+    # Where the guard's result is not known, both may be the cause: name both.
     return f"{chosen}, or by the generator {generated}" if generated else chosen
+
+
+def guard_result(records: Sequence[TraceRecord], guard: TraceRecord) -> tuple[str, ...] | None:
+    """What a guard call left in its result variable (its first argument): the value
+    of the ``set(<result> … PARENT_SCOPE)`` that the called function ran last, as the
+    expanded trace shows it; None where the trace shows no such ``set``.
+
+    >>> call = TraceRecord(0, "cuda_archs_loose_intersection", ("A", "8.9;12.0", "12.1a"), "f", 1, 1)
+    >>> inner = TraceRecord(1, "set", ("A", "12.1a", "PARENT_SCOPE"), "u.cmake", 9, 2)
+    >>> guard_result([call, inner], call), guard_result([call], call)
+    (('12.1a',), None)
+    """
+    if not guard.args:
+        return None
+    found = None
+    for record in records[guard.index + 1 :]:
+        if record.frame <= guard.frame:  # back in the caller: the function returned
+            break
+        args = record.args
+        if (
+            record.name.lower() == "set"
+            and args[:1] == guard.args[:1]
+            and args[-1:] == ("PARENT_SCOPE",)
+        ):
+            found = tuple(arch for arg in args[1:-1] for arch in arg.split(";") if arch.strip())
+    return found
+
+
+def _serves(archs: Sequence[str], device: str) -> bool:
+    """Whether code built for ``archs`` (an arch list as guards hold it) runs on ``device``."""
+    try:
+        wanted = ComputeCapability.parse(device)
+        return any(t.runs_on(wanted) for a in archs for t in ArchSpec.parse(a).targets)
+    except KernelMatrixError:  # (an entry this version cannot read: say nothing)
+        return False
 
 
 def generator_of(family: FamilyRule, source: Path, records: Sequence[TraceRecord]) -> str | None:

@@ -29,6 +29,7 @@ from orchestrator.predict.guards import (
     commands,
     generator_of,
     guard_of,
+    guard_result,
     read_trace,
     trace_arguments,
 )
@@ -156,6 +157,51 @@ def test_a_family_whose_sources_a_generator_writes_names_the_generator(tmp_path:
     assert guard_of(marlin, source, records) == guard
     other = FamilyRule(name="other", devices=(), sources=("other_*.cu",))
     assert generator_of(other, source, records) is None  # its GLOB never ran
+
+
+def test_a_guard_whose_result_kept_the_device_is_not_named(tmp_path: Path) -> None:
+    """The guard's result, read from the set(... PARENT_SCOPE) its function ran, says
+    whether it excluded the device: "8.0+PTX;12.0f" with 12.1a requested keeps 12.1a,
+    so for 12.1 only the generator that wrote none of the sources is the cause; with
+    an empty result the guard is named (issue 30's Marlin FP8 case)."""
+    source = tmp_path / "src"
+    (source / "csrc" / "marlin").mkdir(parents=True)
+    lists = source / "CMakeLists.txt"
+    lists.write_text(GENERATED)
+    (source / "csrc" / "marlin" / "sm80_kernel_fp8.cu").write_text("")  # not marlin's
+    utils = source / "cmake" / "utils.cmake"
+    script = str(source / "csrc" / "marlin" / "generate_kernels.py")
+
+    def records(kept: tuple[str, ...]) -> list[TraceRecord]:
+        lines = [
+            '{"version":{"major":1,"minor":2}}',
+            trace_line(
+                lists, 1, "cuda_archs_loose_intersection", "MARLIN_ARCHS", "8.0+PTX;12.0f", "12.1a"
+            ),
+            trace_line(utils, 40, "set", "MARLIN_ARCHS", *kept, "PARENT_SCOPE", frame=2),
+            trace_line(lists, 2, "if", "MARLIN_ARCHS"),
+            trace_line(lists, 3, "execute_process", "COMMAND", "python3", script, "12.1a"),
+            trace_line(lists, 6, "file", "GLOB", "MARLIN_SRC", "csrc/marlin/sm80_kernel_*.cu"),
+        ]
+        (tmp_path / "t.json").write_text("\n".join(lines) + "\n")
+        return read_trace(tmp_path / "t.json")
+
+    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_fp16*.cu",))
+    generated = (
+        "CMakeLists.txt:3: execute_process(… csrc/marlin/generate_kernels.py 12.1a), "
+        "which wrote none of its sources"
+    )
+    kept = records(("12.1a",))
+    assert guard_result(kept, kept[0]) == ("12.1a",)
+    assert guard_of(marlin, source, kept, "12.1") == f"the generator {generated}"
+    # the same guard for another device it did not keep is still named
+    assert guard_of(marlin, source, kept, "8.9").startswith("CMakeLists.txt:1: cuda_archs")
+    dropped = records(())
+    assert guard_result(dropped, dropped[0]) == ()
+    assert guard_of(marlin, source, dropped, "12.1") == (
+        'CMakeLists.txt:1: cuda_archs_loose_intersection(MARLIN_ARCHS "8.0+PTX;12.0f" 12.1a) '
+        f"(tested by CMakeLists.txt:2 if(MARLIN_ARCHS)), or by the generator {generated}"
+    )
 
 
 @pytest.mark.parametrize(
