@@ -8,7 +8,8 @@ repository), setup-python and cache (nothing to do: the test's Python is used),
 upload/download-artifact (a local artifact store), and the publish action (the
 JUnit file must exist and parse). Lines that reinstall kernel-matrix with pip are
 skipped: the test's environment already has it. A fake ``gh`` serves the baseline
-artifact of an earlier (replayed) nightly run.
+artifact of an earlier (replayed) nightly run, and keeps the pull-request comments
+that ``gh api`` writes in ``.gh-comments`` (one file per comment id).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Replay:
     def _lookup(self, expr: str, context: dict[str, Any]) -> Any:
         if expr.startswith("'") and expr.endswith("'"):
             return expr[1:-1]
+        if expr.startswith("hashFiles("):  # (a cache key: no cache here)
+            return "replay"
         if " == " in expr or " != " in expr or "(" in expr:
             raise ValueError(f"replay cannot evaluate the expression {expr!r}")
         node: Any = context
@@ -195,6 +198,17 @@ class Replay:
             'if [ "$1 $2" = "run download" ]; then\n'
             '  name=""; dir=.; while [ $# -gt 0 ]; do case "$1" in --name) name=$2; shift;; --dir) dir=$2; shift;; esac; shift; done\n'
             '  [ -d "$store/$name" ] || exit 1; mkdir -p "$dir"; cp -r "$store/$name"/. "$dir"/; exit 0\n'
+            "fi\n"
+            # gh api: comments of one pull request, kept as files (id = file name)
+            f"comments={self.workspace / '.gh-comments'}\n"
+            'if [ "$1" = api ]; then\n'
+            '  mkdir -p "$comments"; method=GET; body=""\n'
+            '  for a in "$@"; do case "$a" in POST|PATCH) method=$a;; body=@*) body=${a#body=@};; esac; done\n'
+            '  case "$method" in\n'
+            '    POST) n=$(( $(ls "$comments" | wc -l) + 1 )); cp "$body" "$comments/$n"; echo "{\\"id\\": $n}";;\n'
+            '    PATCH) n=$(printf "%s\\n" "$@" | grep -o "comments/[0-9]*" | head -1); cp "$body" "$comments/${n#comments/}";;\n'
+            '    GET) for f in "$comments"/*; do [ -f "$f" ] && head -1 "$f" | grep -q "kernel-matrix compare" && { basename "$f"; break; }; done;;\n'
+            "  esac; exit 0\n"
             "fi\nexit 1\n"
         )
         gh.chmod(0o755)
@@ -255,3 +269,44 @@ def replay_workflow(
     report = replay.run_job(jobs["report"], context, env)
     results["report"] = {k: json.loads(v) for k, v in report.items()}
     return replay, results
+
+
+def replay_compare(
+    repo: Path, workspace: Path, inputs: dict[str, Any], event: dict[str, Any]
+) -> tuple[Replay, dict[str, Any]]:
+    """Run the ``compare`` job of the reusable workflow (``inputs`` with a ``base-ref``)
+    in ``workspace``, a git checkout of the caller's repository, for ``event`` (a
+    pull_request event's payload). Returns the replay and the job's step outputs."""
+    workflow = yaml.safe_load((repo / ".github/workflows/kernel-matrix-reusable.yml").read_text())
+    defaults = {
+        k: v.get("default", "") for k, v in workflow[True]["workflow_call"]["inputs"].items()
+    }
+    inputs = {**defaults, **inputs}
+    replay = Replay(repo, workspace, workspace / ".artifacts", inputs)
+    replay.artifacts.mkdir(parents=True, exist_ok=True)
+    bindir = replay.fake_gh()
+    context: dict[str, Any] = {
+        "inputs": inputs,
+        "github": {
+            "workspace": str(workspace),
+            "repository": "example/vllm",
+            "sha": "0" * 40,
+            "token": "replay",
+            "event_name": "pull_request",
+            "event": event,
+        },
+        "runner": {"os": "Linux"},
+    }
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join(
+            [str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]
+        ),
+        "CI": "true",
+    }
+    env.update({k: replay.expression(str(v), context) for k, v in workflow["env"].items()})
+    jobs = workflow["jobs"]
+    assert not replay.condition(jobs["plan"]["if"], context)  # no plan/cells/report then
+    assert replay.condition(jobs["compare"]["if"], context)
+    outputs = replay.run_job(jobs["compare"], context, env)
+    return replay, {k: json.loads(v) for k, v in outputs.items()}
