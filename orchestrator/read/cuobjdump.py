@@ -333,7 +333,16 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
             mode = ""
         if mode == "symbols":
             fields = stripped.split()
-            if fields and fields[0] == "Num":
+            if fields and fields[0] in ("Num", "index"):
+                continue
+            numeric = _numeric_symbol(fields)
+            if numeric is not None:
+                kind, entry, name = numeric
+                if kind != "SECTION" and name != "(null)":
+                    current.symbols.append(name)
+                    current.values[name] = (int(fields[1], 16), int(fields[-2], 16))
+                    if kind == "FUNC" and entry:
+                        current.kernels.append((name, int(fields[-2], 16)))
                 continue
             if len(fields) >= 9:
                 kind, name = fields[3], fields[-1]
@@ -354,6 +363,31 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
         finish_text()
     if current is not None:
         yield current
+
+
+# ELF symbol types (the low 4 bits of st_info) and CUDA's st_other flag of a kernel.
+_SYMBOL_TYPES = {2: "FUNC", 3: "SECTION"}
+_STO_CUDA_ENTRY = 0x10
+
+
+def _numeric_symbol(fields: list[str]) -> tuple[str, bool, str] | None:
+    """(type, is a kernel entry, name) of a symbol row as some cuobjdump versions
+    print it (13.2: ``index value size info other shndx name``, numbers in hex), or
+    None for any other row. 13.5 prints names instead (``FUNC GLOBAL DEFAULT ENTRY``).
+
+    >>> _numeric_symbol("0x25 0 0x1680 0x12 0x10 0x1b _Z6kernelv".split())
+    ('FUNC', True, '_Z6kernelv')
+    >>> _numeric_symbol("0x26 0 0 0x12 0 0 vprintf".split())
+    ('FUNC', False, 'vprintf')
+    """
+    if len(fields) != 7:
+        return None
+    try:
+        info, other = int(fields[3], 16), int(fields[4], 16)
+        int(fields[1], 16), int(fields[2], 16), int(fields[5], 16)
+    except ValueError:
+        return None
+    return _SYMBOL_TYPES.get(info & 0xF, "OTHER"), bool(other & _STO_CUDA_ENTRY), fields[6]
 
 
 def _parse_ptx_dump(stream: IO[bytes], where: str) -> Iterator[tuple[Target, bytes]]:

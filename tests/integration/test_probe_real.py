@@ -243,3 +243,29 @@ def test_vllm_aarch64_wheel_engines_agree(member: str) -> None:
             real = probe_stream(stream, native.path)
     assert native.to_json() == real.to_json()
     assert native.cubins and all(c.arch.variant.value for c in native.cubins)  # 90a / 100f
+
+
+def test_an_older_cuobjdump_s_numeric_symbol_table_is_read(tmp_path: Path) -> None:
+    """cuobjdump 13.2 prints symbol tables with numbers (``index value size info other
+    shndx name``) where 13.5 prints names; both must give the native inventory (before,
+    13.2's kernels were silently dropped: every family "missing")."""
+    target = cache_root() / "tools" / "cuobjdump-13.2"
+    found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
+    if not found:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+             str(target), "nvidia-cuda-cuobjdump==13.2.*"],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        found = sorted(target.glob("nvidia/cu*/bin/cuobjdump"))
+        if done.returncode != 0 or not found:
+            pytest.skip(f"cuobjdump 13.2 not installable: {done.stderr.strip()[-300:]}")
+    version = subprocess.run([str(found[-1]), "--version"], capture_output=True, text=True)
+    assert "release 13.2" in version.stdout
+    dump = subprocess.run(
+        [str(found[-1]), "-elf", str(AARCH64_LIBRARY)], capture_output=True, text=True
+    )
+    assert " index " in dump.stdout and "0x12" in dump.stdout  # the numeric form, really
+    old = probe([AARCH64_LIBRARY], engine="cuobjdump", cuobjdump=found[-1])
+    assert old.to_json() == probe([AARCH64_LIBRARY]).to_json()
+    assert sum(len(c.kernels) for c in old.libraries[0].cubins) == 16
