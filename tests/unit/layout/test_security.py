@@ -27,6 +27,8 @@ from orchestrator.reporting.html import relative_href
 
 REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "orchestrator"
+# Jobs that publish to the pull request; the only ones that may write, and only there.
+PUBLISHING_JOBS = ("report", "compare")
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output"}
 
@@ -194,17 +196,18 @@ def test_workflow_never_runs_pull_request_code_with_secrets(
 def test_write_permissions_only_where_the_report_is_published(
     workflow: tuple[Path, dict[Any, Any]],
 ) -> None:
-    """Job-level write permissions only in the report job. A job that calls the
-    reusable workflow must grant what that workflow's report job needs (a called
-    workflow cannot get more than its caller job has); then every write it grants
-    must reach only the report job, all other jobs staying at the read-only top
-    level."""
+    """Job-level write permissions only in the jobs that publish to the pull request
+    (report: JUnit checks and comments; compare: its one comment), and only those two
+    scopes. A job that calls the reusable workflow must grant what that workflow's
+    report job needs (a called workflow cannot get more than its caller job has); then
+    every write it grants must reach only the publishing jobs, all other jobs staying
+    at the read-only top level."""
     path, data = workflow
     for name, job in data["jobs"].items():
         granted = writes(job.get("permissions"))
         if not granted:
             continue
-        if name == "report":
+        if name in PUBLISHING_JOBS:
             assert granted <= {"checks", "pull-requests"}
             continue
         uses = job.get("uses", "")
@@ -212,7 +215,7 @@ def test_write_permissions_only_where_the_report_is_published(
         called = load_workflow(REPO / uses.removeprefix("./"))
         assert writes(called["permissions"]) == set()
         for called_name, called_job in called["jobs"].items():
-            if called_name != "report":
+            if called_name not in PUBLISHING_JOBS:
                 assert not writes(called_job.get("permissions")), called_name
         assert granted <= writes(called["jobs"]["report"]["permissions"])
 
