@@ -49,7 +49,8 @@ def main() -> int:
     cells = [str(HERE / "bench_cell_cache.py")]
     check = [str(HERE / "bench_check.py"), "--rounds", "3" if args.quick else "5"]
     vllm = [str(HERE / "bench_vllm_configure.py")]
-    for command in (probe, matrix, configure, docs, cells, check, vllm):
+    pr = [str(HERE / "bench_pr_compare.py")]
+    for command in (probe, matrix, configure, docs, cells, check, vllm, pr):
         print("$", " ".join(["python", *command, *common]), flush=True)
         subprocess.run([sys.executable, *command, *common], check=True)
     return 0

@@ -68,8 +68,10 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     if args.resume:
         raise UsageError("--base-source cannot --resume: run the pair again (cells are cached)")
     out = args.out or new_run_dir(Path("reports"))
-    head_tree = Path(args.source) if args.source and Path(args.source).is_dir() else None
-    repository = head_tree or load_matrix(args.matrix).project.source
+    # A git ref is looked up in the head's checkout: --source DIR, else the matrix's.
+    repository = Path(args.source) if args.source and Path(args.source).is_dir() else None
+    if repository is None and not args.source:
+        repository = load_matrix(args.matrix).project.source
     base_source = resolve_source(args.base_source, repository=repository, option="--base-source")
     build_root = args.build_dir or Path("build")
     codes = {}
