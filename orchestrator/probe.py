@@ -108,7 +108,7 @@ def probe_path(
         try:
             # walk_files: no recursion, so a tree nested thousands deep is no crash.
             shared = sorted(
-                p for p in walk_files(path) if _is_shared_object_name(p.name) and p.is_file()
+                p for p in walk_files(path) if is_shared_object_name(p.name) and p.is_file()
             )
         except OSError as exc:
             where = exc.filename or path
@@ -137,7 +137,7 @@ def _label(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-def _is_shared_object_name(name: str) -> bool:
+def is_shared_object_name(name: str) -> bool:
     """``x.so``, ``x.abi3.so``, ``libx.so.12``, ``libx.so.12.1``."""
     parts = name.split(".")
     if "so" not in parts[1:]:
@@ -229,7 +229,7 @@ def _probe_wheel(
         for info in archive.infolist():
             _check_member_name(path, info.filename)
             name = PurePosixPath(info.filename).name
-            if not info.is_dir() and _is_shared_object_name(name):
+            if not info.is_dir() and is_shared_object_name(name):
                 shared += 1
                 if wanted(info.filename):
                     members.append(info)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ from orchestrator.judge.expect import (
     judge,
     rule_mismatch,
 )
-from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
+from orchestrator.probe import DEFAULT_ENGINE, Engine, is_shared_object_name, probe
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
 from orchestrator.read.inventory import NOT_JUDGED, Inventory
@@ -77,6 +78,7 @@ class CheckResult:
     unread: tuple[str, ...] = ()  # PTX targets left undecoded: no requested device loads them
     # library files given by name that no family's ``libraries`` glob matches
     outside_libraries: tuple[str, ...] = ()
+    unclaimed: tuple[str, ...] = ()  # libraries inside the wheels that no family claims
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckResult:
@@ -96,6 +98,7 @@ class CheckResult:
             not_judged={name: tuple(f.get("not_judged", ())) for name, f in families.items()},
             unread=tuple(data.get("unread", ())),
             outside_libraries=tuple(data.get("outside_libraries", ())),
+            unclaimed=tuple(data.get("unclaimed", ())),
         )
 
     @property
@@ -137,6 +140,7 @@ class CheckResult:
             "libraries_read": self.libraries_read,
             "unread": list(self.unread),
             "outside_libraries": list(self.outside_libraries),
+            "unclaimed": list(self.unclaimed),
             "seconds": round(self.seconds, 2),
         }
 
@@ -258,10 +262,29 @@ def check_paths(
             for p in paths
             if only is not None and p.suffix != ".whl" and p.is_file() and not only(str(p))
         ),
+        unclaimed=unclaimed_libraries(paths, only),
     )
     if key is not None:
         checkcache.store_result(key, result.to_json())
     return result
+
+
+def unclaimed_libraries(
+    paths: Sequence[Path], only: Callable[[str], bool] | None
+) -> tuple[str, ...]:
+    """The shared objects inside the wheels among ``paths`` that no family's
+    ``libraries`` glob claims (vLLM's flash-attention or DeepGEMM libraries for its
+    profile): listed, never silently ignored. Read from the zip directory alone."""
+    if only is None:
+        return ()
+    found: list[str] = []
+    for path in paths:
+        if path.suffix == ".whl" and path.is_file():
+            with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(path) as wheel:
+                found += sorted(
+                    n for n in wheel.namelist() if is_shared_object_name(n) and not only(n)
+                )
+    return tuple(found)
 
 
 def lazy_read_differences(lazy: CheckResult, full: CheckResult) -> list[str]:

@@ -3,7 +3,7 @@ missing or hollow pair, and the verdict line, last."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from orchestrator.judge.check import CheckResult
 from orchestrator.judge.expect import (
@@ -95,6 +95,13 @@ def print_check(result: CheckResult) -> None:
         out.print(line, markup=False, soft_wrap=True)
     if result.libraries_read == 0:
         out.print("note: no library that a family can be in was found", markup=False)
+    if result.unclaimed:
+        out.print(
+            f"note: {len(result.unclaimed)} libraries no family claims, not read: "
+            + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
+            markup=False,
+            soft_wrap=True,
+        )
     for path in result.outside_libraries:
         out.print(
             f"warning: {path} matches no family's `libraries` glob, so no family is looked "

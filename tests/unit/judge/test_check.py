@@ -526,3 +526,17 @@ def test_a_named_library_outside_every_anchored_glob_is_warned_about(
     assert f"warning: {outside} matches no family's `libraries` glob" in out
     code, out, _ = run(capsys, str(inside), *args, "--json")
     assert code == EXIT_OK and json.loads(out)["outside_libraries"] == []
+
+
+def test_a_library_no_family_claims_is_listed_not_ignored(
+    f_wheel: Path, families: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wheel's flash-attention library matches no family's `libraries`: it is not
+    read (it is not even an ELF file here), and both outputs name it."""
+    code, out, _ = run(capsys, str(f_wheel), "--families", str(families), "--devices", "12.1")
+    assert code == EXIT_OK
+    assert "note: 1 libraries no family claims, not read: _vllm_fa2_C.abi3.so" in out
+    code, out, _ = run(
+        capsys, str(f_wheel), "--families", str(families), "--devices", "12.1", "--json"
+    )
+    assert json.loads(out)["unclaimed"] == ["vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"]
