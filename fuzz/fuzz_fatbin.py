@@ -1,4 +1,4 @@
-"""Fuzz the native fatbin/ELF reader (``orchestrator.read.fatbin.read_library``) with
+"""Fuzz the native fatbin/ELF reader (``orchestrator.read.library.read_library``) with
 atheris (libFuzzer, coverage-guided), for longer than the hypothesis tests of
 ``tests/unit/read/test_fatbin_fuzz.py`` can run in CI.
 
@@ -39,7 +39,7 @@ with atheris.instrument_imports(include=["orchestrator"]):
     from orchestrator.common.errors import InputFileError
     from orchestrator.probe import probe_path
     from orchestrator.read.elf import BytesBlob
-    from orchestrator.read.fatbin import read_library
+    from orchestrator.read.library import read_library
 
 HERE = Path(__file__).resolve().parent
 # KERNEL_MATRIX_FUZZ=wheel: the bytes are a whole wheel (zip) given to ``probe``,

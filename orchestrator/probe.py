@@ -30,8 +30,8 @@ from orchestrator.common.fsutil import not_regular, open_regular, walk_files
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
 from orchestrator.read.elf import ELF_MAGIC, Blob, FileBlob
-from orchestrator.read.fatbin import EntryDecoder, ReadEntry, library_from_record, read_library
 from orchestrator.read.inventory import Inventory, Library
+from orchestrator.read.library import EntryDecoder, ReadEntry, library_from_record, read_library
 
 Engine = Literal["native", "cuobjdump"]
 ENGINES: tuple[Engine, ...] = ("native", "cuobjdump")

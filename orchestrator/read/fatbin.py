@@ -50,36 +50,24 @@ sm_100a and sm_100f (``0x6006402``) and ``.nv.compat`` marks only ``a``.
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
-import os
-import signal
 import struct
-import sys
-import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
-from types import TracebackType
 
 import lz4.block
 import zstandard
 
 from orchestrator.archs import KNOWN_CCS, ComputeCapability, Target, Variant
 from orchestrator.common.errors import InputFileError
-from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand, KernelFilter
+from orchestrator.read.demand import Demand, KernelFilter
 from orchestrator.read.elf import (
     Blob,
-    FileBlob,
-    Section,
     constant_bank_strings,
     read_cubin,
     read_exact,
-    read_header,
 )
-from orchestrator.read.inventory import NOT_JUDGED, CodeObject, Kernel, Library
+from orchestrator.read.inventory import NOT_JUDGED, CodeObject, Kernel
 from orchestrator.read.kernelcode import (
     arch_guard_messages,
     is_hollow,
@@ -116,17 +104,6 @@ MAX_UNCOMPRESSED = (1 << 31) - 1
 MAX_RATIO = {FLAG_LZ4: 255, FLAG_ZSTD: 1 << 15}
 RATIO_SLACK = 4096  # frame and block headers of a tiny payload
 
-# Libraries whose fatbins are at least this large are decoded by worker processes
-# (when more than one is allowed): below it, starting them costs more than it saves.
-PARALLEL_MIN_BYTES = 8 << 20
-# Entries handed out ahead of the one being collected, per worker: enough that a
-# large entry (a PTX module decodes 20x slower than a cubin) does not leave the
-# other workers idle while the results are collected in order. Memory stays
-# bounded: each worker holds one decompressed entry at a time, and this process
-# holds the stored payloads in flight only for a wheel member (a worker reads a
-# file's payload itself), at most AHEAD_BYTES of them.
-AHEAD_PER_WORKER = 16
-AHEAD_BYTES = 64 << 20
 
 _CONTAINER = struct.Struct("<IHHQ")
 _ENTRY = struct.Struct("<HHIQIIHHIIIQQQ")
@@ -416,287 +393,3 @@ def code_object(
 def stored_length(entry: Entry) -> int:
     """Bytes of the payload as stored (its compressed size when compressed)."""
     return entry.compressed_size if entry.flags & (FLAG_ZSTD | FLAG_LZ4) else entry.payload_size
-
-
-# --- decoding entries, here or in worker processes ----------------------------------
-
-
-class EntryDecoder:
-    """Turns fatbin entries into code objects, in order: in this process, or, for a
-    large library and ``workers`` > 1, in a pool of worker processes (started on
-    first use, kept for the next libraries, stopped on leaving the ``with`` block).
-
-    Memory stays bounded whatever the library's size: entries are handed out at
-    most ``AHEAD_PER_WORKER`` per worker ahead of the one being collected; a worker
-    reads its payload itself when the library is a file (``FileBlob``), so only
-    wheel members' stored payloads travel through this process, at most
-    ``AHEAD_BYTES`` of them at a time (and always at least one).
-    """
-
-    def __init__(
-        self, workers: int = 1, demand: Demand | None = None, *, cache: bool = False
-    ) -> None:
-        self.workers = max(1, workers)
-        self.demand = demand  # read lazily, for these families and devices (check)
-        self.cache = cache and demand is not None  # keep lazy reads (orchestrator.read.checkcache)
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> EntryDecoder:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def decode(
-        self, blob: Blob, entries: Iterator[Entry], size: int, library: str = ""
-    ) -> Iterator[CodeObject]:
-        """The code object of every entry, in order; ``size`` is the fatbin's size,
-        ``library`` the library's label (which families may live in it)."""
-        if self.workers == 1 or size < PARALLEL_MIN_BYTES:
-            for entry in entries:
-                yield code_object(entry, raw_payload(blob, entry), blob.name, self.demand, library)
-            return
-        pool = self._start()
-        window: deque[tuple[Future[CodeObject], int]] = deque()
-        in_flight = 0  # stored bytes held in this process for the window
-        try:
-            for entry in entries:
-                if isinstance(blob, FileBlob):
-                    task = pool.submit(
-                        _decode_file_entry,
-                        blob.path,
-                        entry,
-                        stored_length(entry),
-                        blob.name,
-                        library,
-                    )
-                    held = 0
-                else:
-                    stored = raw_payload(blob, entry)
-                    task = pool.submit(_decode_stored, entry, stored, blob.name, library)
-                    held = len(stored)
-                window.append((task, held))
-                in_flight += held
-                while window and (
-                    len(window) >= self.workers * AHEAD_PER_WORKER or in_flight > AHEAD_BYTES
-                ):
-                    done, held = window.popleft()
-                    in_flight -= held
-                    yield done.result()
-            while window:
-                yield window.popleft()[0].result()
-        finally:
-            for task, _ in window:
-                task.cancel()
-
-    def _start(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=_context(),
-                initializer=_worker_init,
-                initargs=(self.demand,),
-            )
-        return self._pool
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    """fork where it is safe (Linux, this process single-threaded): workers start in
-    milliseconds; else forkserver (or spawn), which never forks a threaded process."""
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-_WORKER_DEMAND: Demand | None = None  # in a worker: the decoder's demand
-
-
-def _worker_init(demand: Demand | None) -> None:
-    global _WORKER_DEMAND
-    _WORKER_DEMAND = demand
-    # Ctrl-C is for the main process, which stops the pool; a worker only finishes
-    # its entry.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _decode_stored(entry: Entry, stored: bytes, name: str, library: str) -> CodeObject:
-    """In a worker: decode a stored payload."""
-    return code_object(entry, stored, name, _WORKER_DEMAND, library)
-
-
-def _decode_file_entry(path: str, entry: Entry, length: int, name: str, library: str) -> CodeObject:
-    """In a worker: read an entry's stored payload from the file, then decode it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        stored = FileBlob.pread(fd, entry.payload_offset, length)
-    finally:
-        os.close(fd)
-    if len(stored) != length:
-        raise InputFileError(
-            f"{name}: truncated: could not read a payload at {entry.payload_offset}"
-        )
-    return _decode_stored(entry, stored, name, library)
-
-
-# Work bounds per library (docs/security.md). vLLM 0.33.0's _C_stable_libtorch holds
-# 512 entries (484 cubins, 28 PTX), 710 MB decompressed; a hostile file of a few MB
-# can claim far more (a million empty PTX entries, or zstd's 32 768:1 ratio), so
-# past these bounds, hundreds of times a real library, it is refused.
-MAX_ENTRIES_PER_LIBRARY = 1 << 16
-MAX_DECOMPRESSED_PER_LIBRARY = 16 << 30
-
-
-def fatbin_ranges(blob: Blob, sections: list[Section]) -> list[tuple[int, int, int]]:
-    """The distinct (offset, size, alignment) byte ranges of the ``.nv_fatbin``
-    sections, in file order: section headers that repeat one range are read once
-    (thousands of headers may name one fatbin; the largest alignment they give is
-    kept), and ranges that partly overlap are corrupt."""
-    aligns: dict[tuple[int, int], int] = {}
-    for s in sections:
-        if s.size:
-            aligns[s.offset, s.size] = max(aligns.get((s.offset, s.size), 0), s.align)
-    ranges = sorted((offset, size, align) for (offset, size), align in aligns.items())
-    for (offset, size, _), (next_offset, _, _) in itertools.pairwise(ranges):
-        if next_offset < offset + size:
-            raise InputFileError(
-                f"{blob.name}: corrupt ELF: {FATBIN_SECTION} sections overlap "
-                f"(at offsets {offset} and {next_offset})"
-            )
-    return ranges
-
-
-def bounded(entries: Iterator[Entry], name: str, seen: list[int]) -> Iterator[Entry]:
-    """``entries``, refused once the library has more than MAX_ENTRIES_PER_LIBRARY
-    or its payloads more than MAX_DECOMPRESSED_PER_LIBRARY bytes decompressed
-    (``seen``: [entries, bytes] so far in this library, updated)."""
-    for entry in entries:
-        seen[0] += 1
-        compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
-        seen[1] += entry.uncompressed_size if compressed else entry.payload_size
-        if seen[0] > MAX_ENTRIES_PER_LIBRARY:
-            raise InputFileError(
-                f"{name}: more than {MAX_ENTRIES_PER_LIBRARY} fatbin entries in one library "
-                "(a real one has a few thousand); refusing it"
-            )
-        if seen[1] > MAX_DECOMPRESSED_PER_LIBRARY:
-            raise InputFileError(
-                f"{name}: fatbin entries of more than {MAX_DECOMPRESSED_PER_LIBRARY >> 30} GiB "
-                "decompressed in one library; refusing it"
-            )
-        yield entry
-
-
-@dataclass(frozen=True)
-class ReadEntry:
-    """One fatbin entry as a read left it: what the check cache keeps per library
-    (``orchestrator.read.checkcache``), so that another run -- other devices too -- can
-    reuse every code object it has and decode only the rest."""
-
-    target: Target
-    container: int
-    action: str  # demand.SKIP / LIST / JUDGE: what was done with it
-    code: CodeObject | None  # None when skipped
-
-    def serves(self, action: str) -> bool:
-        """Whether this reading answers ``action`` (a judged one answers a listing)."""
-        return action == SKIP or self.action == JUDGE or self.action == action
-
-
-def read_library(
-    blob: Blob,
-    path: str,
-    decoder: EntryDecoder | None = None,
-    known: Sequence[ReadEntry] = (),
-    record: list[ReadEntry] | None = None,
-) -> Library:
-    """The inventory of one shared object (or any ELF file) with the native reader;
-    ``decoder`` may spread the work over processes, and with a demand reads only
-    what its verdicts need (``orchestrator.read.demand``). ``known``: an earlier read of
-    the same bytes for the same families, whose code objects are reused where they
-    answer; ``record`` receives every entry as known after this read."""
-    header = read_header(blob)
-    decoder = decoder or EntryDecoder()
-    demand = decoder.demand
-    cubins: list[CodeObject] = []
-    ptx: list[CodeObject] = []
-    unread: list[Target] = []
-    seen = [0, 0]
-    index = 0
-    for offset, size, align in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
-        entries = list(bounded(iter_entries(blob, offset, size, align), blob.name, seen))
-        headers = [(entry.target, entry.container) for entry in entries]
-        actions = demand.plan(headers) if demand else [JUDGE] * len(entries)
-        earlier = [
-            known[index + i]
-            if index + i < len(known)
-            and known[index + i].target == target
-            and known[index + i].container == container
-            else None
-            for i, (target, container) in enumerate(headers)
-        ]
-        todo = [
-            entry
-            for entry, action, old in zip(entries, actions, earlier, strict=True)
-            if action != SKIP and not (old and old.serves(action))
-        ]
-        decoded = iter(decoder.decode(blob, iter(todo), size, path))
-        for entry, action, old in zip(entries, actions, earlier, strict=True):
-            if action == SKIP:
-                unread.append(entry.target)
-                now = old or ReadEntry(entry.target, entry.container, SKIP, None)
-            elif old and old.serves(action):
-                now = old
-            else:
-                now = ReadEntry(entry.target, entry.container, action, next(decoded))
-            if action != SKIP and now.code is not None:
-                (ptx if entry.kind == KIND_PTX else cubins).append(
-                    _as_listed(now.code) if action == LIST and now.action == JUDGE else now.code
-                )
-            if record is not None:
-                record.append(now)
-        index += len(entries)
-    return Library(path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread))
-
-
-def library_from_record(path: str, known: Sequence[ReadEntry], demand: Demand) -> Library | None:
-    """The library as ``read_library`` would give it, from an earlier read alone;
-    None when that read lacks a code object this demand needs."""
-    actions = demand.plan([(entry.target, entry.container) for entry in known])
-    cubins: list[CodeObject] = []
-    ptx: list[CodeObject] = []
-    unread: list[str] = []
-    for entry, action in zip(known, actions, strict=True):
-        if action == SKIP:
-            unread.append(entry.target.name)
-        elif not entry.serves(action) or entry.code is None:
-            return None
-        else:
-            code = (
-                _as_listed(entry.code) if action == LIST and entry.action == JUDGE else entry.code
-            )
-            (ptx if entry.target.ptx else cubins).append(code)
-    return Library(path, tuple(cubins), tuple(ptx), tuple(unread))
-
-
-def _as_listed(code: CodeObject) -> CodeObject:
-    """A judged code object as a listing gives it: its kernels NOT_JUDGED (so that a
-    read from the cache is the read itself, whatever an earlier run judged)."""
-    return replace(
-        code,
-        kernels=tuple(Kernel(k.name, k.mangled, k.size, NOT_JUDGED, False) for k in code.kernels),
-    )

@@ -54,9 +54,9 @@ from orchestrator.common import userregex
 from orchestrator.common.errors import ConfigError, InputFileError, OutputBusy
 from orchestrator.common.fsutil import sole_writer
 from orchestrator.common.userregex import UserRegex
-from orchestrator.read import fatbin
+from orchestrator.read import library as reading
 from orchestrator.read.elf import BytesBlob
-from orchestrator.read.fatbin import MAX_ENTRIES_PER_LIBRARY, read_library
+from orchestrator.read.library import MAX_ENTRIES_PER_LIBRARY, read_library
 from orchestrator.run.cellcache import SOURCE_SKIP_DIRS, source_digest
 from orchestrator.toolchains import cuda as toolchain
 
@@ -1529,7 +1529,7 @@ def test_class_3_decompressed_bytes_per_library_are_bounded(
     )
     blob = BytesBlob("lib.so", data)
     assert len(read_library(blob, "lib.so").cubins) == 2
-    monkeypatch.setattr(fatbin, "MAX_DECOMPRESSED_PER_LIBRARY", 2 * len(payload) - 1)
+    monkeypatch.setattr(reading, "MAX_DECOMPRESSED_PER_LIBRARY", 2 * len(payload) - 1)
     with pytest.raises(InputFileError, match="decompressed in one library; refusing it"):
         read_library(blob, "lib.so")
 
@@ -1539,7 +1539,7 @@ def test_class_3_entries_per_library_count_across_containers_and_sections(
 ) -> None:
     entries = [EntrySpec(KIND_PTX, 120, b"") for _ in range(3)]
     data = build_shared_object([build_container(entries), build_container(entries)])
-    monkeypatch.setattr(fatbin, "MAX_ENTRIES_PER_LIBRARY", 5)
+    monkeypatch.setattr(reading, "MAX_ENTRIES_PER_LIBRARY", 5)
     with pytest.raises(InputFileError, match="more than 5 fatbin entries"):
         read_library(BytesBlob("lib.so", data), "lib.so")
 

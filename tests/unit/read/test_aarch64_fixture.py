@@ -8,7 +8,8 @@ import struct
 from pathlib import Path
 
 from orchestrator.read.elf import BytesBlob, read_header
-from orchestrator.read.fatbin import FATBIN_SECTION, read_library
+from orchestrator.read.fatbin import FATBIN_SECTION
+from orchestrator.read.library import read_library
 
 LIBRARY = (
     Path(__file__).resolve().parents[2] / "fixtures" / "aarch64" / "_flashmla_extension_C.abi3.so"

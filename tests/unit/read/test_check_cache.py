@@ -13,7 +13,7 @@ from synth import hollow_body, working_body
 from test_check import GEMM, QUANT, cubin, library, make_wheel
 
 import orchestrator.judge.check as check_module
-import orchestrator.read.fatbin as fatbin_module
+import orchestrator.read.library as library_module
 from orchestrator.archs import ComputeCapability
 from orchestrator.cli import main
 from orchestrator.judge.check import check_paths
@@ -63,7 +63,7 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a library was read although the cache had it")
 
-    monkeypatch.setattr(fatbin_module, "read_library", refuse)
+    monkeypatch.setattr(library_module, "read_library", refuse)
     monkeypatch.setattr("orchestrator.probe.read_library", refuse)
 
 

@@ -126,10 +126,10 @@ def test_worker_processes_read_as_lazily_as_one(
     its families' regexes are compiled again there) the lazy read is the same."""
     import multiprocessing
 
-    import orchestrator.read.fatbin as fatbin_module
+    import orchestrator.read.library as library_module
 
-    monkeypatch.setattr(fatbin_module, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(fatbin_module, "_context", lambda: multiprocessing.get_context(start))
+    monkeypatch.setattr(library_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(library_module, "_context", lambda: multiprocessing.get_context(start))
     demand = Demand(RULES, (CC("10.3"),))
     (alone,) = probe([two_units], demand=demand, jobs=1).libraries
     (together,) = probe([two_units], demand=demand, jobs=2).libraries

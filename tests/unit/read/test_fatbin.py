@@ -33,7 +33,7 @@ from synth import (
 from orchestrator.common.errors import EXIT_USAGE, InputFileError
 from orchestrator.probe import probe
 from orchestrator.read.elf import BytesBlob
-from orchestrator.read.fatbin import read_library
+from orchestrator.read.library import read_library
 
 
 def library(data: bytes, name: str = "lib.so"):  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from synth import (
 from orchestrator.common.errors import InputFileError
 from orchestrator.probe import probe_path
 from orchestrator.read.elf import BytesBlob
-from orchestrator.read.fatbin import read_library
+from orchestrator.read.library import read_library
 
 SEED = build_shared_object(
     [

@@ -30,7 +30,7 @@ from synth import (
 
 from orchestrator.common.errors import InputFileError
 from orchestrator.probe import probe
-from orchestrator.read import fatbin
+from orchestrator.read import library as reading
 from orchestrator.read.ptx import ptx_entries
 from orchestrator.read.sass import count_working_sass, count_working_sass_in
 
@@ -205,7 +205,7 @@ def many_entries() -> bytes:
 
 @pytest.fixture
 def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fatbin, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
 
 
 @pytest.mark.usefixtures("always_parallel")
@@ -213,7 +213,7 @@ def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_worker_processes_give_the_same_inventory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_bytes: int
 ) -> None:
-    monkeypatch.setattr(fatbin, "AHEAD_BYTES", ahead_bytes)  # 1: one payload at a time
+    monkeypatch.setattr(reading, "AHEAD_BYTES", ahead_bytes)  # 1: one payload at a time
     so = tmp_path / "_C.abi3.so"
     so.write_bytes(many_entries())
     wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
