@@ -187,6 +187,7 @@ def store(key: str, tier: str, result: CellResult, build_dir: Path, log: Path, l
     final = cache_path(key, tier)
     tmp = cells / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
+        tmp.mkdir()  # (a configure-tier cell has no artifact to create it)
         for source, relative in zip(sources, result.artifacts, strict=True):
             target = tmp / "artifacts" / PurePosixPath(relative)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -294,3 +294,18 @@ def test_library_identity_ignores_the_versioned_wheel_name() -> None:
     a = library_identity("dist/vllm-0.1.dev5+g1234-cp38-abi3-linux_x86_64.whl!vllm/_C.abi3.so")
     b = library_identity("/ws/dist/vllm-0.2.0-cp38-abi3-linux_x86_64.whl!vllm/_C.abi3.so")
     assert a == b == "vllm/_C.abi3.so"
+
+
+def test_a_result_without_artifacts_is_cached_too(tmp_path: Path) -> None:
+    """A configure-tier cell produces no artifact: its result and log are kept all the
+    same (they were not: the entry's folder was made only for artifacts)."""
+    (result,) = run(tmp_path, "b1", matrix(tmp_path), FakeBackend())
+    result.artifacts = []
+    log = tmp_path / "cell.log"
+    log.write_text("cmake configure\n")
+    key = "0" * 32
+    cellcache.store(key, "configure", result, tmp_path / "no-build-dir", log, 1 << 20)
+    stored = cellcache.load(key, "configure")
+    assert stored is not None
+    assert stored.result.artifacts == [] and stored.result.id == result.id
+    assert stored.log.read_text() == "cmake configure\n"
