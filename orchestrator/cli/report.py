@@ -111,11 +111,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.judge.compare import compare_json, compare_sides, load_side
+    from orchestrator.judge.compare import compare, compare_json, load_side
     from orchestrator.reporting.compare_view import compare_markdown, print_compare
 
     base, head = load_side(args.base), load_side(args.head)
-    diff = compare_sides(base, head, strict=args.strict_kernels)
+    diff = compare(base.summary, head.summary, strict=args.strict_kernels)
     data = compare_json(diff, base, head)
     if args.json:
         print(json.dumps(data, indent=2))

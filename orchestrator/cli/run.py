@@ -60,7 +60,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     from orchestrator.building.sources import resolve_source
     from orchestrator.common.errors import EXIT_INFRA
     from orchestrator.common.fsutil import write_atomic
-    from orchestrator.judge.compare import compare_json, compare_sides, load_side
+    from orchestrator.judge.compare import compare, compare_json, load_side
     from orchestrator.planning.matrix import load_matrix
     from orchestrator.reporting.compare_view import compare_markdown, print_compare
     from orchestrator.run.runner import new_run_dir
@@ -89,7 +89,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
             console().print(f"kernel-matrix: {side}: {error}", markup=False, soft_wrap=True)
             codes[side] = EXIT_INFRA
     base, head = load_side(out / "base"), load_side(out / "head")
-    diff = compare_sides(base, head, strict=args.strict_kernels)
+    diff = compare(base.summary, head.summary, strict=args.strict_kernels)
     data = compare_json(diff, base, head)
     write_atomic(out / "compare.json", json.dumps(data, indent=2) + "\n")
     write_atomic(out / "compare.md", compare_markdown(diff, data) + "\n")

@@ -446,10 +446,6 @@ def load_side(path: Path) -> Side:
     return Side(path, summarize(results), {r.id: r for r in results})
 
 
-def compare_sides(base: Side, head: Side, *, strict: bool = False) -> Diff:
-    return compare(base.summary, head.summary, strict=strict)
-
-
 def unchanged_pairs(base: Side, head: Side) -> dict[str, int]:
     """Per cell in both: the family × device pairs whose verdict did not change."""
     return {
@@ -465,6 +461,7 @@ def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
 
     def pair(finding: Finding) -> dict[str, Any]:
         family, _, device = finding.subject.rpartition(" on ")
+        regressed = finding.kind in FAMILY_REGRESSION_KINDS
         return {
             "kind": finding.kind,
             "cell": finding.cell,
@@ -472,7 +469,7 @@ def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
             "device": device,
             "base": finding.before,
             "head": finding.after,
-            "cause": head.cause(finding.cell, family, device),
+            "cause": head.cause(finding.cell, family, device) if regressed else "",
         }
 
     return {
