@@ -74,7 +74,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
         repository = load_matrix(args.matrix).project.source
     base_source = resolve_source(args.base_source, repository=repository, option="--base-source")
     build_root = args.build_dir or Path("build")
-    codes = {}
+    broken = False  # a side ended in an infrastructure failure (exit 3)
     for side, source in (("base", str(base_source)), ("head", args.source)):
         console().print(
             f"kernel-matrix: the {side} ({source or 'the matrix source'})", markup=False
@@ -82,19 +82,19 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
         side_args = argparse.Namespace(**{**vars(args), "source": source, "base_source": None})
         side_args.out, side_args.build_dir = out / side, build_root / side
         try:
-            codes[side] = _run_one(side_args)
+            broken |= _run_one(side_args) == EXIT_INFRA
         except KernelMatrixError as error:
             if error.exit_code != EXIT_INFRA:
                 raise
             console().print(f"kernel-matrix: {side}: {error}", markup=False, soft_wrap=True)
-            codes[side] = EXIT_INFRA
+            broken = True
     base, head = load_side(out / "base"), load_side(out / "head")
     diff = compare(base.summary, head.summary, strict=args.strict_kernels)
     data = compare_json(diff, base, head)
     write_atomic(out / "compare.json", json.dumps(data, indent=2) + "\n")
     write_atomic(out / "compare.md", compare_markdown(diff, data) + "\n")
     print_compare(diff, data)
-    return EXIT_INFRA if EXIT_INFRA in codes.values() and not diff.failing else diff.exit_code
+    return EXIT_INFRA if broken and not diff.failing else diff.exit_code
 
 
 def _run_one(args: argparse.Namespace) -> int:
