@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from orchestrator.cli.arguments import (
     Parser,
@@ -12,13 +13,19 @@ from orchestrator.cli.arguments import (
 )
 from orchestrator.cli.options import check_cuobjdump_option, check_probe_jobs
 from orchestrator.common.errors import (
+    InfraError,
     UsageError,
 )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Family × device verdicts for built wheels/libraries/dirs: table or --json."""
-    from orchestrator.archs import CudaVersion, check_cuda_version, parse_device_list
+    from orchestrator.archs import (
+        ComputeCapability,
+        CudaVersion,
+        check_cuda_version,
+        parse_device_list,
+    )
     from orchestrator.building.recipe import scan_log
     from orchestrator.common.fsutil import not_regular
     from orchestrator.judge.check import check_paths
@@ -27,8 +34,35 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
     check_probe_jobs(args.engine, args.jobs)
-    rules = load_families_or_matrix(args.families)
-    devices = parse_device_list(args.devices) if args.devices is not None else None
+    if args.launch_stubs and not args.confirm_with_driver:
+        raise UsageError("--launch-stubs needs --confirm-with-driver")
+    installed = None
+    if args.installed is not None:
+        if args.paths:
+            raise UsageError("give either PATH... or --installed, not both")
+        from orchestrator.read.installed import find_installed
+
+        installed = find_installed(args.installed, args.python)
+    elif not args.paths:
+        raise UsageError("nothing to check: give a wheel, .so or directory, or --installed DIST")
+    elif args.python is not None:
+        raise UsageError("--python goes with --installed")
+    families = _families_file(args.families, installed)
+    rules = load_families_or_matrix(families)
+    gpus = None
+    devices: tuple[ComputeCapability, ...] | None
+    if args.devices == "local" or (args.confirm_with_driver and args.devices is None):
+        from orchestrator.judge.driver import distinct_devices, local_devices
+
+        try:
+            gpus = distinct_devices(local_devices())
+        except InfraError as e:
+            raise InfraError(f"--devices local: {e}; name the devices instead (9.0,12.1)") from None
+        devices = tuple(gpu.capability for gpu in gpus)
+    elif args.confirm_with_driver:
+        raise UsageError("--confirm-with-driver asks the GPUs of this machine: use --devices local")
+    else:
+        devices = parse_device_list(args.devices) if args.devices is not None else None
     cuda = CudaVersion.parse(args.cuda) if args.cuda else None
     if cuda is not None:
         check_cuda_version(cuda)
@@ -40,8 +74,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         if why is not None:  # a FIFO would block the reader
             raise UsageError(f"--log {args.log}: {why}")
         skip_lines = scan_log(args.log).skip_lines
+    paths = list(installed.libraries) if installed else list(args.paths)
     result = check_paths(
-        args.paths,
+        paths,
         rules,
         devices,
         engine=args.engine,
@@ -51,11 +86,38 @@ def cmd_check(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         jobs=args.jobs or 1,
     )
+    confirmation = None
+    if args.confirm_with_driver and gpus:
+        from orchestrator.judge.confirm import confirm, inventory_to_confirm
+
+        inventory = inventory_to_confirm(paths, rules, devices or ())
+        confirmation = confirm(inventory, rules, gpus, launch_stubs=args.launch_stubs)
+    from orchestrator.reporting.device_view import DeviceReport
+
+    report = DeviceReport.make(result, installed, families, gpus, confirmation)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
-        print_check(result)
-    return result.exit_code
+        print_check(result, report)
+    return report.exit_code
+
+
+def _families_file(value: Path | None, installed: Any) -> Path:
+    """``--families``: a file, a shipped profile's name, or (with --installed) the
+    shipped profile of that distribution."""
+    from orchestrator.planning.profiles import resolve_families, shipped_profiles
+
+    if value is not None:
+        return resolve_families(value)
+    if installed is not None:
+        name = installed.name.lower().replace("_", "-")
+        if name in shipped_profiles():
+            return resolve_families(Path(name))
+        raise UsageError(
+            f"no shipped profile for {installed.name}: pass --families FILE "
+            f"(shipped: {', '.join(shipped_profiles())})"
+        )
+    raise UsageError("--families FILE (or a shipped profile's name) is required")
 
 
 def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
@@ -64,15 +126,44 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         help="verdict per kernel family × device for a built wheel, .so or directory "
         "(exit 1 if one is missing or hollow)",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="wheel, .so or directory")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="wheel, .so or directory")
     p.add_argument(
-        "--families", type=Path, metavar="FILE", required=True, help="families or matrix file"
+        "--installed",
+        metavar="DIST",
+        help="check an installed distribution (e.g. vllm, sgl-kernel): its shared objects "
+        "are found through its RECORD",
+    )
+    p.add_argument(
+        "--python",
+        metavar="EXE",
+        help="with --installed: the interpreter whose environment has it (default: this "
+        "tool's, then python3 on PATH)",
+    )
+    p.add_argument(
+        "--families",
+        type=Path,
+        metavar="FILE",
+        help="families or matrix file, or a shipped profile's name (vllm, sgl-kernel); with "
+        "--installed the distribution's shipped profile is the default",
     )
     p.add_argument(
         "--devices",
         metavar="LIST",
-        help="compute capabilities to judge, e.g. 9.0,10.3,12.1 (default: every device "
-        "some family lists)",
+        help="compute capabilities to judge, e.g. 9.0,10.3,12.1, or 'local': the GPUs of this "
+        "machine, asked of the driver (default: every device some family lists)",
+    )
+    p.add_argument(
+        "--confirm-with-driver",
+        action="store_true",
+        help="have the CUDA driver load every family kernel on the local GPUs and confirm "
+        "each verdict (the cubin it loads, PTX it JIT-compiles, or no code); nothing is "
+        "launched; a disagreement exits 1",
+    )
+    p.add_argument(
+        "--launch-stubs",
+        action="store_true",
+        help="with --confirm-with-driver: launch (one thread, own process) the kernels judged "
+        "arch-guard stubs, and report what they print and the error they end with",
     )
     add_engine(p)
     p.add_argument("--cuobjdump", type=Path, metavar="PATH", help="cuobjdump to use")

@@ -17,7 +17,6 @@ have the driver's choice of code object checked against ``archs.select_image``.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from orchestrator.archs import ComputeCapability, Target, Variant
 from orchestrator.common.errors import InfraError
+from orchestrator.judge.driver import local_devices
 from orchestrator.judge.expect import HOLLOW, MISSING, PRESENT, family_kernels, serve
 from orchestrator.read.inventory import Inventory
 from orchestrator.symbols import FamilyRule
@@ -62,22 +62,7 @@ print("\\n{RESULT_START}" + json.dumps(answer) + "{RESULT_END}", flush=True)
 
 def device_capability() -> ComputeCapability:
     """Compute capability of GPU 0, asked of the driver (libcuda) directly."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        raise InfraError(
-            "no CUDA driver (libcuda.so.1) on this machine: verify-on-device needs a GPU"
-        ) from None
-    if cuda.cuInit(0) != 0:
-        raise InfraError("the CUDA driver found no usable GPU (cuInit failed)")
-    device = ctypes.c_int()
-    if cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
-        raise InfraError("the CUDA driver reports no GPU 0")
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
-    return ComputeCapability(major.value, minor.value)
+    return local_devices()[0].capability
 
 
 def call_entry(symbol: str, libraries: Sequence[Path]) -> tuple[str | None, int | None]:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 
 from orchestrator.archs import Target
@@ -336,3 +337,19 @@ def _as_listed(code: CodeObject) -> CodeObject:
         code,
         kernels=tuple(Kernel(k.name, k.mangled, k.size, NOT_JUDGED, False) for k in code.kernels),
     )
+
+
+def container_spans(path: Path) -> list[tuple[int, int]]:
+    """(file offset, length) of every fatbin container of the library at ``path``, in
+    file order: what the CUDA driver takes as one image (``cuModuleLoadData``). Read
+    from the headers alone, with the same bounds as an inventory."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        blob = FileBlob(str(path), f.fileno(), size, str(path))
+        spans: dict[int, int] = {}
+        seen = [0, 0]
+        for offset, length, align in fatbin_ranges(blob, read_header(blob).named(FATBIN_SECTION)):
+            for entry in bounded(iter_entries(blob, offset, length, align), blob.name, seen):
+                end = entry.payload_offset + entry.payload_size
+                spans[entry.container] = max(spans.get(entry.container, 0), end)
+    return [(start, end - start) for start, end in sorted(spans.items())]

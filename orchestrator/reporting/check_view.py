@@ -15,14 +15,17 @@ from orchestrator.judge.expect import (
     Verdict,
 )
 from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.device_view import DeviceReport, print_device_report
 from orchestrator.reporting.summary import failure_lines
 from orchestrator.reporting.tables import FamilyRow, family_device_view
 
 
-def verdict_line(result: CheckResult) -> str:
-    """The final line: ``kernel-matrix: FAILED — 24 family × device pairs missing ...``."""
+def verdict_line(result: CheckResult, report: DeviceReport | None = None) -> str:
+    """The final line: ``kernel-matrix: FAILED — 24 family × device pairs missing ...``
+    (and, with the driver's confirmation, how many families it disagrees with)."""
     count = result.counts()
-    word = "FAILED" if result.exit_code else "OK"
+    exit_code = report.exit_code if report else result.exit_code
+    word = "FAILED" if exit_code else "OK"
     parts = [
         f"{count[PRESENT]} present",
         f"{count[MISSING]} missing",
@@ -31,9 +34,11 @@ def verdict_line(result: CheckResult) -> str:
     ]
     if count[NOT_MATCHED]:
         parts.insert(3, f"{count[NOT_MATCHED]} not matched (the profile may not fit)")
+    if report and report.confirmation is not None:
+        parts.append(f"the driver disagrees on {report.disagreements}")
     return (
         f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
-        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {result.exit_code})"
+        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {exit_code})"
     )
 
 
@@ -48,9 +53,9 @@ def verdict_mark(verdict: Verdict) -> str:
     return mark(_table_status(verdict))
 
 
-def print_check(result: CheckResult) -> None:
+def print_check(result: CheckResult, report: DeviceReport | None = None) -> None:
     """The table (families × devices), the reason of every missing or hollow pair,
-    and the verdict line, last."""
+    what ``report`` adds for this machine's GPUs, and the verdict line, last."""
     out = console()
     title = ", ".join(Path(p).name for p in result.paths)
     rows = []
@@ -110,4 +115,6 @@ def print_check(result: CheckResult) -> None:
             markup=False,
             soft_wrap=True,
         )
-    out.print(verdict_line(result), markup=False, soft_wrap=True)
+    if report is not None:
+        print_device_report(report)
+    out.print(verdict_line(result, report), markup=False, soft_wrap=True)

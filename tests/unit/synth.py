@@ -244,3 +244,13 @@ def ptx_module(target: str, entries: dict[str, str]) -> bytes:
 
 MANGLED_WORK = "_ZN55_GLOBAL__N__6483e388_22_nvfp4_quant_kernels_cu_f7e2e07912quant_kernelEPf"
 MANGLED_HOLLOW = "_ZN55_GLOBAL__N__1234abcd_22_fp8_guarded_kernels_cu_0badf00d6hollowEPf"
+
+
+def two_kernel_cubin(sm: int) -> bytes:
+    """A cubin with one working kernel (MANGLED_WORK) and one hollow (MANGLED_HOLLOW)."""
+    return build_cubin(
+        CubinSpec(
+            [KernelSpec(MANGLED_WORK, working_body(40)), KernelSpec(MANGLED_HOLLOW, hollow_body())]
+        ),
+        sm,
+    )

@@ -119,6 +119,7 @@ def library(*entries: EntrySpec) -> bytes:
 
 
 GOOD = library(EntrySpec(KIND_ELF, 100, cubin(), "f"))
+FAM = "families:\n  f:\n    devices: ['10.0']\n    kernels: ['quant']\n"
 ZSTD = library(EntrySpec(KIND_ELF, 90, cubin(), "a", compression="zstd"))
 LZ4 = library(EntrySpec(KIND_PTX, 120, ptx_module("sm_120", {"_Z1kv": "ret;"}), compression="lz4"))
 FATBIN = GOOD.index((0xBA55ED50).to_bytes(4, "little"))
@@ -1132,7 +1133,40 @@ CATALOGUE: dict[str, Case] = {
             "PIP_FIND_LINKS": "",
         },
     ),
-}
+    # == issue 32: check what is installed, on this machine's GPUs =====================
+    "check: --launch-stubs without --confirm-with-driver": Case(
+        (*CHECK, "--launch-stubs"), files(**{"lib.so": GOOD, "fam.yaml": FAM}), 2,
+        "--launch-stubs needs --confirm-with-driver",
+    ),
+    "check: both paths and --installed": Case(
+        (*CHECK, "--installed", "vllm"), files(**{"lib.so": GOOD, "fam.yaml": FAM}), 2,
+        "give either PATH... or --installed, not both",
+    ),
+    "check: nothing to check": Case(
+        ("check", "--families", "vllm"), files(), 2,
+        "nothing to check: give a wheel, .so or directory, or --installed DIST",
+    ),
+    "check: a distribution not installed": Case(
+        ("check", "--installed", "no-such-dist-kernel-matrix", "--python", sys.executable), files(), 2,
+        f"--installed no-such-dist-kernel-matrix: not installed for {sys.executable}; pass --python",
+    ),
+    "check: --python that is not an interpreter": Case(
+        ("check", "--installed", "vllm", "--python", "{tmp}/no-python"), files(), 2,
+        "--python {tmp}/no-python: no such interpreter",
+    ),
+    "check: --python without --installed": Case(
+        (*CHECK, "--python", sys.executable), files(**{"lib.so": GOOD, "fam.yaml": FAM}), 2,
+        "--python goes with --installed",
+    ),
+    "check: an installed distribution with no shared object": Case(
+        ("check", "--installed", "pytest", "--python", sys.executable), files(), 2,
+        "--installed pytest: pytest ", absent="Traceback",
+    ),
+    "check: --confirm-with-driver on devices named, not local": Case(
+        (*CHECK, "--confirm-with-driver", "--devices", "9.0"), files(**{"lib.so": GOOD, "fam.yaml": FAM}), 2,
+        "--confirm-with-driver asks the GPUs of this machine: use --devices local",
+    ),
+}  # fmt: skip
 
 
 # -- what the package index cannot give (a local index: tests/unit/package_index.py) --------
