@@ -175,16 +175,22 @@ def _needs_missing_wheel(command: Command, scratch: Path) -> str | None:
     """Why a command that reads a vLLM wheel cannot run (the wheel cannot be had),
     or None; a wheel missing from the cache is downloaded first (the docs' own pip
     download is not run here)."""
-    for pattern in re.findall(r"(\S*wheels/vllm-[\w.*-]+\.whl)", command.text):
+    for pattern in re.findall(r"(\S*wheels/(?:aarch64/)?vllm-[\w.*-]+\.whl)", command.text):
         expanded = os.path.expanduser(pattern)
         base = Path(expanded) if expanded.startswith("/") else scratch / expanded
         if list(base.parent.glob(base.name)):
             continue
         release = re.match(r"vllm-([0-9.]+)-", base.name)
-        wheel, why = vllm_wheel(release[1]) if release else (None, f"{pattern}: no release")
+        machine = "aarch64" if base.parent.name == "aarch64" else ""
+        wheel, why = (
+            vllm_wheel(release[1], machine) if release else (None, f"{pattern}: no release")
+        )
         if wheel is None:
             return why
-        link = scratch / "wheels" / wheel.name
+        if list(base.parent.glob(base.name)):
+            continue  # the docs name the cache itself (~/.cache/kernel-matrix/wheels/...)
+        link = base.parent / wheel.name
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(wheel)
     return None
