@@ -97,8 +97,9 @@ def releases_serving(
         and row.platform == platform
         and row.status == "present"
     }
-    return sorted(found, key=_release_key, reverse=True)
+    return sorted(found, key=release_key, reverse=True)
 
 
-def _release_key(release: str) -> tuple[int, ...]:
+def release_key(release: str) -> tuple[int, ...]:
+    """``0.33.0`` -> (0, 33, 0): releases in numeric order."""
     return tuple(int(part) for part in re.findall(r"\d+", release))

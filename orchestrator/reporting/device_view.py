@@ -19,7 +19,7 @@ from orchestrator.judge.check import CheckResult
 from orchestrator.judge.confirm import CUBIN, JIT, NONE, FamilyConfirmation, StubLaunch
 from orchestrator.judge.driver import LocalDevice
 from orchestrator.judge.expect import HOLLOW, MISSING
-from orchestrator.planning.profiles import PROFILES, releases_serving
+from orchestrator.planning.profiles import PROFILES, release_key, releases_serving
 from orchestrator.read.installed import InstalledDistribution
 from orchestrator.reporting.console import console, mark
 from orchestrator.reporting.tables import grid
@@ -43,11 +43,15 @@ class DeviceReport:
         confirmation: Sequence[FamilyConfirmation] | None,
     ) -> DeviceReport:
         profile = _shipped_profile(families)
+        lacking: dict[str, list[ComputeCapability]] = {}
+        for v in check.failing:
+            if v.status in (MISSING, HOLLOW):
+                lacking.setdefault(v.family, []).append(ComputeCapability.parse(v.device))
         # For a person about to launch here (an install, or this machine's GPUs).
         advice = tuple(
-            what_to_do(profile, v.family, ComputeCapability.parse(v.device), installed)
-            for v in check.failing
-            if v.status in (MISSING, HOLLOW) and (installed or gpus)
+            what_to_do(profile, family, devices, installed)
+            for family, devices in lacking.items()
+            if installed or gpus
         )
         return cls(
             check,
@@ -95,26 +99,35 @@ def _shipped_profile(families: Path) -> str | None:
 def what_to_do(
     profile: str | None,
     family: str,
-    device: ComputeCapability,
+    devices: Sequence[ComputeCapability],
     installed: InstalledDistribution | None,
 ) -> str:
-    """One sentence: a release whose truth table serves the family on this device
-    (for this machine's platform), and the arch list to build it for from source."""
-    build = f'build from source with TORCH_CUDA_ARCH_LIST="{device}a"'
+    """One sentence: a release whose truth table serves the family on all these
+    devices (for this machine's platform), and the arch list to build it for.
+
+    >>> what_to_do(None, "nvfp4", [ComputeCapability(12, 1)], None)
+    'nvfp4 on 12.1: no release known to this tool has it; build from source with TORCH_CUDA_ARCH_LIST="12.1a"'
+    """
+    where = ", ".join(str(d) for d in devices)
+    archs = ";".join(f"{d}a" for d in devices)
+    build = f'build from source with TORCH_CUDA_ARCH_LIST="{archs}"'
     machine = platform.machine()
-    releases = releases_serving(profile, family, device, machine) if profile else []
+    serving = (
+        [set(releases_serving(profile, family, d, machine)) for d in devices] if profile else []
+    )
+    releases = sorted(set.intersection(*serving), key=release_key, reverse=True) if serving else []
     if installed and installed.version in releases:
         return (
-            f"{family} on {device}: the truth table says {installed.name} {installed.version} "
+            f"{family} on {where}: the truth table says {installed.name} {installed.version} "
             f"({machine}) has it, but this install does not: reinstall it, or {build}"
         )
     if releases and profile:
         name = installed.name if installed else profile
         return (
-            f"{family} on {device}: {name} {releases[0]} ({machine} wheel) has it "
+            f"{family} on {where}: {name} {releases[0]} ({machine} wheel) has it "
             f"(pip install '{name}=={releases[0]}'), or {build}"
         )
-    return f"{family} on {device}: no release known to this tool has it; {build}"
+    return f"{family} on {where}: no release known to this tool has it; {build}"
 
 
 def print_device_report(report: DeviceReport) -> None:
