@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from orchestrator.archs import ComputeCapability
@@ -45,7 +46,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = console()
     for library in inventory.libraries:
         if not library.has_device_code:
-            out.print(f"[bold]{library.path}[/bold]: no device code")
+            # soft_wrap: a pipe is not a terminal, the console must not cut the line
+            # (and a path is text, not markup).
+            out.print(
+                Text.assemble((str(library.path), "bold"), ": no device code"), soft_wrap=True
+            )
             continue
         table = Table(title=library.path, title_justify="left")
         for column in ("code object", "kernels", "hollow", "sources"):
