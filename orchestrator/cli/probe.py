@@ -24,6 +24,7 @@ from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
 )
+from orchestrator.common.words import counted
 from orchestrator.reporting.console import console
 
 
@@ -136,7 +137,7 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
         word = "agree" if not disagreements else f"{len(disagreements)} DISAGREE"
         console().print(
             f"{mark('passed' if not disagreements else 'failed')} verify-on-device: "
-            f"{len(checks)} families on {device}, probe and hardware {word}"
+            f"{counted(len(checks), 'family', 'families')} on {device}, probe and hardware {word}"
         )
     return 1 if disagreements else EXIT_OK
 

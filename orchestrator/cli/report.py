@@ -17,6 +17,7 @@ from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
 )
+from orchestrator.common.words import counted
 from orchestrator.reporting.console import console
 
 
@@ -81,15 +82,15 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
     unchecked = [c.id for c in baseline.cells.values() if c.status in ("error", "not-run")]
     if unchecked:
         out.print(
-            f"warning: {len(unchecked)} cells crashed or did not run, so they constrain "
-            f"nothing in this baseline: {', '.join(unchecked[:10])}"
+            f"warning: this baseline constrains nothing in the {counted(len(unchecked), 'cell')} "
+            f"that crashed or did not run: {', '.join(unchecked[:10])}"
             + (" …" if len(unchecked) > 10 else ""),
             markup=False,
         )
     size = args.out.stat().st_size
     out.print(
-        f"kernel-matrix: baseline {args.out}: {len(baseline.cells)} cells, "
-        f"{baseline.kernel_count} kernels ({size / 1024:.1f} KiB)",
+        f"kernel-matrix: baseline {args.out}: {counted(len(baseline.cells), 'cell')}, "
+        f"{counted(baseline.kernel_count, 'kernel')} ({size / 1024:.1f} KiB)",
         markup=False,
     )
     return EXIT_OK

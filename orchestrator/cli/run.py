@@ -27,6 +27,7 @@ from orchestrator.common.errors import (
     KernelMatrixError,
     UsageError,
 )
+from orchestrator.common.words import counted
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import plan, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE
@@ -208,7 +209,7 @@ def _run(
         )
     kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
     out.print(
-        f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
+        f"kernel-matrix: {counted(len(cells), 'cell')} ({runnable - kept} to run, "
         + (f"{kept} finished earlier and kept, " if args.resume else "")
         + f"{len(cells) - runnable} skipped), "
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"

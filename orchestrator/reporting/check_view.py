@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from orchestrator.common.words import counted
 from orchestrator.judge.check import CheckResult
 from orchestrator.judge.expect import (
     HOLLOW,
@@ -32,8 +33,9 @@ def verdict_line(result: CheckResult) -> str:
     if count[NOT_MATCHED]:
         parts.insert(3, f"{count[NOT_MATCHED]} not matched (the profile may not fit)")
     return (
-        f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
-        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {result.exit_code})"
+        f"kernel-matrix: {word} — {counted(len(result.families), 'family', 'families')} × "
+        f"{counted(len(result.devices), 'device')}: {', '.join(parts)} "
+        f"({result.seconds:.1f} s, exit {result.exit_code})"
     )
 
 
@@ -97,8 +99,8 @@ def print_check(result: CheckResult) -> None:
         out.print("note: no library that a family can be in was found", markup=False)
     if result.unclaimed:
         out.print(
-            f"note: {len(result.unclaimed)} libraries no family claims, not read: "
-            + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
+            f"note: {counted(len(result.unclaimed), 'library', 'libraries')} no family claims, "
+            "not read: " + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
             markup=False,
             soft_wrap=True,
         )

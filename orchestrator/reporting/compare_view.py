@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     FAMILY_DOWNGRADED,
@@ -37,9 +38,10 @@ def verdict_line(diff: Diff, data: dict[str, Any]) -> str:
     word = "FAILED" if diff.exit_code == 1 else "ERROR" if diff.exit_code else "OK"
     kernels = len(diff.of(*KERNEL_REGRESSION_KINDS))
     return (
-        f"kernel-matrix compare: {word} — {len(data['regressions'])} family × device "
-        f"regressions, {len(data['fixed'])} fixed, {sum(data['unchanged'].values())} "
-        f"unchanged, {kernels} kernel regressions"
+        f"kernel-matrix compare: {word} — "
+        f"{counted(len(data['regressions']), 'family × device regression')}, "
+        f"{len(data['fixed'])} fixed, {sum(data['unchanged'].values())} "
+        f"unchanged, {counted(kernels, 'kernel regression')}"
         + (" (not failing without --strict-kernels)" if kernels and not diff.strict else "")
         + f" (exit {diff.exit_code})"
     )

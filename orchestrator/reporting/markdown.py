@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_NEW,
     CELL_UNCHECKED,
@@ -120,18 +121,18 @@ def headline(results: Sequence[CellResult], code_: int, diff: Diff | None) -> li
     parts = [
         f"✅ {counts[PASSED]} passed",
         f"❌ {counts[FAILED]} failed ({missing} family × device missing or hollow)",
-        f"💥 {counts[ERROR]} errors",
+        f"💥 {counted(counts[ERROR], 'error')}",
     ]
     if counts[NOT_RUN]:
         parts.append(f"⏸️ {counts[NOT_RUN]} not run")
     parts.append(f"➖ {counts[SKIPPED]} skipped")
     lines = [f"## kernel-matrix: {icon} {WORDS.get(code_, 'ERROR')} (exit {code_})", ""]
-    lines.append(f"**{len(results)} cells:** " + " · ".join(parts))
+    lines.append(f"**{counted(len(results), 'cell')}:** " + " · ".join(parts))
     cached = sum(r.cached for r in results)
     if cached:
         lines.append("")
         lines.append(
-            f"{cached} of {len(results)} cells answered from the result cache "
+            f"{cached} of {counted(len(results), 'cell')} answered from the result cache "
             "(not rebuilt; their artifacts restored into this run's build directories)."
         )
     if predicted(results):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
+from orchestrator.common.words import counted
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
 from orchestrator.reporting.tables import grid, show
@@ -30,7 +31,9 @@ def reason(cell: Cell) -> str:
 
 
 def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
-    title = f"{matrix.path}: {len(cells)} cells ({sum(c.runnable for c in cells)} to run)"
+    title = (
+        f"{matrix.path}: {counted(len(cells), 'cell')} ({sum(c.runnable for c in cells)} to run)"
+    )
 
     def wide() -> RenderableType:
         table = grid(title)

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from orchestrator.archs import ComputeCapability, device_name
 from orchestrator.common.errors import KernelMatrixError
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
@@ -248,15 +249,15 @@ def verdict_line(results: Sequence[CellResult], code: int, diff: Diff | None = N
     ]
     skips = [skip_word(r) for r in results if cell_status(r) == SKIPPED]
     kinds = [f"{skips.count(w)} {w}" for w in SKIP_WORDS.values() if w in skips]
-    parts += [f"{count[ERROR]} errors", f"{count[SKIPPED]} skipped"]
+    parts += [counted(count[ERROR], "error"), f"{count[SKIPPED]} skipped"]
     if kinds:
         parts[-1] += f" ({', '.join(kinds)})"
     if count[NOT_RUN]:
         parts.append(f"{count[NOT_RUN]} not run")
     if diff is not None:
-        parts.append(f"{len(diff.regressions)} regressions vs baseline")
+        parts.append(f"{counted(len(diff.regressions), 'regression')} vs baseline")
         if diff.unchecked:
-            parts.append(f"{len(diff.unchecked)} baseline cells unchecked")
+            parts.append(f"{counted(len(diff.unchecked), 'baseline cell')} unchecked")
     if predicted(results):
         word += f" (predicted; {PREDICTED_NOTE})"
     return f"kernel-matrix: {word} — {', '.join(parts)} (exit {code})"

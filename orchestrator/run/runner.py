@@ -36,6 +36,7 @@ from orchestrator.common.errors import (
     KernelMatrixError,
 )
 from orchestrator.common.fsutil import write_json
+from orchestrator.common.words import counted
 from orchestrator.judge.expect import (
     MISSING,
     NOT_APPLICABLE,
@@ -317,7 +318,7 @@ def _build_and_probe(
     artifacts = collect_artifacts(build_dir, matrix.project.artifacts)
     if not artifacts:
         raise _NoArtifacts(
-            f"{cell.id}: the build succeeded but no artifact matched "
+            "the build succeeded but no artifact matched "
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
     # Paths relative to the build directory: a library is the same library whichever
@@ -452,7 +453,7 @@ def run_cells(
             finished = sum(r.status != NOT_RUN for r in results.values())
             raise RunInterrupted(
                 f"interrupted by {SIGNAL_NAMES[signal.Signals(received)]}: "
-                f"{finished} of {len(cells)} cells finished and kept, "
+                f"{finished} of {counted(len(cells), 'cell')} finished and kept, "
                 f"{len(cells) - finished} not run; results in {options.out_dir}; "
                 f"continue with: kernel-matrix run {matrix.path} --resume --out {options.out_dir}",
                 exit_code=SIGNAL_EXIT_CODES[signal.Signals(received)],

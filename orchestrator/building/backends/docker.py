@@ -575,7 +575,6 @@ class DockerBackend:
         )
         with BuildContainer(self.engine, spec) as box:
             spent = run_recipe(
-                job.cell.id,
                 commands,
                 lambda step: box.call(
                     step.argv,

@@ -154,7 +154,7 @@ def test_the_console_and_reports_say_a_cell_was_cached(tmp_path: Path) -> None:
     assert f"(cached: not rebuilt, artifacts restored into {where})" in cell_line(results[0])
     out = tmp_path / "two/out"
     write_reports(results, out)
-    assert "1 of 1 cells answered from the result cache" in (out / "summary.md").read_text()
+    assert "1 of 1 cell answered from the result cache" in (out / "summary.md").read_text()
     html = (out / "index.html").read_text()
     assert "not rebuilt, artifacts restored from the result cache" in html
     assert '<property name="cached" value="true"' in (out / "junit.xml").read_text()
