@@ -197,6 +197,8 @@ def _run(
         configure_only=args.tier == "configure",
         progress=lambda line: console().print(f"  {line}", markup=False, highlight=False),
     )
+    # The backend first: a configuration it rejects is one line, before anything is said.
+    backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
     out = console()
     for note in notes:
         out.print(note, markup=False, soft_wrap=True)
@@ -214,7 +216,6 @@ def _run(
         + f"{len(cells) - runnable} skipped), "
         f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
     )
-    backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
     doing = (
         "predicting from CMake configure (configure tier, nothing compiled)"
         if options.configure_only
