@@ -214,7 +214,7 @@ def _run(
         f"kernel-matrix: {counted(len(cells), 'cell')} ({runnable - kept} to run, "
         + (f"{kept} finished earlier and kept, " if args.resume else "")
         + f"{len(cells) - runnable} skipped), "
-        f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
+        f"{jobs} in parallel × {counted(threads, 'build thread')}; results in {out_dir}"
     )
     doing = (
         "predicting from CMake configure (configure tier, nothing compiled)"

@@ -189,3 +189,19 @@ def test_counts_take_the_number_of_their_noun() -> None:
     assert ", 0 errors, " in verdict_line(one, 0)
     error = dataclasses.replace(passed_cell(), status="error", reason="wheel failed (exit 1)")
     assert ", 1 error, " in verdict_line([error], 3)
+
+
+def test_the_run_header_counts_in_the_singular_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "m.yaml").write_text(  # CUDA 12.8 has no f targets: skipped, nothing built
+        "project: {source: src}\ncuda: ['12.8']\narchs: ['12.1f']\n"
+        "families: {nvfp4: {kernels: [k], devices: ['12.1']}}\n"
+    )
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    argv = ["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"), "--no-cache"]
+    assert main([*argv, "--build-dir", str(tmp_path / "b")]) == 0
+    assert "kernel-matrix: 1 cell (0 to run, 1 skipped), 1 in parallel × 1 build thread; " in (
+        capsys.readouterr().out
+    )
