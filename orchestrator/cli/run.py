@@ -227,9 +227,11 @@ def _run(
 
     watching = RunProgress(out, options.out_dir / "logs")
 
-    def on_start(cell: Cell) -> None:
-        out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …")
-        watching.started(cell.id)
+    def on_source(cell: Cell, cached: bool) -> None:
+        if cached:
+            out.print(f"▶ {cell.id}: from the result cache (not rebuilt) …", markup=False)
+        else:
+            out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …", markup=False)
 
     def on_done(result: CellResult) -> None:
         watching.finished(result.id)
@@ -242,7 +244,8 @@ def _run(
                 cells,
                 backend,
                 options,
-                on_start=on_start,
+                on_start=lambda cell: watching.started(cell.id),
+                on_source=on_source,
                 on_done=on_done,
                 settings=run_settings(args),
             )
