@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
-from rich.text import Text
 
 if TYPE_CHECKING:
     from orchestrator.archs import ComputeCapability
@@ -25,7 +24,8 @@ from orchestrator.common.errors import (
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.reporting.console import console
+from orchestrator.reporting.console import console, say
+from orchestrator.reporting.tables import print_table
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -47,11 +47,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = console()
     for library in inventory.libraries:
         if not library.has_device_code:
-            # soft_wrap: a pipe is not a terminal, the console must not cut the line
-            # (and a path is text, not markup).
-            out.print(
-                Text.assemble((str(library.path), "bold"), ": no device code"), soft_wrap=True
-            )
+            say(out, f"{library.path}: no device code")
             continue
         table = Table(title=library.path, title_justify="left")
         for column in ("code object", "kernels", "hollow", "sources"):
@@ -64,7 +60,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 str(hollow) if hollow else "",
                 ", ".join(code.sources[:6]) + (" ..." if len(code.sources) > 6 else ""),
             )
-        out.print(table)
+        print_table(out, table)
     if presence:
         from orchestrator.reporting.tables import FamilyRow, family_device_view
 
@@ -88,7 +84,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
         for name, found in presence.items():
             if found.mismatch:
-                out.print(f"warning: {name} not matched: {found.mismatch}", markup=False)
+                say(out, f"warning: {name} not matched: {found.mismatch}")
     return EXIT_OK
 
 
@@ -133,11 +129,12 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
                 c.family, c.predicted, c.predicted_image or "-", c.observed,
                 c.observed_image or "-", c.observed_detail, "ok" if c.agrees else "DISAGREE",
             )  # fmt: skip
-        console().print(table)
+        print_table(console(), table)
         word = "agree" if not disagreements else f"{len(disagreements)} DISAGREE"
-        console().print(
+        say(
+            console(),
             f"{mark('passed' if not disagreements else 'failed')} verify-on-device: "
-            f"{counted(len(checks), 'family', 'families')} on {device}, probe and hardware {word}"
+            f"{counted(len(checks), 'family', 'families')} on {device}, probe and hardware {word}",
         )
     return 1 if disagreements else EXIT_OK
 

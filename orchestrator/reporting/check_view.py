@@ -15,7 +15,7 @@ from orchestrator.judge.expect import (
     PRESENT,
     Verdict,
 )
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import console, mark, say
 from orchestrator.reporting.summary import failure_lines
 from orchestrator.reporting.tables import FamilyRow, family_device_view
 
@@ -77,39 +77,35 @@ def print_check(result: CheckResult) -> None:
         code_header="built for",
     )
     if any(result.not_judged.values()):
-        out.print(
+        say(
+            out,
             "° not judged: no requested device loads it, so its kernels were not analysed "
             "(`kernel-matrix probe` judges every code object)",
-            markup=False,
-            soft_wrap=True,
         )
     if result.unread:
-        out.print(
+        say(
+            out,
             f"note: PTX not read ({' '.join(result.unread)}): in its fatbin a cubin serves "
             "every requested device it could JIT for, so the driver never loads it there",
-            markup=False,
-            soft_wrap=True,
         )
     for family, why in result.mismatch.items():
-        out.print(f"warning: {family} not matched: {why}", markup=False, soft_wrap=True)
+        say(out, f"warning: {family} not matched: {why}")
     failing = [v for v in result.failing if v.status != NOT_MATCHED]  # (warned above)
     for line in failure_lines(failing):
-        out.print(line, markup=False, soft_wrap=True)
+        say(out, line)
     if result.libraries_read == 0:
-        out.print("note: no library that a family can be in was found", markup=False)
+        say(out, "note: no library that a family can be in was found")
     if result.unclaimed:
-        out.print(
+        say(
+            out,
             f"note: {counted(len(result.unclaimed), 'library', 'libraries')} no family claims, "
             "not read: " + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
-            markup=False,
-            soft_wrap=True,
         )
     for path in result.outside_libraries:
-        out.print(
+        say(
+            out,
             f"warning: {path} matches no family's `libraries` glob, so no family is looked "
             "for in it (a glob with / is anchored on the path's last components): give the "
             "file's path inside its package (…/vllm/_C.abi3.so) or check the wheel",
-            markup=False,
-            soft_wrap=True,
         )
-    out.print(verdict_line(result), markup=False, soft_wrap=True)
+    say(out, verdict_line(result))

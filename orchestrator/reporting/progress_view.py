@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.common import progress
+from orchestrator.reporting.console import say
 
 PLAIN_INTERVAL_S = 30.0
 TAIL_BYTES = 16384
@@ -130,7 +131,7 @@ class RunProgress:
             cell.said, cell.said_at = cell.step, now
             took = "" if cell.reported else f"{now - cell.started:.0f} s, "
             detail = f"{': ' if cell.reported else ' '}{cell.detail}" if cell.detail else ""
-        self.out.print(f"… {cell.cell_id}: {took}{cell.step}{detail}", markup=False, soft_wrap=True)
+        say(self.out, f"… {cell.cell_id}: {took}{cell.step}{detail}")
 
     # -- showing ------------------------------------------------------------------------
 

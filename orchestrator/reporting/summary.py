@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from orchestrator.archs import ComputeCapability, device_name
@@ -36,7 +36,7 @@ from orchestrator.reporting.cells import (
     skip_word,
     status_counts,
 )
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import Message, console, mark, say
 from orchestrator.reporting.tables import grid, show
 
 __all__ = [
@@ -136,18 +136,18 @@ def print_summary(results: Sequence[CellResult], *, title: str = "kernel-matrix"
     # Build output is printed as text, never as rich markup ("[sm_90a]" is not a tag).
     for result in results:
         for line in failure_lines(result.failing_verdicts, prefix=f"{result.id}: "):
-            out.print(line, markup=False, soft_wrap=True)
+            say(out, line)
     for result in results:
         status = cell_status(result)
         if status == FAILED and not result.failing_verdicts:
-            out.print(f"{mark(FAILED)} {result.id}: {result.reason}", markup=False, soft_wrap=True)
+            say(out, f"{mark(FAILED)} {result.id}: {result.reason}")
         if status in (ERROR, NOT_RUN):
             line = f"{mark(status)} {result.id}: {result.reason or f'status {result.status!r}'}"
-            out.print(line, markup=False, soft_wrap=True)
+            say(out, line)
             if result.log:
-                out.print(f"   log: {result.log}", markup=False)
+                say(out, f"   log: {result.log}")
             for tail in result.log_tail[-5:]:
-                out.print(f"   | {clean(tail)}", markup=False, soft_wrap=True)
+                say(out, f"   | {clean(tail)}")
 
 
 def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> None:
@@ -182,13 +182,12 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
         return table
 
     def lines() -> RenderableType:
-        text = Text(f"{title}: one line per cell\n", style="italic")
+        said = [Message(f"{title}: one line per cell")]
         for result in results:
             entries = [f"{d} {device_entry(result, d)}" for d in devices_of(result)]
             detail = " · ".join(entries) if cell_status(result) in (PASSED, FAILED) else ""
-            text.append(f"{result.id}", style="bold")
-            text.append(f"  {cell_status(result)}  {detail}".rstrip() + "\n")
-        return text
+            said.append(Message(f"{result.id}  {cell_status(result)}  {detail}".rstrip()))
+        return Group(*said)
 
     show(out, by_family, by_device, lines)
 
@@ -223,7 +222,7 @@ def print_diff(diff: Diff, *, against: str = "the baseline") -> None:
     """The regressions first (all of them), then moves, new kernels and size
     changes (the first few of each; the reports have the rest)."""
     out = console()
-    out.print(f"Against {against}: {diff.line()}", markup=False, soft_wrap=True)
+    say(out, f"Against {against}: {diff.line()}")
     for kinds, title, limit in (
         (REGRESSION_KINDS, "REGRESSION", None),
         ((CELL_UNCHECKED,), "UNCHECKED", None),
@@ -233,9 +232,9 @@ def print_diff(diff: Diff, *, against: str = "the baseline") -> None:
     ):
         found = diff.of(*kinds)
         for finding in found[:limit]:
-            out.print(f"  {title}: {finding.describe()}", markup=False, soft_wrap=True)
+            say(out, f"  {title}: {finding.describe()}")
         if limit is not None and len(found) > limit:
-            out.print(f"  {title}: … and {len(found) - limit} more")
+            say(out, f"  {title}: … and {len(found) - limit} more")
 
 
 def verdict_line(results: Sequence[CellResult], code: int, diff: Diff | None = None) -> str:

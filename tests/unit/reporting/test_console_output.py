@@ -8,6 +8,8 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from console_capture import capture_stdout, plain
+from rich.cells import cell_len
 from synth import build_shared_object
 
 from orchestrator.cli import main
@@ -34,3 +36,63 @@ def test_a_library_without_device_code_is_one_line_in_a_narrow_pipe(
     code, out, err = run_cli(["probe", str(deep / "lib.so")], monkeypatch)
     assert (code, err) == (0, "")
     assert out == f"{deep / 'lib.so'}: no device code\n"
+
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "reports" / "results.json"
+# argv, and messages that a pipe must show whole, each on a line of its own
+COMMANDS = {
+    "plan": (
+        ["plan", str(REPO / "matrix.yaml")],
+        [
+            "unsupported: cu12.4-10.0f: CUDA 12.4 cannot compile sm_100f: sm_100 is new in "
+            "CUDA 12.8",
+        ],
+    ),
+    "report": (
+        ["report", str(FIXTURE), "--out", "{tmp}/out"],
+        [
+            "❌ cu12.9-12.1a: nvfp4 missing on 12.1: no kernel of nvfp4 is in any library; the "
+            "build log says: Not building NVFP4 as no compatible archs found in "
+            "TORCH_CUDA_ARCH_LIST=12.1a",
+            "kernel-matrix: FAILED — 1 passed, 1 failed (2 family × device missing or hollow), "
+            "1 error, 2 skipped (1 unsupported, 1 toolchain unavailable), 1 not run (exit 1)",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_80_columns_on_a_terminal_and_in_a_pipe(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in COMMANDS[command][0]]
+    pipe = capture_stdout(monkeypatch, 80, terminal=False)
+    main(argv)
+    terminal = capture_stdout(monkeypatch, 80, terminal=True)
+    main(argv)
+    piped, shown = plain(pipe.getvalue()), plain(terminal.getvalue())
+    for text in (piped, shown):
+        assert [line for line in text.splitlines() if line != line.rstrip()] == []
+    # A terminal: nothing wider than it but a word longer than a line (a path).
+    assert [
+        line for line in shown.splitlines() if cell_len(line) > 80 and " " in line.strip()
+    ] == []
+    # Wrapped between words only: the same words, in the same order, as the pipe's.
+    assert shown.split() == piped.split()
+    assert shown.splitlines() != piped.splitlines()  # (the terminal did wrap)
+    # A pipe: each message whole, on one line (a log is grepped by line).
+    for message in COMMANDS[command][1]:
+        assert message in piped.splitlines()
+
+
+def test_a_ci_log_gets_each_skip_reason_of_the_plan_as_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = capture_stdout(monkeypatch, 160, terminal=False)  # a CI log's width
+    assert main(["plan", str(REPO / "matrix.yaml")]) == 0
+    assert (
+        "unsupported: cu12.8-9.0a_10.0f_12.0a_12.1a: CUDA 12.8 cannot compile sm_100f: "
+        "family ('f') targets are new in CUDA 12.9; CUDA 12.8 cannot compile sm_121a: sm_121 "
+        "is new in CUDA 12.9"
+    ) in plain(pipe.getvalue()).splitlines()
