@@ -29,6 +29,7 @@ from orchestrator.judge.compare import (
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
+    NO_FAMILY_CHECKED,
     PREDICTED_NOTE,
     cell_status,
     clean,
@@ -252,7 +253,9 @@ def render_markdown(
         _add_list(doc, items, FAILURE_ITEMS, "skipped cells")
 
     families = families_of(results)
-    doc.add("\n### Cells × families\n")
+    doc.add("\n### Cells × families\n" if families else "\n### Cells\n")
+    if not families:
+        doc.add(f"_{NO_FAMILY_CHECKED.capitalize()}._\n", force=True)
     doc.add(
         "| cell | status | "
         + " | ".join(text(f) for f in families)

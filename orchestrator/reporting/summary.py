@@ -24,6 +24,7 @@ from orchestrator.judge.compare import (
 from orchestrator.judge.expect import NOT_APPLICABLE, Verdict
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
+    NO_FAMILY_CHECKED,
     PREDICTED_NOTE,
     SKIP_WORDS,
     cell_status,
@@ -168,7 +169,8 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
         return table
 
     def by_device() -> RenderableType:
-        table = grid(f"{title}: cells × devices (✅ every family meant for it is there)")
+        meaning = "✅ every family meant for it is there" if families else "cell status"
+        table = grid(f"{title}: cells × devices ({meaning})")
         table.add_column("cell", no_wrap=True)
         table.add_column("status", no_wrap=True)
         for device in devices:
@@ -189,6 +191,10 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
             said.append(Message(f"{result.id}  {cell_status(result)}  {detail}".rstrip()))
         return Group(*said)
 
+    if not families:  # a cells × families table without a family column says nothing
+        say(out, f"{title}: {NO_FAMILY_CHECKED}")
+        show(out, by_device, lines)
+        return
     show(out, by_family, by_device, lines)
 
 

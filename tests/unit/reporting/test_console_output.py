@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 from console_capture import capture_stdout, plain
+from report_data import error_cell, not_run_cell, unsupported_cell
 from rich.cells import cell_len
 from synth import build_shared_object
 
 from orchestrator.cli import main
+from orchestrator.reporting.html import build_view, render_html
+from orchestrator.reporting.markdown import render_markdown
+from orchestrator.reporting.summary import print_summary
 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
@@ -96,3 +100,27 @@ def test_a_ci_log_gets_each_skip_reason_of_the_plan_as_one_line(
         "family ('f') targets are new in CUDA 12.9; CUDA 12.8 cannot compile sm_121a: sm_121 "
         "is new in CUDA 12.9"
     ) in plain(pipe.getvalue()).splitlines()
+
+
+def test_a_run_where_every_cell_errored_says_no_family_was_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = [error_cell(), unsupported_cell(), not_run_cell()]  # no verdict anywhere
+    pipe = capture_stdout(monkeypatch, 160, terminal=False)
+    print_summary(results)
+    lines = plain(pipe.getvalue()).splitlines()
+    assert lines[0] == (
+        "kernel-matrix: no family was checked: every cell errored, was skipped or did not run"
+    )
+    assert "cells × families" not in pipe.getvalue()
+    # the cells are still listed, with their status
+    assert [line.split()[:2] for line in lines if line.startswith(" cu")] == [
+        ["cu12.8-10.0f", "error"],
+        ["cu12.8-12.1a", "skipped"],
+        ["cu13.0-9.0a", "not-run"],
+    ]
+    markdown = render_markdown(results, exit_code=3)
+    assert "### Cells × families" not in markdown
+    assert "### Cells\n" in markdown and "_No family was checked: every cell errored" in markdown
+    html = render_html(build_view(results, exit_code=3, verdict="ERROR"))
+    assert ">Cells</h2>" in html and "No family was checked: every cell errored" in html
