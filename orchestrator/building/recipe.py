@@ -147,7 +147,7 @@ def recipe(
     }
     if project.build == "pip" and configure_only:
         if configure_env is None or project.configure is None:
-            raise BuildError(f"{cell.id}: this pip project has no `configure:` section")
+            raise BuildError("this pip project has no `configure:` section")
         return _pip_configure_recipe(project, cell, paths, env, options, configure_env)
     if project.build == "pip":
         # setup.py builds write into the source tree (vLLM: build/, .deps/, generated
@@ -244,9 +244,10 @@ def trace_arguments_for_copy(original: Path, copy: Path, trace: Path) -> list[st
     ]
 
 
-def run_recipe(cell_id: str, commands: BuildRecipe, call: Callable[[Step], int]) -> float:
+def run_recipe(commands: BuildRecipe, call: Callable[[Step], int]) -> float:
     """Run each step with ``call`` (which returns its exit status); a failed or
-    timed-out step is a BuildError naming the cell and the step. Returns the seconds
+    timed-out step is a BuildError naming the step (not the cell: the message becomes
+    the cell's reason, and whoever shows a reason names its cell). Returns the seconds
     spent inside the build tools."""
     spent = 0.0
     for step in commands.steps:
@@ -254,11 +255,11 @@ def run_recipe(cell_id: str, commands: BuildRecipe, call: Callable[[Step], int])
         try:
             status = call(step)
         except subprocess.TimeoutExpired:
-            raise BuildError(f"{cell_id}: {step.name} timed out") from None
+            raise BuildError(f"{step.name} timed out") from None
         finally:
             spent += time.monotonic() - started
         if status != 0:
-            raise BuildError(f"{cell_id}: {step.name} failed (exit {status})")
+            raise BuildError(f"{step.name} failed (exit {status})")
     return spent
 
 

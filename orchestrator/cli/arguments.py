@@ -33,6 +33,25 @@ class Parser(argparse.ArgumentParser):
         verb = self.prog.removeprefix("kernel-matrix").strip()
         return f"{verb}: " if verb else ""
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A mistyped option (--onyl): say which one was meant. Checked here, in the
+        # verb's own parser, because only it knows the verb's options (argparse reports
+        # leftovers later, from the top parser, without them).
+        parsed, extras = super().parse_known_args(args, namespace)
+        for extra in extras:
+            if not extra.startswith("--"):
+                continue
+            typed = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(typed, list(self._option_string_actions), n=1)
+            if close:
+                raise UsageError(
+                    f"{self._verb_prefix()}unrecognized option '{typed}' "
+                    f"(did you mean '{close[0]}'?)"
+                )
+        return parsed, extras
+
     def _check_value(self, action: argparse.Action, value: object) -> None:
         # A mistyped verb or choice: say which one was meant.
         choices = action.choices

@@ -8,20 +8,19 @@ import sys
 from orchestrator.cli.arguments import (
     Parser,
 )
-from orchestrator.common.errors import (
-    EXIT_OK,
-    UsageError,
-)
+from orchestrator.common.errors import EXIT_OK
 
 
 def cmd_docker_base_image(args: argparse.Namespace) -> int:
     from orchestrator.building.backends.container import Engine
-    from orchestrator.building.backends.offline_base import ensure_offline_base, host_recipe
+    from orchestrator.building.backends.offline_base import (
+        base_packages,
+        ensure_offline_base,
+        host_recipe,
+    )
 
-    packages = tuple(p for p in args.include.split(",") if p)
-    if not packages:
-        raise UsageError("--include: name at least one Debian package (e.g. g++)")
-    recipe = host_recipe(suite=args.suite, mirror=args.mirror, packages=packages)
+    extra = [name for given in args.include for name in given.split(",") if name]
+    recipe = host_recipe(suite=args.suite, mirror=args.mirror, packages=base_packages(extra))
 
     def say(line: str) -> None:
         print(f"kernel-matrix: {line}", file=sys.stderr, flush=True)
@@ -40,7 +39,9 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         "image without any image registry, and print its tag (no root needed once made)",
         description="Print the tag of a minimal base image for docker.toolchain 'mount', "
         "made once with debootstrap from the package mirror of this host's apt sources. "
-        'Making it needs root: sudo "$(command -v kernel-matrix)" docker base-image.',
+        'Making it needs root: sudo "$(command -v kernel-matrix)" docker base-image, or '
+        "the same command without sudo where you are root already (a root shell, a "
+        "container).",
     )
     q.add_argument(
         "--suite", help="Debian/Ubuntu release (default: this host's, from /etc/os-release)"
@@ -52,8 +53,10 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
     )
     q.add_argument(
         "--include",
-        default="g++",
+        action="append",
+        default=[],
         metavar="PKG,...",
-        help="packages to install in it (default: %(default)s)",
+        help="Debian packages to add to those the image always has (its C++ compiler); "
+        "comma-separated, repeatable",
     )
     q.set_defaults(handler=cmd_docker_base_image)

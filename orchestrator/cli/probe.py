@@ -23,7 +23,9 @@ from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
 )
-from orchestrator.reporting.console import console
+from orchestrator.common.words import counted
+from orchestrator.reporting.console import console, say
+from orchestrator.reporting.tables import print_table
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -45,7 +47,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = console()
     for library in inventory.libraries:
         if not library.has_device_code:
-            out.print(f"[bold]{library.path}[/bold]: no device code")
+            say(out, f"{library.path}: no device code")
             continue
         table = Table(title=library.path, title_justify="left")
         for column in ("code object", "kernels", "hollow", "sources"):
@@ -58,7 +60,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 str(hollow) if hollow else "",
                 ", ".join(code.sources[:6]) + (" ..." if len(code.sources) > 6 else ""),
             )
-        out.print(table)
+        print_table(out, table)
     if presence:
         from orchestrator.reporting.tables import FamilyRow, family_device_view
 
@@ -82,7 +84,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
         for name, found in presence.items():
             if found.mismatch:
-                out.print(f"warning: {name} not matched: {found.mismatch}", markup=False)
+                say(out, f"warning: {name} not matched: {found.mismatch}")
     return EXIT_OK
 
 
@@ -127,11 +129,12 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
                 c.family, c.predicted, c.predicted_image or "-", c.observed,
                 c.observed_image or "-", c.observed_detail, "ok" if c.agrees else "DISAGREE",
             )  # fmt: skip
-        console().print(table)
+        print_table(console(), table)
         word = "agree" if not disagreements else f"{len(disagreements)} DISAGREE"
-        console().print(
+        say(
+            console(),
             f"{mark('passed' if not disagreements else 'failed')} verify-on-device: "
-            f"{len(checks)} families on {device}, probe and hardware {word}"
+            f"{counted(len(checks), 'family', 'families')} on {device}, probe and hardware {word}",
         )
     return 1 if disagreements else EXIT_OK
 

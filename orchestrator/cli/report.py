@@ -17,7 +17,8 @@ from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
 )
-from orchestrator.reporting.console import console
+from orchestrator.common.words import counted
+from orchestrator.reporting.console import console, say
 
 
 def _nightly_dir() -> Path:
@@ -39,7 +40,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if latest is None:
             raise UsageError("report: no RESULTS given and no run under reports/")
         args.results, args.out = [latest], args.out or latest
-        console().print(f"kernel-matrix: reporting the latest run, {latest}", markup=False)
+        say(console(), f"kernel-matrix: reporting the latest run, {latest}")
     results = load_results(args.results)
     baseline = load_baseline(args.baseline) if args.baseline else None
     out_dir = args.out or _nightly_dir()
@@ -59,13 +60,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if reports.previous is not None:
         print_diff(reports.previous, against=f"the previous run {reports.previous_run}")
     for note in reports.notes:
-        out.print(note, markup=False, soft_wrap=True)
+        say(out, note)
     inside = [p.name for p in reports.paths if p.parent.resolve() == out_dir.resolve()]
     elsewhere = [str(p) for p in reports.paths if p.parent.resolve() != out_dir.resolve()]
-    out.print(f"reports in {out_dir}: {', '.join(inside)}", markup=False, soft_wrap=True)
+    say(out, f"reports in {out_dir}: {', '.join(inside)}")
     for path in elsewhere:
-        out.print(f"updated {path}", markup=False, soft_wrap=True)
-    out.print(verdict_line(results, reports.exit_code, reports.diff), markup=False, soft_wrap=True)
+        say(out, f"updated {path}")
+    say(out, verdict_line(results, reports.exit_code, reports.diff))
     return with_error_line(reports.exit_code, results, strict=args.strict)
 
 
@@ -80,17 +81,17 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
     # Skipped cells are expected to have no inventory; crashed or unrun ones are not.
     unchecked = [c.id for c in baseline.cells.values() if c.status in ("error", "not-run")]
     if unchecked:
-        out.print(
-            f"warning: {len(unchecked)} cells crashed or did not run, so they constrain "
-            f"nothing in this baseline: {', '.join(unchecked[:10])}"
+        say(
+            out,
+            f"warning: this baseline constrains nothing in the {counted(len(unchecked), 'cell')} "
+            f"that crashed or did not run: {', '.join(unchecked[:10])}"
             + (" …" if len(unchecked) > 10 else ""),
-            markup=False,
         )
     size = args.out.stat().st_size
-    out.print(
-        f"kernel-matrix: baseline {args.out}: {len(baseline.cells)} cells, "
-        f"{baseline.kernel_count} kernels ({size / 1024:.1f} KiB)",
-        markup=False,
+    say(
+        out,
+        f"kernel-matrix: baseline {args.out}: {counted(len(baseline.cells), 'cell')}, "
+        f"{counted(baseline.kernel_count, 'kernel')} ({size / 1024:.1f} KiB)",
     )
     return EXIT_OK
 
@@ -106,7 +107,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     diff = diff_results(baseline, results, strict=args.strict_kernels)
     print_diff(diff, against=str(args.baseline))
     code = combined_exit_code(exit_code(results, strict=args.strict), diff)
-    console().print(verdict_line(results, code, diff), markup=False, soft_wrap=True)
+    say(console(), verdict_line(results, code, diff))
     return with_error_line(code, results, strict=args.strict)
 
 

@@ -27,10 +27,11 @@ from orchestrator.common.errors import (
     KernelMatrixError,
     UsageError,
 )
+from orchestrator.common.words import counted
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import plan, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE
-from orchestrator.reporting.console import console
+from orchestrator.reporting.console import console, say
 
 MAX_TIMEOUT_S = 30 * 24 * 3600  # also the matrix schema's; inf would overflow int() later
 
@@ -76,9 +77,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     build_root = args.build_dir or Path("build")
     broken = False  # a side ended in an infrastructure failure (exit 3)
     for side, source in (("base", str(base_source)), ("head", args.source)):
-        console().print(
-            f"kernel-matrix: the {side} ({source or 'the matrix source'})", markup=False
-        )
+        say(console(), f"kernel-matrix: the {side} ({source or 'the matrix source'})")
         side_args = argparse.Namespace(**{**vars(args), "source": source, "base_source": None})
         side_args.out, side_args.build_dir = out / side, build_root / side
         try:
@@ -86,7 +85,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
         except KernelMatrixError as error:
             if error.exit_code != EXIT_INFRA:
                 raise
-            console().print(f"kernel-matrix: {side}: {error}", markup=False, soft_wrap=True)
+            say(console(), f"kernel-matrix: {side}: {error}")
             broken = True
     base, head = load_side(out / "base"), load_side(out / "head")
     diff = compare(base.summary, head.summary, strict=args.strict_kernels)
@@ -194,26 +193,27 @@ def _run(
         resume=args.resume,
         use_cache=not args.no_cache,
         configure_only=args.tier == "configure",
-        progress=lambda line: console().print(f"  {line}", markup=False, highlight=False),
+        progress=lambda line: say(console(), f"  {line}"),
     )
+    # The backend first: a configuration it rejects is one line, before anything is said.
+    backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
     out = console()
     for note in notes:
-        out.print(note, markup=False, soft_wrap=True)
+        say(out, note)
     if args.resume and not recorded:
-        out.print(
+        say(
+            out,
             f"note: {out_dir}/run.json records no options (an older run): this command's "
             "options are used",
-            markup=False,
-            soft_wrap=True,
         )
     kept = len(kept_on_resume(options, [c for c in cells if c.runnable]))
-    out.print(
-        f"kernel-matrix: {len(cells)} cells ({runnable - kept} to run, "
+    say(
+        out,
+        f"kernel-matrix: {counted(len(cells), 'cell')} ({runnable - kept} to run, "
         + (f"{kept} finished earlier and kept, " if args.resume else "")
         + f"{len(cells) - runnable} skipped), "
-        f"{jobs} in parallel × {threads} build threads; results in {out_dir}"
+        f"{jobs} in parallel × {counted(threads, 'build thread')}; results in {out_dir}",
     )
-    backend = make_backend(args.backend or matrix.backend, matrix, cuda_homes=args.cuda_home)
     doing = (
         "predicting from CMake configure (configure tier, nothing compiled)"
         if options.configure_only
@@ -225,13 +225,15 @@ def _run(
 
     watching = RunProgress(out, options.out_dir / "logs")
 
-    def on_start(cell: Cell) -> None:
-        out.print(f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …")
-        watching.started(cell.id)
+    def on_source(cell: Cell, cached: bool) -> None:
+        if cached:
+            say(out, f"▶ {cell.id}: from the result cache (not rebuilt) …")
+        else:
+            say(out, f"▶ {cell.id}: {doing} with CUDA {cell.cuda} …")
 
     def on_done(result: CellResult) -> None:
         watching.finished(result.id)
-        out.print(cell_line(result), markup=False, soft_wrap=True)  # a log line, never wrapped
+        say(out, cell_line(result))  # a log line, never wrapped
 
     try:
         with watching:
@@ -240,7 +242,8 @@ def _run(
                 cells,
                 backend,
                 options,
-                on_start=on_start,
+                on_start=lambda cell: watching.started(cell.id),
+                on_source=on_source,
                 on_done=on_done,
                 settings=run_settings(args),
             )
@@ -252,7 +255,7 @@ def _run(
     write_reports(results, out_dir, strict=args.strict)
     print_summary(results)
     code = exit_code(results, strict=args.strict)
-    out.print(verdict_line(results, code), markup=False, soft_wrap=True)
+    say(out, verdict_line(results, code))
     return with_error_line(code, results, strict=args.strict)
 
 

@@ -48,6 +48,7 @@ from orchestrator.common.errors import (
     InputFileError,
     KernelMatrixError,
 )
+from orchestrator.common.words import counted
 from orchestrator.judge.baseline import (
     BASELINE_KIND,
     Baseline,
@@ -120,11 +121,9 @@ class Finding:
             if self.before and self.after
             else self.before or self.after
         )
-        return (
-            f"{self.cell}: {self.subject}{at}: {change}"
-            if change
-            else f"{self.cell}: {self.subject}{at}"
-        )
+        # A finding about a whole cell (unchecked, new) has the cell as its subject.
+        what = self.cell if self.subject == self.cell else f"{self.cell}: {self.subject}"
+        return f"{what}{at}: {change}" if change else f"{what}{at}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,17 +178,18 @@ class Diff:
         families = len(self.of(*FAMILY_REGRESSION_KINDS))
         kernels = len(self.of(*KERNEL_REGRESSION_KINDS))
         parts = [
-            f"{len(self.regressions)} regressions ({families} family × device, {kernels} kernels"
+            f"{counted(len(self.regressions), 'regression')} ({families} family × device, "
+            f"{counted(kernels, 'kernel')}"
             + (", which fail only with strict kernels" if kernels and not self.strict else "")
             + ")",
             f"{self.count(KERNEL_MOVED)} moved",
-            f"{self.count(KERNEL_NEW)} new kernels",
-            f"{self.count(SIZE_CHANGED)} size changes",
+            counted(self.count(KERNEL_NEW), "new kernel"),
+            counted(self.count(SIZE_CHANGED), "size change"),
         ]
         if self.count(FAMILY_FIXED):
             parts.insert(1, f"{self.count(FAMILY_FIXED)} family × device fixed")
         if self.unchecked:
-            parts.append(f"{len(self.unchecked)} cells unchecked")
+            parts.append(f"{counted(len(self.unchecked), 'cell')} unchecked")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:

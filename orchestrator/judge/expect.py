@@ -38,6 +38,7 @@ from orchestrator.archs import (
     requested_devices,
     select_image,
 )
+from orchestrator.common.words import counted
 from orchestrator.read.inventory import PREDICTED, Inventory, Kernel
 from orchestrator.symbols import FamilyRule
 
@@ -174,15 +175,18 @@ def rule_mismatch(inventory: Inventory, family: FamilyRule) -> str | None:
                     return None  # the family matches after all
     if by_name:
         files = sorted({s for found in by_name.values() for s in found})
+        match = "matches" if len(by_name) == 1 else "match"
         return (
-            f"{len(by_name)} kernels match {_quoted(family.kernels)} by name but their "
+            f"{counted(len(by_name), 'kernel')} {match} {_quoted(family.kernels)} by name but "
+            "their "
             f"sources {_quoted(files, 3)} fit none of {_quoted(family.sources)}: the "
             f"profile's rule for {family.name} may not fit this version"
         )
     if by_source:
         names = sorted({n for found in by_source.values() for n in found})
+        match = "matches" if len(by_source) == 1 else "match"
         return (
-            f"{len(by_source)} kernels from {_quoted(family.sources)} match none of "
+            f"{counted(len(by_source), 'kernel')} from {_quoted(family.sources)} {match} none of "
             f"{_quoted(family.kernels)} (e.g. {_quoted([n[:80] for n in names], 2)}): the "
             f"profile's rule for {family.name} may not fit this version"
         )
@@ -292,7 +296,8 @@ def judge(
     jit = sum(1 for _, target, _ in chosen_set if target.ptx)
     if status == PRESENT:
         reason = (
-            f"{len(chosen_set)} of {len(kernels)} {name} kernels served on {device} by "
+            f"{len(chosen_set)} of {counted(len(kernels), f'{name} kernel')} served on {device} "
+            "by "
             f"{', '.join(served_by)}"
         )
         if jit:

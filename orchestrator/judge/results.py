@@ -274,9 +274,7 @@ def infra_summary(results: Sequence[CellResult], *, strict: bool = False) -> str
     if not broken:
         return "infrastructure failure"
     first = broken[0]
-    reason = first.reason or first.status
-    if not reason.startswith(first.id):
-        reason = f"{first.id}: {reason}"
+    reason = f"{first.id}: {first.reason or first.status}"
     kinds = {
         "failed to build or check": sum(
             r.status == ERROR or r.status not in STATUSES for r in broken

@@ -7,7 +7,8 @@ the cell *unsupported*; a CUDA version without a toolchain here makes it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,28 @@ def plan(
     known = {c.id for c in cells}
     unknown = [o for o in only if o not in known]
     if unknown:
-        raise UsageError(
-            f"{matrix.path}: no cell '{unknown[0]}' (cells: {', '.join(sorted(known))})"
-        )
+        near = near_cell_ids(unknown[0], known)
+        hint = f"did you mean {', '.join(near)}?" if near else f"cells: {', '.join(sorted(known))}"
+        raise UsageError(f"{matrix.path}: no cell '{unknown[0]}' ({hint})")
     return [c for c in cells if c.id in only]
+
+
+def near_cell_ids(wanted: str, known: Iterable[str]) -> list[str]:
+    """The cell ids a mistyped ``wanted`` may have meant: those it begins (an arch
+    without its suffix), else the closest spellings.
+
+    >>> near_cell_ids("cu13.0-12.1", ["cu13.0-12.1f", "cu13.0-12.1a", "cu13.0-9.0a"])
+    ['cu13.0-12.1a', 'cu13.0-12.1f']
+    >>> near_cell_ids("cu13.0-9.0", ["cu12.9-9.0a", "cu13.0-9.0a", "cu13.0-9.0a_10.0f"])
+    ['cu13.0-9.0a', 'cu13.0-9.0a_10.0f']
+    >>> near_cell_ids("cu13-9.0a", ["cu13.0-9.0a", "cu13.0-12.1a"])
+    ['cu13.0-9.0a']
+    >>> near_cell_ids("nonsense", ["cu13.0-9.0a"])
+    []
+    """
+    ids = sorted(known)
+    close = difflib.get_close_matches(wanted, ids, n=3, cutoff=0.8)
+    return [i for i in ids if i.startswith(wanted)] or close
 
 
 def plan_json(matrix: Matrix, cells: Sequence[Cell]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from orchestrator.common.words import counted
 from orchestrator.read.sass import (
     CONSTANT_BANK_OF_STRINGS,
     FIRST_128_BIT_SM,
@@ -54,13 +55,15 @@ class TrapEvidence:
         if self.guard:
             more = f" (+{self.other_guards} more)" if self.other_guards else ""
             return (
-                f"CUTLASS arch-guard stub: {self.traps} traps, {self.calls_out} printf/external "
-                f"calls, {self.tensor_core} tensor-core instructions of {self.instructions}; "
+                f"CUTLASS arch-guard stub: {counted(self.traps, 'trap')}, "
+                f"{counted(self.calls_out, 'printf/external call')}, "
+                f"{counted(self.tensor_core, 'tensor-core instruction')} of {self.instructions}; "
                 f'it prints "{self.guard}"{more}'
             )
         return (
-            f"every path traps: {self.traps} traps, {self.calls_out} printf/external calls, "
-            f"{self.instructions} instructions"
+            f"every path traps: {counted(self.traps, 'trap')}, "
+            f"{counted(self.calls_out, 'printf/external call')}, "
+            f"{counted(self.instructions, 'instruction')}"
         )
 
 

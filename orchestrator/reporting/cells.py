@@ -64,8 +64,13 @@ def family_status(result: CellResult, family: str) -> FamilyStatus:
     return FamilyStatus(NOT_APPLICABLE)
 
 
+# What every report says instead of a cells × families table without a family column.
+NO_FAMILY_CHECKED = "no family was checked: every cell errored, was skipped or did not run"
+
+
 def families_of(results: Sequence[CellResult]) -> list[str]:
-    """Every family named by any cell, in first-seen order."""
+    """Every family named by any cell, in first-seen order (none when no cell was
+    checked: the reports then say :data:`NO_FAMILY_CHECKED`)."""
     seen: dict[str, None] = {}
     for result in results:
         for verdict in result.verdicts:

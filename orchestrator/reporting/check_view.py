@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from orchestrator.common.words import counted
 from orchestrator.judge.check import CheckResult
 from orchestrator.judge.expect import (
     HOLLOW,
@@ -14,7 +15,7 @@ from orchestrator.judge.expect import (
     PRESENT,
     Verdict,
 )
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import console, mark, say
 from orchestrator.reporting.device_view import DeviceReport, print_device_report
 from orchestrator.reporting.summary import failure_lines
 from orchestrator.reporting.tables import FamilyRow, family_device_view
@@ -37,8 +38,9 @@ def verdict_line(result: CheckResult, report: DeviceReport | None = None) -> str
     if report and report.confirmation is not None:
         parts.append(f"the driver disagrees on {report.disagreements}")
     return (
-        f"kernel-matrix: {word} — {len(result.families)} families × {len(result.devices)} "
-        f"devices: {', '.join(parts)} ({result.seconds:.1f} s, exit {exit_code})"
+        f"kernel-matrix: {word} — {counted(len(result.families), 'family', 'families')} × "
+        f"{counted(len(result.devices), 'device')}: {', '.join(parts)} "
+        f"({result.seconds:.1f} s, exit {exit_code})"
     )
 
 
@@ -80,41 +82,37 @@ def print_check(result: CheckResult, report: DeviceReport | None = None) -> None
         code_header="built for",
     )
     if any(result.not_judged.values()):
-        out.print(
+        say(
+            out,
             "° not judged: no requested device loads it, so its kernels were not analysed "
             "(`kernel-matrix probe` judges every code object)",
-            markup=False,
-            soft_wrap=True,
         )
     if result.unread:
-        out.print(
+        say(
+            out,
             f"note: PTX not read ({' '.join(result.unread)}): in its fatbin a cubin serves "
             "every requested device it could JIT for, so the driver never loads it there",
-            markup=False,
-            soft_wrap=True,
         )
     for family, why in result.mismatch.items():
-        out.print(f"warning: {family} not matched: {why}", markup=False, soft_wrap=True)
+        say(out, f"warning: {family} not matched: {why}")
     failing = [v for v in result.failing if v.status != NOT_MATCHED]  # (warned above)
     for line in failure_lines(failing):
-        out.print(line, markup=False, soft_wrap=True)
+        say(out, line)
     if result.libraries_read == 0:
-        out.print("note: no library that a family can be in was found", markup=False)
+        say(out, "note: no library that a family can be in was found")
     if result.unclaimed:
-        out.print(
-            f"note: {len(result.unclaimed)} libraries no family claims, not read: "
-            + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
-            markup=False,
-            soft_wrap=True,
+        say(
+            out,
+            f"note: {counted(len(result.unclaimed), 'library', 'libraries')} no family claims, "
+            "not read: " + ", ".join(PurePosixPath(name).name for name in result.unclaimed),
         )
     for path in result.outside_libraries:
-        out.print(
+        say(
+            out,
             f"warning: {path} matches no family's `libraries` glob, so no family is looked "
             "for in it (a glob with / is anchored on the path's last components): give the "
             "file's path inside its package (…/vllm/_C.abi3.so) or check the wheel",
-            markup=False,
-            soft_wrap=True,
         )
     if report is not None:
         print_device_report(report)
-    out.print(verdict_line(result, report), markup=False, soft_wrap=True)
+    say(out, verdict_line(result, report))

@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     FAMILY_DOWNGRADED,
     KERNEL_REGRESSION_KINDS,
     Diff,
 )
-from orchestrator.reporting.console import console
+from orchestrator.reporting.console import console, say
 
 KERNEL_LINES = 20  # kernel details shown on the console; --json has them all
 
@@ -37,9 +38,10 @@ def verdict_line(diff: Diff, data: dict[str, Any]) -> str:
     word = "FAILED" if diff.exit_code == 1 else "ERROR" if diff.exit_code else "OK"
     kernels = len(diff.of(*KERNEL_REGRESSION_KINDS))
     return (
-        f"kernel-matrix compare: {word} — {len(data['regressions'])} family × device "
-        f"regressions, {len(data['fixed'])} fixed, {sum(data['unchanged'].values())} "
-        f"unchanged, {kernels} kernel regressions"
+        f"kernel-matrix compare: {word} — "
+        f"{counted(len(data['regressions']), 'family × device regression')}, "
+        f"{len(data['fixed'])} fixed, {sum(data['unchanged'].values())} "
+        f"unchanged, {counted(kernels, 'kernel regression')}"
         + (" (not failing without --strict-kernels)" if kernels and not diff.strict else "")
         + f" (exit {diff.exit_code})"
     )
@@ -48,25 +50,25 @@ def verdict_line(diff: Diff, data: dict[str, Any]) -> str:
 def print_compare(diff: Diff, data: dict[str, Any]) -> None:
     out = console()
     regressions, fixed = _by_cell(data["regressions"]), _by_cell(data["fixed"])
-    out.print(f"kernel-matrix compare: {data['base']} -> {data['head']}", markup=False)
+    say(out, f"kernel-matrix compare: {data['base']} -> {data['head']}")
     for cell, unchanged in data["unchanged"].items():
-        out.print(
+        say(
+            out,
             f"{cell}: {len(regressions[cell])} regressed, {len(fixed[cell])} fixed, "
             f"{unchanged} unchanged",
-            markup=False,
         )
         for entry in regressions[cell]:
-            out.print(f"  REGRESSION: {_pair_line(entry)}", markup=False, soft_wrap=True)
+            say(out, f"  REGRESSION: {_pair_line(entry)}")
         for entry in fixed[cell]:
-            out.print(f"  fixed: {_pair_line(entry)}", markup=False, soft_wrap=True)
+            say(out, f"  fixed: {_pair_line(entry)}")
     for finding in diff.of(CELL_UNCHECKED):
-        out.print(f"UNCHECKED: {finding.describe()}", markup=False, soft_wrap=True)
+        say(out, f"UNCHECKED: {finding.describe()}")
     kernel = diff.of(*KERNEL_REGRESSION_KINDS)
     for finding in kernel[:KERNEL_LINES]:
-        out.print(f"  kernel: {finding.describe()}", markup=False, soft_wrap=True)
+        say(out, f"  kernel: {finding.describe()}")
     if len(kernel) > KERNEL_LINES:
-        out.print(f"  kernel: … and {len(kernel) - KERNEL_LINES} more (--json lists them)")
-    out.print(verdict_line(diff, data), markup=False, soft_wrap=True)
+        say(out, f"  kernel: … and {len(kernel) - KERNEL_LINES} more (--json lists them)")
+    say(out, verdict_line(diff, data))
 
 
 def compare_markdown(diff: Diff, data: dict[str, Any]) -> str:

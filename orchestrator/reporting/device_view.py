@@ -21,7 +21,7 @@ from orchestrator.judge.driver import LocalDevice
 from orchestrator.judge.expect import HOLLOW, MISSING
 from orchestrator.planning.profiles import PROFILES, release_key, releases_serving
 from orchestrator.read.installed import InstalledDistribution
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import console, mark, say
 from orchestrator.reporting.tables import grid
 
 
@@ -133,16 +133,16 @@ def what_to_do(
 def print_device_report(report: DeviceReport) -> None:
     out = console()
     for gpu in report.gpus:
-        out.print(f"GPU {gpu.ordinal}: {gpu.name} (compute capability {gpu.capability})")
+        say(out, f"GPU {gpu.ordinal}: {gpu.name} (compute capability {gpu.capability})")
     if report.installed:
         i = report.installed
-        out.print(
+        say(
+            out,
             f"installed: {i.name} {i.version} ({len(i.libraries)} shared objects, "
             f"found with {i.python})",
-            markup=False,
         )
     for line in report.advice:
-        out.print(f"what to do: {line}", markup=False, soft_wrap=True)
+        say(out, f"what to do: {line}")
     if report.confirmation is None:
         return
     table = grid("the CUDA driver's answer (kernels looked up on this GPU; nothing launched)")
@@ -162,27 +162,22 @@ def print_device_report(report: DeviceReport) -> None:
     out.print(table)
     for c in report.confirmation:
         for error in c.errors:
-            out.print(f"error: {c.family} on {c.device}: {error}", markup=False, soft_wrap=True)
+            say(out, f"error: {c.family} on {c.device}: {error}")
         for k in c.disagreements[:5]:
-            out.print(
+            say(
+                out,
                 f"disagreement: {c.family} on {c.device}: {k.kernel} in "
                 f"{Path(k.library).name}: {k.describe()}",
-                markup=False,
-                soft_wrap=True,
             )
         if len(c.disagreements) > 5:
-            out.print(f"  … and {len(c.disagreements) - 5} more (see --json)", markup=False)
+            say(out, f"  … and {len(c.disagreements) - 5} more (see --json)")
         for s in c.stubs:
-            out.print(
-                f"stub launched: {c.family} on {c.device}: {s.kernel}: {stub_outcome(s)}",
-                markup=False,
-                soft_wrap=True,
-            )
+            say(out, f"stub launched: {c.family} on {c.device}: {s.kernel}: {stub_outcome(s)}")
     looked = sum(len(c.kernels) for c in report.confirmation)
-    out.print(
+    say(
+        out,
         f"driver: {looked} kernels looked up; it disagrees with the check on "
         f"{report.disagreements} family × device pairs (a load is not a launch)",
-        markup=False,
     )
 
 

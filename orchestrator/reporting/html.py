@@ -37,6 +37,7 @@ from orchestrator.judge.compare import (
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT, Verdict
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
+    NO_FAMILY_CHECKED,
     cell_status,
     clean,
     devices_of,
@@ -393,7 +394,7 @@ def build_view(
     history_href: str = "",
 ) -> ReportView:
     families = families_of(results)
-    notes = []
+    notes = [] if families else [f"{NO_FAMILY_CHECKED.capitalize()}."]
     if previous is None and history:
         notes.append("No previous night with a kernel summary to compare with.")
     return ReportView(

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_NEW,
     CELL_UNCHECKED,
@@ -28,6 +29,7 @@ from orchestrator.judge.compare import (
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, NOT_MATCHED, PRESENT
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
+    NO_FAMILY_CHECKED,
     PREDICTED_NOTE,
     cell_status,
     clean,
@@ -120,18 +122,18 @@ def headline(results: Sequence[CellResult], code_: int, diff: Diff | None) -> li
     parts = [
         f"✅ {counts[PASSED]} passed",
         f"❌ {counts[FAILED]} failed ({missing} family × device missing or hollow)",
-        f"💥 {counts[ERROR]} errors",
+        f"💥 {counted(counts[ERROR], 'error')}",
     ]
     if counts[NOT_RUN]:
         parts.append(f"⏸️ {counts[NOT_RUN]} not run")
     parts.append(f"➖ {counts[SKIPPED]} skipped")
     lines = [f"## kernel-matrix: {icon} {WORDS.get(code_, 'ERROR')} (exit {code_})", ""]
-    lines.append(f"**{len(results)} cells:** " + " · ".join(parts))
+    lines.append(f"**{counted(len(results), 'cell')}:** " + " · ".join(parts))
     cached = sum(r.cached for r in results)
     if cached:
         lines.append("")
         lines.append(
-            f"{cached} of {len(results)} cells answered from the result cache "
+            f"{cached} of {counted(len(results), 'cell')} answered from the result cache "
             "(not rebuilt; their artifacts restored into this run's build directories)."
         )
     if predicted(results):
@@ -251,7 +253,9 @@ def render_markdown(
         _add_list(doc, items, FAILURE_ITEMS, "skipped cells")
 
     families = families_of(results)
-    doc.add("\n### Cells × families\n")
+    doc.add("\n### Cells × families\n" if families else "\n### Cells\n")
+    if not families:
+        doc.add(f"_{NO_FAMILY_CHECKED.capitalize()}._\n", force=True)
     doc.add(
         "| cell | status | "
         + " | ".join(text(f) for f in families)

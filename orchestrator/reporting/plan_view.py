@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
+from orchestrator.common.words import counted
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
+from orchestrator.reporting.console import Message
 from orchestrator.reporting.tables import grid, show
 
 
@@ -30,7 +32,9 @@ def reason(cell: Cell) -> str:
 
 
 def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
-    title = f"{matrix.path}: {len(cells)} cells ({sum(c.runnable for c in cells)} to run)"
+    title = (
+        f"{matrix.path}: {counted(len(cells), 'cell')} ({sum(c.runnable for c in cells)} to run)"
+    )
 
     def wide() -> RenderableType:
         table = grid(title)
@@ -62,7 +66,7 @@ def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
 
     def compact() -> RenderableType:
         # The reasons under the table, once for all the cells that share one.
-        table = grid(title)
+        table = grid()
         table.add_column("cell", no_wrap=True)
         table.add_column("nvcc -gencode", no_wrap=True)
         table.add_column("status", min_width=11)
@@ -72,18 +76,20 @@ def print_plan(out: Console, matrix: Matrix, cells: Sequence[Cell]) -> None:
         for cell in cells:
             if cell.reason:
                 shared.setdefault((status_word(cell), reason(cell)), []).append(cell.id)
-        text = Text()
-        for (word, why), ids in shared.items():
-            text.append(f"{word}: ", style="bold")
-            text.append(f"{', '.join(ids)}: {why}\n")
-        return Group(table, text)
+        reasons = [
+            Message(f"{word}: {', '.join(ids)}: {why}") for (word, why), ids in shared.items()
+        ]
+        return Group(Message(title), table, *reasons)
 
     def lines() -> RenderableType:
-        text = Text(f"{title}\n", style="italic")
+        said = [Message(title)]
         for cell in cells:
-            text.append(cell.id, style="bold")
-            text.append(f"  {status_word(cell)}" + (f": {reason(cell)}" if cell.reason else ""))
-            text.append("\n    -gencode " + gencode_lines(cell).replace("\n", " -gencode ") + "\n")
-        return text
+            why = f": {reason(cell)}" if cell.reason else ""
+            said.append(Message(f"{cell.id}  {status_word(cell)}{why}"))
+            flags = gencode_lines(cell).replace("\n", " -gencode ")
+            said.append(Message(f"    -gencode {flags}", indent=8))
+        return Group(*said)
 
-    show(out, wide, narrow, compact, lines)
+    # A reason in a table column wraps inside it; a CI log gets each reason as a line.
+    layouts = (wide, narrow, compact, lines) if out.is_terminal else (compact, lines)
+    show(out, *layouts)

@@ -3,8 +3,10 @@ step (the last command its log started, ninja's ``[12/40] Building ...``), and a
 download (``orchestrator.common.progress``).
 
 On a terminal this is a ``rich`` live display under the finished cells' lines; in a
-CI log (no terminal) it is a plain line per running cell every ``interval`` seconds,
-and at once when a cell's step changes, so a log never goes quiet for long."""
+CI log (no terminal) it is a plain line per running cell every ``interval`` seconds
+(30), and at once when a cell's step changes, so a log never goes quiet for long and
+never fills with the same line. A progress report (``downloading CUDA 13.0
+toolchain: 3 files, …``) is a step (the words before its colon) and its detail."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from math import inf
 from pathlib import Path
 from types import TracebackType
 
@@ -21,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.common import progress
+from orchestrator.reporting.console import say
 
 PLAIN_INTERVAL_S = 30.0
 TAIL_BYTES = 16384
@@ -34,6 +38,7 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
     step: str = "starting"
     detail: str = ""
+    reported: bool = False  # step and detail come from a progress report, not the log
     said: str = ""  # the last step announced in plain mode
     said_at: float = field(default_factory=time.monotonic)
 
@@ -88,6 +93,7 @@ class RunProgress:
         self.live = out.is_terminal if live is None else live
         self.interval = interval or (0.5 if self.live else PLAIN_INTERVAL_S)
         self._running: dict[str, _Running] = {}
+        self._unbound: dict[str, _Running] = {}  # reports for no running cell, by cell id
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
@@ -105,13 +111,27 @@ class RunProgress:
             self._running.pop(cell_id, None)
 
     def _reported(self, cell_id: str | None, message: str) -> None:
+        step, _, detail = message.partition(": ")
         with self._lock:
             running = self._running.get(cell_id or "")
-            if running is not None:
-                running.step, running.detail = "provisioning", message
-                running.said, running.said_at = running.step, time.monotonic()
+            if running is None:  # work for no running cell: said as a cell's would be
+                running = self._unbound.setdefault(
+                    cell_id or "", _Running(cell_id or "kernel-matrix", Path(), said_at=-inf)
+                )
+            running.step, running.detail, running.reported = step, detail, True
         if not self.live:
-            self.out.print(f"… {cell_id or 'kernel-matrix'}: {message}", markup=False)
+            self._say(running, time.monotonic())
+
+    def _say(self, cell: _Running, now: float) -> None:
+        """One plain line for ``cell``: at once when its step changed, else once
+        ``interval`` has passed since its last line."""
+        with self._lock:
+            if cell.step == cell.said and now - cell.said_at < self.interval:
+                return
+            cell.said, cell.said_at = cell.step, now
+            took = "" if cell.reported else f"{now - cell.started:.0f} s, "
+            detail = f"{': ' if cell.reported else ' '}{cell.detail}" if cell.detail else ""
+        say(self.out, f"… {cell.cell_id}: {took}{cell.step}{detail}")
 
     # -- showing ------------------------------------------------------------------------
 
@@ -123,21 +143,14 @@ class RunProgress:
             # The log is written once the toolchain is there: its step wins.
             step, detail = current_step(cell.log)
             if step:
-                cell.step, cell.detail = step, detail
+                with self._lock:
+                    cell.step, cell.detail, cell.reported = step, detail, False
         if self.live:
             if self._live is not None:
                 self._live.update(self._table(running, now))
             return
         for cell in running:
-            changed = cell.step != cell.said
-            if changed or now - cell.said_at >= self.interval:
-                cell.said, cell.said_at = cell.step, now
-                detail = f" {cell.detail}" if cell.detail else ""
-                self.out.print(
-                    f"… {cell.cell_id}: {now - cell.started:.0f} s, {cell.step}{detail}",
-                    markup=False,
-                    soft_wrap=True,
-                )
+            self._say(cell, now)
 
     def _table(self, running: list[_Running], now: float) -> RenderableType:
         table = Table.grid(padding=(0, 1))
@@ -145,7 +158,11 @@ class RunProgress:
             table.add_row(
                 Text(f"⏳ {cell.cell_id}"),
                 Text(f"{now - cell.started:4.0f} s"),
-                Text(f"{cell.step} {cell.detail}".strip(), overflow="ellipsis", no_wrap=True),
+                Text(
+                    f"{cell.step}{': ' if cell.reported else ' '}{cell.detail}".strip(),
+                    overflow="ellipsis",
+                    no_wrap=True,
+                ),
             )
         return table
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from orchestrator.archs import ComputeCapability, device_name
 from orchestrator.common.errors import KernelMatrixError
+from orchestrator.common.words import counted
 from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     KERNEL_MOVED,
@@ -23,6 +24,7 @@ from orchestrator.judge.compare import (
 from orchestrator.judge.expect import NOT_APPLICABLE, Verdict
 from orchestrator.judge.results import ERROR, FAILED, NOT_RUN, PASSED, SKIPPED, CellResult
 from orchestrator.reporting.cells import (
+    NO_FAMILY_CHECKED,
     PREDICTED_NOTE,
     SKIP_WORDS,
     cell_status,
@@ -35,7 +37,7 @@ from orchestrator.reporting.cells import (
     skip_word,
     status_counts,
 )
-from orchestrator.reporting.console import console, mark
+from orchestrator.reporting.console import Message, console, mark, say
 from orchestrator.reporting.tables import grid, show
 
 __all__ = [
@@ -135,18 +137,18 @@ def print_summary(results: Sequence[CellResult], *, title: str = "kernel-matrix"
     # Build output is printed as text, never as rich markup ("[sm_90a]" is not a tag).
     for result in results:
         for line in failure_lines(result.failing_verdicts, prefix=f"{result.id}: "):
-            out.print(line, markup=False, soft_wrap=True)
+            say(out, line)
     for result in results:
         status = cell_status(result)
         if status == FAILED and not result.failing_verdicts:
-            out.print(f"{mark(FAILED)} {result.id}: {result.reason}", markup=False, soft_wrap=True)
+            say(out, f"{mark(FAILED)} {result.id}: {result.reason}")
         if status in (ERROR, NOT_RUN):
             line = f"{mark(status)} {result.id}: {result.reason or f'status {result.status!r}'}"
-            out.print(line, markup=False, soft_wrap=True)
+            say(out, line)
             if result.log:
-                out.print(f"   log: {result.log}", markup=False)
+                say(out, f"   log: {result.log}")
             for tail in result.log_tail[-5:]:
-                out.print(f"   | {clean(tail)}", markup=False, soft_wrap=True)
+                say(out, f"   | {clean(tail)}")
 
 
 def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> None:
@@ -167,7 +169,8 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
         return table
 
     def by_device() -> RenderableType:
-        table = grid(f"{title}: cells × devices (✅ every family meant for it is there)")
+        meaning = "✅ every family meant for it is there" if families else "cell status"
+        table = grid(f"{title}: cells × devices ({meaning})")
         table.add_column("cell", no_wrap=True)
         table.add_column("status", no_wrap=True)
         for device in devices:
@@ -181,14 +184,17 @@ def grid_view(out: Console, results: Sequence[CellResult], *, title: str) -> Non
         return table
 
     def lines() -> RenderableType:
-        text = Text(f"{title}: one line per cell\n", style="italic")
+        said = [Message(f"{title}: one line per cell")]
         for result in results:
             entries = [f"{d} {device_entry(result, d)}" for d in devices_of(result)]
             detail = " · ".join(entries) if cell_status(result) in (PASSED, FAILED) else ""
-            text.append(f"{result.id}", style="bold")
-            text.append(f"  {cell_status(result)}  {detail}".rstrip() + "\n")
-        return text
+            said.append(Message(f"{result.id}  {cell_status(result)}  {detail}".rstrip()))
+        return Group(*said)
 
+    if not families:  # a cells × families table without a family column says nothing
+        say(out, f"{title}: {NO_FAMILY_CHECKED}")
+        show(out, by_device, lines)
+        return
     show(out, by_family, by_device, lines)
 
 
@@ -222,7 +228,7 @@ def print_diff(diff: Diff, *, against: str = "the baseline") -> None:
     """The regressions first (all of them), then moves, new kernels and size
     changes (the first few of each; the reports have the rest)."""
     out = console()
-    out.print(f"Against {against}: {diff.line()}", markup=False, soft_wrap=True)
+    say(out, f"Against {against}: {diff.line()}")
     for kinds, title, limit in (
         (REGRESSION_KINDS, "REGRESSION", None),
         ((CELL_UNCHECKED,), "UNCHECKED", None),
@@ -232,9 +238,9 @@ def print_diff(diff: Diff, *, against: str = "the baseline") -> None:
     ):
         found = diff.of(*kinds)
         for finding in found[:limit]:
-            out.print(f"  {title}: {finding.describe()}", markup=False, soft_wrap=True)
+            say(out, f"  {title}: {finding.describe()}")
         if limit is not None and len(found) > limit:
-            out.print(f"  {title}: … and {len(found) - limit} more")
+            say(out, f"  {title}: … and {len(found) - limit} more")
 
 
 def verdict_line(results: Sequence[CellResult], code: int, diff: Diff | None = None) -> str:
@@ -248,15 +254,15 @@ def verdict_line(results: Sequence[CellResult], code: int, diff: Diff | None = N
     ]
     skips = [skip_word(r) for r in results if cell_status(r) == SKIPPED]
     kinds = [f"{skips.count(w)} {w}" for w in SKIP_WORDS.values() if w in skips]
-    parts += [f"{count[ERROR]} errors", f"{count[SKIPPED]} skipped"]
+    parts += [counted(count[ERROR], "error"), f"{count[SKIPPED]} skipped"]
     if kinds:
         parts[-1] += f" ({', '.join(kinds)})"
     if count[NOT_RUN]:
         parts.append(f"{count[NOT_RUN]} not run")
     if diff is not None:
-        parts.append(f"{len(diff.regressions)} regressions vs baseline")
+        parts.append(f"{counted(len(diff.regressions), 'regression')} vs baseline")
         if diff.unchecked:
-            parts.append(f"{len(diff.unchecked)} baseline cells unchecked")
+            parts.append(f"{counted(len(diff.unchecked), 'baseline cell')} unchecked")
     if predicted(results):
         word += f" (predicted; {PREDICTED_NOTE})"
     return f"kernel-matrix: {word} — {', '.join(parts)} (exit {code})"

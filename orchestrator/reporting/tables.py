@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.reporting.console import mark
+from orchestrator.reporting.console import Message, mark, say
 
 Layout = Callable[[], RenderableType]
 
@@ -50,12 +50,21 @@ def show(console: Console, *layouts: Layout) -> None:
     for layout in layouts[:-1]:
         renderable = layout()
         if fits(console, renderable):
-            console.print(renderable)
+            print_table(console, renderable)
             return
-    console.print(layouts[-1](), soft_wrap=False)
+    print_table(console, layouts[-1]())
 
 
-def grid(title: str) -> Table:
+def print_table(console: Console, renderable: RenderableType) -> None:
+    """Print a table (or a layout holding :class:`Message` lines). A table's title is
+    a message of its own: rich would wrap it at the table's width, pipe or not."""
+    if isinstance(renderable, Table) and renderable.title is not None:
+        say(console, _plain(renderable.title))
+        renderable.title = None
+    console.print(renderable, crop=False)
+
+
+def grid(title: str | None = None) -> Table:
     """A table in the house style: compact, title on the left."""
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
 
@@ -107,17 +116,16 @@ def family_device_view(
         return table
 
     def per_family() -> RenderableType:
-        text = Text(f"{title}\n", style="italic")
+        lines = [Message(title)]
         for row in rows:
-            text.append(row.family, style="bold")
-            text.append(f"  {code_header}: {row.code or '(none)'}\n")
+            lines.append(Message(f"{row.family}  {code_header}: {row.code or '(none)'}"))
             groups = []
             for status in (*LEGEND, *EXTRA_LEGEND):
                 on = [d for d, s in zip(devices, row.statuses, strict=True) if s == status]
                 if on:
                     groups.append(f"{mark(status)} {' '.join(on)}")
-            text.append("    " + "   ".join(groups) + "\n")
-        return text
+            lines.append(Message("    " + "   ".join(groups), indent=8))
+        return Group(*lines)
 
     show(console, as_grid, per_family)
-    console.print(legend([s for row in rows for s in row.statuses]), markup=False)
+    say(console, legend([s for row in rows for s in row.statuses]))

@@ -36,6 +36,7 @@ from orchestrator.common.errors import (
     KernelMatrixError,
 )
 from orchestrator.common.fsutil import write_json
+from orchestrator.common.words import counted
 from orchestrator.judge.expect import (
     MISSING,
     NOT_APPLICABLE,
@@ -129,8 +130,11 @@ def run_cell(
     backend: Backend,
     options: RunOptions,
     source_hash: str,
+    on_source: Callable[[Cell, bool], None] = lambda cell, cached: None,
 ) -> CellResult:
-    """Build, probe and check one cell; never raises for the cell's own failures."""
+    """Build, probe and check one cell; never raises for the cell's own failures.
+    ``on_source(cell, cached)`` hears, before the work, whether the result cache
+    answers it (True) or it is built (False)."""
     tier = "configure" if options.configure_only else "build"
     result = CellResult(cell=cell.to_json(), status=ERROR, tier=tier)
     if not cell.runnable:
@@ -143,6 +147,7 @@ def run_cell(
     try:
         key = cell_cache_key(matrix, cell, backend.toolchain_key(cell), source_hash)
         cached = _from_cache(key, tier, build_dir, log_path) if options.use_cache else None
+        on_source(cell, cached is not None)
         if cached is not None:
             # This run's cell, log and build directory (the artifacts are back in it).
             cached.cell, cached.cached, cached.log = cell.to_json(), True, result.log
@@ -317,7 +322,7 @@ def _build_and_probe(
     artifacts = collect_artifacts(build_dir, matrix.project.artifacts)
     if not artifacts:
         raise _NoArtifacts(
-            f"{cell.id}: the build succeeded but no artifact matched "
+            "the build succeeded but no artifact matched "
             f"{', '.join(matrix.project.artifacts)} in {build_dir}"
         )
     # Paths relative to the build directory: a library is the same library whichever
@@ -385,10 +390,13 @@ def run_cells(
     options: RunOptions,
     *,
     on_start: Callable[[Cell], None] = lambda cell: None,
+    on_source: Callable[[Cell, bool], None] = lambda cell, cached: None,
     on_done: Callable[[CellResult], None] = lambda result: None,
     settings: dict[str, Any] | None = None,
 ) -> list[CellResult]:
-    """Run every cell, writing each result as it finishes.
+    """Run every cell, writing each result as it finishes. ``on_start`` hears a cell
+    start (its toolchain may take long to provision), ``on_source`` whether the result
+    cache answers it or it is built (:func:`run_cell`), ``on_done`` its result.
 
     On Ctrl-C or SIGTERM every build is stopped, cells that did not finish are
     written as not-run, and :class:`RunInterrupted` (exit 130 / 143) carries all
@@ -424,7 +432,7 @@ def run_cells(
         else:
             if cell.runnable:
                 on_start(cell)
-            result = run_cell(matrix, cell, backend, options, source_hash)
+            result = run_cell(matrix, cell, backend, options, source_hash, on_source)
         result.write(options.out_dir)
         return result
 
@@ -452,7 +460,7 @@ def run_cells(
             finished = sum(r.status != NOT_RUN for r in results.values())
             raise RunInterrupted(
                 f"interrupted by {SIGNAL_NAMES[signal.Signals(received)]}: "
-                f"{finished} of {len(cells)} cells finished and kept, "
+                f"{finished} of {counted(len(cells), 'cell')} finished and kept, "
                 f"{len(cells) - finished} not run; results in {options.out_dir}; "
                 f"continue with: kernel-matrix run {matrix.path} --resume --out {options.out_dir}",
                 exit_code=SIGNAL_EXIT_CODES[signal.Signals(received)],

@@ -35,6 +35,7 @@ from orchestrator.archs import CudaVersion
 from orchestrator.common import progress
 from orchestrator.common.errors import ToolchainError, ToolError
 from orchestrator.common.fsutil import staged_directory
+from orchestrator.common.words import counted
 from orchestrator.toolchains import debian
 from orchestrator.toolchains.base import (  # re-exported: callers import them from here
     LOCK_TIMEOUT_S as LOCK_TIMEOUT_S,
@@ -224,6 +225,7 @@ def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
 
 
 _ANNOUNCED = re.compile(r"^\s*Downloading \S+ \(([\d.]+) (kB|MB|GB)\)")
+_INSTALLING = "Installing collected packages"  # pip's line once every download is done
 _UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
@@ -232,14 +234,13 @@ def _mb(size: float) -> str:
     return f"{size / 1e6:.1f}" if size < 10e6 else f"{size / 1e6:.0f}"
 
 
-def _files(count: int) -> str:
-    return f"{count} file" + ("" if count == 1 else "s")
-
-
 class DownloadWatch:
     """Watches pip's temporary directory while it downloads: what pip announced
     ("Downloading x.whl (53.2 MB)") and how much has arrived, reported every few
-    seconds as ``downloading CUDA 13.0 toolchain: 3 files, 92 of 183 MB, 8.1 MB/s``."""
+    seconds as ``downloading CUDA 13.0 toolchain: 3 files, 92 of 183 MB, 8.1 MB/s``.
+    Once pip starts installing, the download's numbers are final: one line says so
+    (``installing CUDA 13.0 toolchain: 3 files, 183 MB downloaded in 23 s, 8.0
+    MB/s``), not again and again with a rate that falls as the install goes on."""
 
     def __init__(self, scratch: Path, what: str, interval: float = 2.0) -> None:
         self.scratch, self.what, self.interval = scratch, what, interval
@@ -247,6 +248,8 @@ class DownloadWatch:
         self.announced = 0.0
         self._sizes: dict[str, int] = {}
         self._started = time.monotonic()
+        self._downloaded_at: float | None = None  # when pip began to install
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -255,33 +258,45 @@ class DownloadWatch:
         if match:
             self.files += 1
             self.announced += float(match[1]) * _UNITS[match[2]]
+        elif line.startswith(_INSTALLING) and self._downloaded_at is None:
+            self.received()  # the last sizes, before pip deletes what it installs
+            self._downloaded_at = time.monotonic()
 
     def received(self) -> int:
         """Bytes of every download seen (pip writes each into a ``pip-unpack-*``
         folder of its temporary directory), each at its largest: pip deletes a
         download once it is installed. (Its install tree, ``pip-target-*``, is not
         a download.)"""
-        for path in self.scratch.glob("pip-unpack-*/*"):
-            with contextlib.suppress(OSError):
-                if path.is_file():
-                    size = path.stat().st_size
-                    key = str(path)
-                    self._sizes[key] = max(size, self._sizes.get(key, 0))
-        return sum(self._sizes.values())
+        with self._lock:  # pip's reader thread and the reporting thread both ask
+            for path in self.scratch.glob("pip-unpack-*/*"):
+                with contextlib.suppress(OSError):
+                    if path.is_file():
+                        size = path.stat().st_size
+                        key = str(path)
+                        self._sizes[key] = max(size, self._sizes.get(key, 0))
+            return sum(self._sizes.values())
 
     def line(self) -> str:
+        if self._downloaded_at is not None:
+            with self._lock:
+                got = sum(self._sizes.values())
+            took = max(self._downloaded_at - self._started, 1e-6)
+            return (
+                f"installing {self.what}: {counted(self.files, 'file')}, {_mb(got)} MB "
+                f"downloaded in {took:.0f} s, {got / 1e6 / took:.1f} MB/s"
+            )
         took = max(time.monotonic() - self._started, 1e-6)
         got = self.received()
         of = f" of {_mb(self.announced)}" if self.announced else ""
         return (
-            f"downloading {self.what}: {_files(self.files)}, {_mb(got)}{of} MB, "
+            f"downloading {self.what}: {counted(self.files, 'file')}, {_mb(got)}{of} MB, "
             f"{got / 1e6 / took:.1f} MB/s, {took:.0f} s"
         )
 
     def summary(self) -> str:
         took = time.monotonic() - self._started
         return (
-            f"kernel-matrix: {self.what}: {_files(self.files)} downloaded "
+            f"kernel-matrix: {self.what}: {counted(self.files, 'file')} downloaded "
             f"({_mb(self.announced)} MB announced by pip) and installed in {took:.0f} s"
         )
 
@@ -294,8 +309,12 @@ class DownloadWatch:
             self._thread.join()
 
     def _run(self) -> None:
+        said = ""
         while not self._stop.wait(self.interval):
-            progress.report(self.line())
+            line = self.line()
+            if line != said:  # the install line is said once
+                progress.report(line)
+                said = line
 
 
 def _write_json(path: Path, data: dict[str, str]) -> None:

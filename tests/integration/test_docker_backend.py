@@ -425,7 +425,5 @@ def test_timeout_kills_and_removes_the_container(
     assert time.monotonic() - started < 60
     assert result.status == ERROR
     # (configure takes a second or two; on a very busy machine it may be the one cut)
-    assert re.fullmatch(
-        rf"{re.escape(cells[0].id)}: (build|configure) timed out", result.reason or ""
-    )
+    assert re.fullmatch(r"(build|configure) timed out", result.reason or "")
     assert wait_until(lambda: not engine.containers({**OURS, "kernel-matrix.cell": cells[0].id}))

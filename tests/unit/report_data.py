@@ -87,7 +87,7 @@ def passed_cell() -> CellResult:
                 (LIB,),
                 (mm.name,),
                 ("sm_120f",),
-                "1 of 1 scaled_mm_sm120 kernels served on 12.1 by sm_120f",
+                "1 of 1 scaled_mm_sm120 kernel served on 12.1 by sm_120f",
             ),
             na("mla_sm100", "12.1"),
             na("scaled_mm_sm90", "12.1"),
@@ -137,7 +137,7 @@ def error_cell() -> CellResult:
     return CellResult(
         cell=cell("cu12.8-10.0f", "12.8", "10.0f", ["10.0"]),
         status=ERROR,
-        reason="cu12.8-10.0f: the build failed (exit 1); see logs/cu12.8-10.0f.log",
+        reason="build failed (exit 1)",
         log="logs/cu12.8-10.0f.log",
         log_tail=["-- Configuring done", "\x1b[31m" + CRASH + "\x1b[0m", "ninja: build stopped"],
     )

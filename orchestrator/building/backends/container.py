@@ -1,7 +1,7 @@
 """The container engine behind one small interface; nothing else speaks to Docker.
 
 :class:`Engine` is a connection to a Docker engine (through the ``docker`` SDK):
-images (look up, pull, build, import) and the containers this tool labelled.
+images (look up, pull, build, import, remove) and the containers this tool labelled.
 :class:`BuildContainer` is one running container used as a context manager::
 
     with BuildContainer(engine, ContainerSpec(image="kernel-matrix-build:...")) as box:
@@ -18,6 +18,7 @@ nothing running for longer than one cell's timeout.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import subprocess
@@ -144,18 +145,32 @@ class Engine:
         return built
 
     def import_rootfs(self, tarball: Path, *, tag: str, changes: Sequence[str] = ()) -> str:
-        """Import a root file system tarball as image ``tag`` (``docker import``)."""
+        """Import a root file system tarball as image ``tag`` (``docker import``). An
+        import that fails leaves no image: the engine answers a failed tagging with
+        success and an untagged image, which would dangle, so that one is removed."""
         repository, version = _split_ref(tag)
         try:
-            self._stream.api.import_image_from_file(
+            answer = self._stream.api.import_image_from_file(
                 str(tarball), repository=repository, tag=version, changes=list(changes)
             )
         except ENGINE_ERRORS as exc:
             raise DockerError(f"importing {tarball} as {tag} failed: {exc}") from None
         imported = self.image_id(tag)
         if imported is None:
+            made = imported_image_id(str(answer))
+            if made:
+                self.remove_image(made)
             raise DockerError(f"importing {tarball} as {tag} left no image")
         return imported
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image (by tag or id); one that is not there is no error."""
+        try:
+            self._control.api.remove_image(ref, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+        except ENGINE_ERRORS as exc:
+            raise DockerError(f"cannot remove image {ref}: {exc}") from None
 
     # --- containers ------------------------------------------------------------------
 
@@ -208,6 +223,23 @@ class Engine:
         """Kill and remove one container; never raises (it may be gone already)."""
         with contextlib.suppress(*ENGINE_ERRORS):
             self._control.api.remove_container(ident, force=True)
+
+
+def imported_image_id(answer: str) -> str:
+    """The id of the image an import made, from the engine's answer (JSON messages, one
+    a line, the last ``status`` the id); empty when it names none.
+
+    >>> imported_image_id('{"status":"sha256:ab12"}\\r\\n')
+    'sha256:ab12'
+    >>> imported_image_id('{"errorDetail":{"message":"x"},"error":"x"}')
+    ''
+    """
+    found = ""
+    for line in answer.splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            status = str(json.loads(line).get("status", ""))
+            found = status if status.startswith("sha256:") else found
+    return found
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

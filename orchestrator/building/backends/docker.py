@@ -125,31 +125,43 @@ def base_image_for(template: str, cuda: CudaVersion) -> str:
 TORCH_INDEX_VARIABLE = "KERNEL_MATRIX_TORCH_INDEX"
 
 
-def pip_install_for(
-    template: str, cuda: CudaVersion, environ: Mapping[str, str] = os.environ
-) -> str:
-    """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
-    PyTorch index of a CUDA version, and ``{torch_index}`` by the PyTorch wheel index
-    the user configures in ``KERNEL_MATRIX_TORCH_INDEX`` (no index host is written
-    into the tool or its matrices).
+def torch_index_for(template: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The PyTorch wheel index that ``{torch_index}`` in ``docker.pip_install`` stands
+    for, from ``KERNEL_MATRIX_TORCH_INDEX`` (no index host is written into the tool or
+    its matrices); empty when the template does not use it. Read once, when the backend
+    is made, so that a missing variable stops the run before any cell starts.
 
-    >>> pip_install_for("torch==2.10.0 --extra-index-url {torch_index}/{cu}",
-    ...                 CudaVersion(12, 9), {"KERNEL_MATRIX_TORCH_INDEX": "https://index.example/whl/"})
-    'torch==2.10.0 --extra-index-url https://index.example/whl/cu129'
-    >>> pip_install_for("torch --extra-index-url {torch_index}/{cu}", CudaVersion(13, 0), {})
+    >>> torch_index_for("torch --extra-index-url {torch_index}/{cu}",
+    ...                 {"KERNEL_MATRIX_TORCH_INDEX": "https://index.example/whl/"})
+    'https://index.example/whl'
+    >>> torch_index_for("torch --extra-index-url {torch_index}/{cu}", {})
     Traceback (most recent call last):
     ...
     orchestrator.common.errors.ConfigError: docker.pip_install uses {torch_index}: set KERNEL_MATRIX_TORCH_INDEX to the PyTorch wheel index whose cu<XY>/ directories hold torch
     """
-    if "{torch_index}" in template:
-        index = environ.get(TORCH_INDEX_VARIABLE, "").strip().rstrip("/")
-        if not index:
-            raise ConfigError(
-                f"docker.pip_install uses {{torch_index}}: set {TORCH_INDEX_VARIABLE} to the "
-                "PyTorch wheel index whose cu<XY>/ directories hold torch"
-            )
-        template = template.replace("{torch_index}", index)
-    return template.replace("{cu}", f"cu{cuda.major}{cuda.minor}")
+    if "{torch_index}" not in template:
+        return ""
+    index = environ.get(TORCH_INDEX_VARIABLE, "").strip().rstrip("/")
+    if not index:
+        raise ConfigError(
+            f"docker.pip_install uses {{torch_index}}: set {TORCH_INDEX_VARIABLE} to the "
+            "PyTorch wheel index whose cu<XY>/ directories hold torch"
+        )
+    return index
+
+
+def pip_install_for(template: str, cuda: CudaVersion, torch_index: str = "") -> str:
+    """``docker.pip_install`` with ``{cu}`` replaced, as vLLM's Dockerfile names the
+    PyTorch index of a CUDA version, and ``{torch_index}`` by ``torch_index``
+    (:func:`torch_index_for`).
+
+    >>> pip_install_for("torch==2.10.0 --extra-index-url {torch_index}/{cu}",
+    ...                 CudaVersion(12, 9), "https://index.example/whl")
+    'torch==2.10.0 --extra-index-url https://index.example/whl/cu129'
+    """
+    return template.replace("{torch_index}", torch_index).replace(
+        "{cu}", f"cu{cuda.major}{cuda.minor}"
+    )
 
 
 def container_path(host: Path, role: str) -> PurePosixPath:
@@ -283,6 +295,10 @@ class DockerBackend:
                 f"{matrix.path}: docker.toolchain must be one of {', '.join(TOOLCHAINS)}, "
                 f"not '{settings.toolchain}'"
             )
+        try:
+            self.torch_index = torch_index_for(settings.pip_install)
+        except ConfigError as exc:
+            raise ConfigError(f"{matrix.path}: {exc}") from None
         self.matrix = matrix
         self.settings = settings
         self.engine = engine or Engine.connect()
@@ -333,7 +349,9 @@ class DockerBackend:
             "OFFLINE": "1" if self.offline else "0",
         }
         if self.settings.pip_install:  # (absent when unused: existing image tags stay)
-            buildargs["PIP_INSTALL"] = pip_install_for(self.settings.pip_install, cuda)
+            buildargs["PIP_INSTALL"] = pip_install_for(
+                self.settings.pip_install, cuda, self.torch_index
+            )
         tag = self._ensure_image(base, buildargs, cuda)
         image_path = self.engine.image_env(tag).get(
             "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -575,7 +593,6 @@ class DockerBackend:
         )
         with BuildContainer(self.engine, spec) as box:
             spent = run_recipe(
-                job.cell.id,
                 commands,
                 lambda step: box.call(
                     step.argv,

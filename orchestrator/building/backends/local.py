@@ -90,7 +90,6 @@ class LocalBackend:
             "PATH": tools + os.pathsep + os.environ["PATH"],
         }
         spent = run_recipe(
-            job.cell.id,
             commands,
             lambda step: run_logged(
                 step.argv, cwd=step.cwd, env=env, log=job.log, deadline=job.deadline

@@ -9,6 +9,7 @@ the SDK). The tarball is kept under ``~/.cache/kernel-matrix/docker/`` and the i
 is tagged by a hash of its recipe, so both are made once per machine::
 
     sudo "$(command -v kernel-matrix)" docker base-image    # prints the image's tag
+    kernel-matrix docker base-image                         # the same, already root
 
 Only making it needs root (debootstrap); once the image is on the engine, the same
 command, as any user, prints its tag. When debootstrap is not installed, its package
@@ -24,14 +25,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from orchestrator.building.backends.container import Engine
-from orchestrator.common.errors import ToolError
+from orchestrator.common.errors import DockerError, ToolError, UsageError
 from orchestrator.toolchains.aptsources import (
     APT_ROOT,
     OS_RELEASE,
@@ -49,6 +50,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 DEFAULT_PACKAGES = ("g++",)  # nvcc's host compiler and CMake's CXX; the rest is mounted
+# Debian policy's package names (lower case, digits, + - .): anything else would only
+# fail minutes later, inside debootstrap.
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 # URI schemes debootstrap can fetch from.
 DEBOOTSTRAP_SCHEMES = ("http://", "https://", "ftp://", "file:/")
 
@@ -75,6 +79,23 @@ class BaseRecipe:
     @property
     def tarball(self) -> Path:
         return docker_cache() / f"rootfs-{self.suite}-{self.digest}.tar"
+
+
+def base_packages(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The packages of the base image: the defaults, then ``extra`` (``--include``),
+    each once. ``--include`` adds: an image without g++ could not build anything.
+
+    >>> base_packages(["less", "g++", "make"])
+    ('g++', 'less', 'make')
+    >>> base_packages(["Less"])
+    Traceback (most recent call last):
+    ...
+    orchestrator.common.errors.UsageError: --include: 'Less' is not a Debian package name
+    """
+    for name in extra:
+        if not PACKAGE_NAME.fullmatch(name):
+            raise UsageError(f"--include: {name!r} is not a Debian package name")
+    return tuple(dict.fromkeys([*DEFAULT_PACKAGES, *extra]))
 
 
 def host_recipe(
@@ -125,21 +146,48 @@ def ensure_offline_base(
     with FileLock(str(recipe.tarball) + ".lock"):
         if engine.image_id(recipe.tag) is not None:
             return recipe.tag
-        if not recipe.tarball.is_file():
+        made_tarball = False
+        try:
+            if not recipe.tarball.is_file():
+                if say is not None:
+                    say(
+                        f"making {recipe.tag}: debootstrap {recipe.suite} from {recipe.mirror} "
+                        f"(a few minutes; log: {debootstrap_log(recipe)})"
+                    )
+                make_rootfs_tarball(recipe)
+                made_tarball = True
             if say is not None:
-                say(
-                    f"making {recipe.tag}: debootstrap {recipe.suite} from {recipe.mirror} "
-                    f"(a few minutes; log: {debootstrap_log(recipe)})"
-                )
-            make_rootfs_tarball(recipe)
-        if say is not None:
-            say(f"importing {recipe.tarball} as {recipe.tag}")
-        engine.import_rootfs(
-            recipe.tarball,
-            tag=recipe.tag,
-            changes=[f"ENV PATH={DEFAULT_PATH}", "LABEL kernel-matrix=1"],
-        )
+                say(f"importing {recipe.tarball} as {recipe.tag}")
+            engine.import_rootfs(
+                recipe.tarball,
+                tag=recipe.tag,
+                changes=[f"ENV PATH={DEFAULT_PATH}", "LABEL kernel-matrix=1"],
+            )
+        except BaseException:  # an error, or Ctrl-C: no half-made base stays behind
+            discard_failed_base(engine, recipe, made_tarball, say)
+            raise
     return recipe.tag
+
+
+def discard_failed_base(
+    engine: Engine, recipe: BaseRecipe, made_tarball: bool, say: Callable[[str], None] | None
+) -> None:
+    """After a failed attempt: remove the image if the engine tagged it anyway (an
+    import cut off on our side may still finish there) and the tarball this attempt
+    made, so the next attempt starts clean and nothing half-made is taken for the base.
+    A tarball an earlier attempt made stays: it imported before, or will be retried.
+    Never raises: the failure being reported matters more."""
+    try:
+        engine.remove_image(recipe.tag)
+    except DockerError as exc:
+        if say is not None:
+            say(f"warning: {exc}")
+    if made_tarball:
+        try:
+            recipe.tarball.unlink(missing_ok=True)
+        except OSError as exc:
+            if say is not None:
+                say(f"warning: cannot remove {recipe.tarball}: {exc.strerror or exc}")
 
 
 def make_rootfs_tarball(recipe: BaseRecipe) -> Path:
@@ -148,7 +196,7 @@ def make_rootfs_tarball(recipe: BaseRecipe) -> Path:
         raise ToolError(
             f"making the base image {recipe.tag} needs root (debootstrap), once per "
             f'machine: sudo "$(command -v kernel-matrix)" docker base-image (with the same '
-            f"options); afterwards it needs no root"
+            f"options), or that command without sudo as root; afterwards it needs no root"
         )
     command, env = debootstrap_command()
     if recipe.keyring is not None:
@@ -270,7 +318,7 @@ if __name__ == "__main__":  # the old entry point, named by older docs: say wher
     import sys
 
     print(
-        'kernel-matrix: error: use: sudo "$(command -v kernel-matrix)" docker base-image',
+        "kernel-matrix: error: use: kernel-matrix docker base-image (as root: once per machine)",
         file=sys.stderr,
     )
     sys.exit(2)

@@ -5,22 +5,34 @@ errors, the mounted tools, and build directories configured by another toolchain
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
+import docker.errors
 import pytest
 from test_docker_engine import FakeEngine, write_matrix
 
 from orchestrator import cli
+from orchestrator.building.backends import offline_base
+from orchestrator.building.backends.container import Engine
 from orchestrator.building.backends.docker import MOUNT_ROOT, DockerBackend, HostTools
 from orchestrator.building.backends.offline_base import (
     AptSource,
     BaseRecipe,
     apt_sources,
+    ensure_offline_base,
     host_recipe,
     make_rootfs_tarball,
 )
 from orchestrator.building.recipe import TOOLCHAIN_STAMP, toolchain_changed
-from orchestrator.common.errors import EXIT_INFRA, EXIT_USAGE, ToolchainError, ToolError
+from orchestrator.common.errors import (
+    EXIT_INFRA,
+    EXIT_USAGE,
+    DockerError,
+    ToolchainError,
+    ToolError,
+)
 from orchestrator.planning.matrix import load_matrix
 
 # Written as the hosts write them; the URIs are placeholders, never a real mirror.
@@ -139,13 +151,118 @@ def test_recipe_without_any_apt_configuration(tmp_path: Path) -> None:
 
 
 def test_base_image_verb_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["docker", "base-image", "--include", ","]) == EXIT_USAGE
+    assert cli.main(["docker", "base-image", "--include", "G++"]) == EXIT_USAGE
     assert cli.main(["docker"]) == EXIT_USAGE
     assert cli.main(["docker", "base-image", "--suite", "no-such-release-x"]) == EXIT_INFRA
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3
     assert all(line.startswith("kernel-matrix: error: ") for line in lines)
     assert "no enabled apt source of this host lists suite 'no-such-release-x'" in lines[2]
+
+
+class ImageEngine(Engine):
+    """The image calls of an engine, recorded: which images it has, what was imported
+    and removed; ``fail`` makes an import fail (after tagging, when ``tag_anyway``)."""
+
+    def __init__(self, fail: bool = False, tag_anyway: bool = False) -> None:
+        self.images: set[str] = set()
+        self.fail, self.tag_anyway = fail, tag_anyway
+        self.removed: list[str] = []
+
+    def image_id(self, ref: str) -> str | None:
+        return "sha256:1" if ref in self.images else None
+
+    def import_rootfs(self, tarball: Path, *, tag: str, changes: Sequence[str] = ()) -> str:
+        assert tarball.is_file()
+        if self.tag_anyway:
+            self.images.add(tag)
+        if self.fail:
+            raise DockerError(f"importing {tarball} as {tag} failed: no space left on device")
+        self.images.add(tag)
+        return "sha256:1"
+
+    def remove_image(self, ref: str) -> None:
+        self.removed.append(ref)
+        self.images.discard(ref)
+
+
+MIRROR = ["--suite", "bookworm", "--mirror", "http://archive.example/debian"]
+
+
+def test_include_adds_packages_to_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = ImageEngine()
+    with_less = BaseRecipe("bookworm", "http://archive.example/debian", packages=("g++", "less"))
+    engine.images.add(with_less.tag)  # made already: the verb prints its tag
+    monkeypatch.setattr(Engine, "connect", classmethod(lambda cls: engine))
+    assert cli.main(["docker", "base-image", *MIRROR, "--include", "less"]) == 0
+    assert capsys.readouterr().out == f"{with_less.tag}\n"
+    assert cli.main(["docker", "base-image", *MIRROR, "--include", "less,g++"]) == 0
+    assert cli.main(["docker", "base-image", *MIRROR, "--include", "g++", "--include", "less"]) == 0
+    assert capsys.readouterr().out == f"{with_less.tag}\n" * 2
+
+
+@pytest.fixture
+def fake_debootstrap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[BaseRecipe]:
+    """make_rootfs_tarball writes its tarball without debootstrap (which needs root;
+    the real one runs in tests/integration/test_docker_backend.py)."""
+    monkeypatch.setenv("KERNEL_MATRIX_CACHE", str(tmp_path / "cache"))
+    made: list[BaseRecipe] = []
+
+    def make(recipe: BaseRecipe) -> Path:
+        made.append(recipe)
+        recipe.tarball.write_bytes(b"rootfs")
+        return recipe.tarball
+
+    monkeypatch.setattr(offline_base, "make_rootfs_tarball", make)
+    return made
+
+
+@pytest.mark.parametrize("tag_anyway", [False, True])
+def test_a_failed_import_leaves_no_image_and_no_tarball(
+    fake_debootstrap: list[BaseRecipe], tag_anyway: bool
+) -> None:
+    recipe = BaseRecipe("bookworm", "http://archive.example/debian")
+    engine = ImageEngine(fail=True, tag_anyway=tag_anyway)
+    with pytest.raises(DockerError, match="no space left on device"):
+        ensure_offline_base(engine, recipe)
+    assert fake_debootstrap == [recipe]
+    assert not recipe.tarball.exists()
+    assert engine.images == set() and engine.removed == [recipe.tag]
+    assert ensure_offline_base(ImageEngine(), recipe) == recipe.tag  # a retry starts afresh
+    assert fake_debootstrap == [recipe, recipe] and recipe.tarball.is_file()
+
+
+def test_a_failed_import_keeps_a_tarball_it_did_not_make(
+    fake_debootstrap: list[BaseRecipe],
+) -> None:
+    recipe = BaseRecipe("bookworm", "http://archive.example/debian")
+    recipe.tarball.parent.mkdir(parents=True)
+    recipe.tarball.write_bytes(b"rootfs of an earlier run")
+    with pytest.raises(DockerError):
+        ensure_offline_base(ImageEngine(fail=True), recipe)
+    assert fake_debootstrap == [] and recipe.tarball.read_bytes() == b"rootfs of an earlier run"
+
+
+def test_an_import_the_engine_did_not_tag_leaves_no_dangling_image(tmp_path: Path) -> None:
+    """The engine answers an import it could not tag with success and an untagged
+    image (the SDK itself runs in tests/integration/test_docker_backend.py)."""
+    removed: list[str] = []
+
+    def no_image(ref: str) -> None:
+        raise docker.errors.ImageNotFound(ref)
+
+    api = SimpleNamespace(
+        import_image_from_file=lambda *a, **k: '{"status":"sha256:dangling"}\r\n',
+        remove_image=lambda ref, force: removed.append(ref),
+    )
+    control = SimpleNamespace(api=api, images=SimpleNamespace(get=no_image))
+    engine = Engine(control, control)  # type: ignore[arg-type]
+    (tmp_path / "rootfs.tar").write_bytes(b"")
+    with pytest.raises(DockerError, match="left no image"):
+        engine.import_rootfs(tmp_path / "rootfs.tar", tag="kernel-matrix-base:x")
+    assert removed == ["sha256:dangling"]
 
 
 # --- the tools mounted into the container ------------------------------------------------
@@ -199,7 +316,7 @@ def test_making_the_base_image_says_how_to_run_it_as_root(
         make_rootfs_tarball(recipe)
     assert str(caught.value) == (
         f"making the base image {recipe.tag} needs root (debootstrap), once per machine: "
-        'sudo "$(command -v kernel-matrix)" docker base-image (with the same options); '
-        "afterwards it needs no root"
+        'sudo "$(command -v kernel-matrix)" docker base-image (with the same options), '
+        "or that command without sudo as root; afterwards it needs no root"
     )
     assert not recipe.tarball.exists()

@@ -25,7 +25,7 @@ import pytest
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.building.backends import BuildJob
 from orchestrator.building.backends.container import Engine
-from orchestrator.building.backends.docker import DockerBackend, pip_install_for
+from orchestrator.building.backends.docker import DockerBackend, pip_install_for, torch_index_for
 from orchestrator.building.recipe import (
     COPY_SOURCE,
     NOT_COPIED,
@@ -34,7 +34,7 @@ from orchestrator.building.recipe import (
     recipe,
     scan_log,
 )
-from orchestrator.common.errors import ConfigError
+from orchestrator.cli import main
 from orchestrator.judge.expect import MISSING, NOT_APPLICABLE, PRESENT, judge
 from orchestrator.planning.matrix import load_families_or_matrix, load_matrix
 from orchestrator.planning.plan import plan
@@ -219,20 +219,46 @@ def test_pip_install_placeholder() -> None:
     assert pip_install_for("torch --index-url https://x/{cu}", CudaVersion(13, 0)) == (
         "torch --index-url https://x/cu130"
     )
-    index = {"KERNEL_MATRIX_TORCH_INDEX": "https://y/whl"}
+    index = torch_index_for("{torch_index}", {"KERNEL_MATRIX_TORCH_INDEX": "https://y/whl/"})
     assert pip_install_for("torch --index-url {torch_index}/{cu}", CudaVersion(13, 0), index) == (
         "torch --index-url https://y/whl/cu130"
     )
 
 
-def test_the_torch_index_placeholder_without_its_variable_is_a_config_error(
+def test_the_torch_index_placeholder_without_its_variable_is_one_line_before_any_cell(
     vllm_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The vLLM build recipe names no index host: without KERNEL_MATRIX_TORCH_INDEX its
-    cell stops with one line (exit 2), before any image is built."""
+    """The vLLM build recipe names no index host: without KERNEL_MATRIX_TORCH_INDEX the
+    run stops with one line naming the matrix (exit 2), before any cell starts or any
+    docker engine is asked (not once per cell, as an infrastructure failure)."""
     monkeypatch.delenv("KERNEL_MATRIX_TORCH_INDEX", raising=False)
-    with pytest.raises(ConfigError, match="set KERNEL_MATRIX_TORCH_INDEX"):
-        pip_install_for(load_matrix(vllm_matrix).docker.pip_install, CudaVersion(12, 9))
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def no_engine() -> Engine:
+        raise AssertionError("the docker engine was asked")
+
+    monkeypatch.setattr(Engine, "connect", staticmethod(no_engine))
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(
+        [
+            "run",
+            str(vllm_matrix),
+            "--out",
+            str(tmp_path / "out"),
+            "--build-dir",
+            str(tmp_path / "b"),
+        ]
+    )
+    assert code == 2
+    assert err.getvalue() == (
+        f"kernel-matrix: error: {vllm_matrix}: docker.pip_install uses {{torch_index}}: set "
+        "KERNEL_MATRIX_TORCH_INDEX to the PyTorch wheel index whose cu<XY>/ directories hold "
+        "torch\n"
+    )
+    assert out.getvalue() == ""  # no cell started, nothing announced
+    assert not (tmp_path / "out" / "cells").exists()
 
 
 def test_the_source_copy_leaves_out_the_checkouts_own_build_outputs(tmp_path: Path) -> None:

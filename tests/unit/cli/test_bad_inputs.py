@@ -439,6 +439,18 @@ CATALOGUE: dict[str, Case] = {
     "--only an unknown cell": Case(
         (*RUN, "--only", "cu9.9-x"), matrix(MATRIX), 2, f"{M}: no cell 'cu9.9-x'"
     ),
+    "--only an arch without its suffix": Case(
+        (*RUN, "--only", "cu13.0-12.1"),
+        matrix(MATRIX),
+        2,
+        f"{M}: no cell 'cu13.0-12.1' (did you mean cu13.0-12.1a?)",
+    ),
+    "a mistyped option": Case(
+        (*RUN, "--onyl", "cu13.0-12.1a"),
+        matrix(MATRIX),
+        2,
+        "run: unrecognized option '--onyl' (did you mean '--only'?)",
+    ),
     # -- binaries given to probe: exit 2, naming the file -----------------------------
     "probe: no such file": Case(PROBE, files(), 2, "{tmp}/lib.so: no such file or directory"),
     "probe: empty file": Case(PROBE, files(**{"lib.so": b""}), 2, "{tmp}/lib.so: empty file"),

@@ -85,7 +85,7 @@ def test_baseline_save_and_diff_find_a_removed_family_and_a_moved_kernel(
     good = write_run(tmp_path / "good", [passed_cell()])
     baseline = tmp_path / "baseline.json"
     assert main(["baseline", "save", str(good), "--out", str(baseline)]) == 0
-    assert "1 cells, 4 kernels" in capsys.readouterr().out
+    assert "1 cell, 4 kernels" in capsys.readouterr().out
     assert baseline.stat().st_size < 4096
 
     # Same build, but its FP4 kernels moved into _C: a move, not a regression.

@@ -57,6 +57,55 @@ def test_plain_progress_names_the_cell_its_time_its_step_and_downloads(tmp_path:
     progress.report("after the run: nobody listens")  # no sink: nothing happens
 
 
+def test_plain_progress_says_a_repeated_report_once_per_interval(tmp_path: Path) -> None:
+    """A download reports every 2 s; a CI log gets its line every 30 s (the interval),
+    and a new step (the words before the colon) at once."""
+    (tmp_path / "logs").mkdir()
+    stream = io.StringIO()
+    out = Console(file=stream, width=120, force_terminal=False)
+    with RunProgress(out, tmp_path / "logs", live=False) as watching:
+        assert watching.interval == 30
+        watching.started("cu13.0-12.1a")
+        for mb in range(1, 6):
+            progress.bind("cu13.0-12.1a")
+            progress.report(f"downloading CUDA 13.0 toolchain: 1 file, {mb} of 9 MB")
+        progress.report("installing CUDA 13.0 toolchain: 1 file, 9 MB downloaded in 4 s")
+        progress.report("installing CUDA 13.0 toolchain: 1 file, 9 MB downloaded in 4 s")
+        progress.bind(None)
+        progress.report("downloading cuobjdump: 1 of 2 MB")  # for no cell
+        progress.report("downloading cuobjdump: 2 of 2 MB")
+        watching.finished("cu13.0-12.1a")
+    assert stream.getvalue().splitlines() == [
+        "… cu13.0-12.1a: downloading CUDA 13.0 toolchain: 1 file, 1 of 9 MB",
+        "… cu13.0-12.1a: installing CUDA 13.0 toolchain: 1 file, 9 MB downloaded in 4 s",
+        "… kernel-matrix: downloading cuobjdump: 1 of 2 MB",
+    ]
+
+
+def test_a_finished_download_is_reported_once_with_its_final_rate(tmp_path: Path) -> None:
+    heard: list[str] = []
+    progress.set_sink(lambda cell, message: heard.append(message))
+    try:
+        watch = DownloadWatch(tmp_path, "CUDA 13.0 toolchain", interval=0.05)
+        watch.saw("  Downloading nvidia_cuda_nvcc-13.0.88-py3-none-manylinux.whl (2.0 MB)\n")
+        (tmp_path / "pip-unpack-1").mkdir()
+        (tmp_path / "pip-unpack-1" / "a.whl").write_bytes(bytes(2_000_000))
+        watch.start()
+        time.sleep(0.3)
+        watch.saw("Installing collected packages: nvidia-cuda-nvcc\n")
+        (tmp_path / "pip-unpack-1" / "a.whl").unlink()  # installed: pip deletes it
+        final = watch.line()
+        time.sleep(1.1)  # the install goes on: seconds pass, nothing more is said
+        assert watch.line() == final
+        watch.stop()
+    finally:
+        progress.set_sink(None)
+    assert final.startswith("installing CUDA 13.0 toolchain: 1 file, 2.0 MB downloaded in ")
+    assert heard[0].startswith("downloading CUDA 13.0 toolchain: 1 file, 2.0 of 2.0 MB, ")
+    assert heard.count(final) == 1 and heard[-1] == final
+    assert all(line.startswith("downloading") for line in heard[:-1])
+
+
 def test_download_watch_counts_announced_and_received_bytes(tmp_path: Path) -> None:
     watch = DownloadWatch(tmp_path, "CUDA 13.0 toolchain")
     watch.saw("Collecting cuda-toolkit[nvcc]==13.0.*\n")

@@ -471,12 +471,12 @@ def test_a_rule_whose_source_globs_no_longer_fit_is_not_matched_with_a_warning(
     data = json.loads(out)
     assert {v["status"] for v in data["verdicts"]} == {NOT_MATCHED}
     warning = data["families"]["marlin"]["mismatch"]
-    assert "1 kernels match `marlin(::|\\d+)Marlin(<|I)` by name" in warning
+    assert "1 kernel matches `marlin(::|\\d+)Marlin(<|I)` by name" in warning
     assert "`kernel_fp16_ku4.cu`" in warning and "fit none of `sm80_kernel_*.cu`" in warning
     assert data["counts"][NOT_MATCHED] == 2 and data["counts"][MISSING] == 0
     code_, out, _ = run(capsys, str(wheel), "--families", str(families))
     assert code_ == EXIT_KERNEL_MISSING
-    assert "warning: marlin not matched: 1 kernels match" in out
+    assert "warning: marlin not matched: 1 kernel matches" in out
     assert "no kernel of marlin" not in out
     row = next(line for line in out.splitlines() if line.split()[:1] == ["marlin"])
     assert row.count("❓") == 2 and "❌" not in row
@@ -492,7 +492,7 @@ def test_the_reverse_mismatch_and_no_mismatch_where_the_rule_fits() -> None:
     rule = FamilyRule("marlin", (CC("8.0"),), sources=("sm80_kernel_*.cu",), kernels=("Marlin<",))
     renamed_kernel = inventory("sm80_kernel_fp16.cu", "marlin::NewGemm<1>")
     why = rule_mismatch(renamed_kernel, rule)
-    assert why is not None and why.startswith("1 kernels from `sm80_kernel_*.cu` match none")
+    assert why is not None and why.startswith("1 kernel from `sm80_kernel_*.cu` matches none")
     assert judge(renamed_kernel, rule, CC("8.0")).status == NOT_MATCHED
     fits = inventory("sm80_kernel_fp16.cu", "marlin::Marlin<1>")
     assert rule_mismatch(fits, rule) is None
@@ -535,7 +535,7 @@ def test_a_library_no_family_claims_is_listed_not_ignored(
     read (it is not even an ELF file here), and both outputs name it."""
     code, out, _ = run(capsys, str(f_wheel), "--families", str(families), "--devices", "12.1")
     assert code == EXIT_OK
-    assert "note: 1 libraries no family claims, not read: _vllm_fa2_C.abi3.so" in out
+    assert "note: 1 library no family claims, not read: _vllm_fa2_C.abi3.so" in out
     code, out, _ = run(
         capsys, str(f_wheel), "--families", str(families), "--devices", "12.1", "--json"
     )

@@ -132,7 +132,7 @@ def test_duplicate_embedded_cubins_are_one_kernel() -> None:
     inv = inventory(code("sm_121a"), code("sm_121a", kernel()), code("sm_121a", kernel()))
     verdict = judge(inv, NVFP4, CC("12.1"))
     assert verdict.status == PRESENT
-    assert verdict.reason.startswith("1 of 1 nvfp4 kernels")
+    assert verdict.reason.startswith("1 of 1 nvfp4 kernel served")
 
 
 def test_requested_archs_without_any_code_are_flagged() -> None:

@@ -74,7 +74,7 @@ def test_a_printf_and_trap_stub_traps_on_every_path(sm: int) -> None:
     evidence = sass_trap_evidence(code, 0, len(code), sm)
     assert evidence is not None
     assert (evidence.traps, evidence.calls_out, evidence.instructions) == (1, 1, 9)
-    assert str(evidence) == "every path traps: 1 traps, 1 printf/external calls, 9 instructions"
+    assert str(evidence) == "every path traps: 1 trap, 1 printf/external call, 9 instructions"
 
 
 @pytest.mark.parametrize("sm", [75, 90, 120])
@@ -150,7 +150,7 @@ arch = sm_80
         3: ControlOp("trap"),
         4: ControlOp("goto", 4),
     }
-    assert str(trap_evidence(ops, count)).startswith("every path traps: 1 traps, 1 printf")
+    assert str(trap_evidence(ops, count)).startswith("every path traps: 1 trap, 1 printf")
     assert control_op_of("@!PT", "EXIT", "") is None
     assert control_op_of("", "BRA.U", "!UP0, 0x60") == ControlOp("branch", 6)
     assert control_op_of("", "RET.REL.NODEC", "R20 0x0") == ControlOp("unknown")
@@ -163,7 +163,7 @@ def test_the_native_engine_marks_a_stub_hollow_with_its_evidence() -> None:
     cubin = build_cubin(spec, sm=90)
     kernels = {k.mangled: k for k in cubin_object(cubin, Target.parse("sm_90"), "t").kernels}
     assert kernels["_Z4stubv"].hollow and kernels["_Z4stubv"].instructions > 8
-    assert kernels["_Z4stubv"].traps.startswith("every path traps: 1 traps")
+    assert kernels["_Z4stubv"].traps.startswith("every path traps: 1 trap,")
     assert not kernels["_Z4realv"].hollow and kernels["_Z4realv"].traps == ""
     assert Kernel.from_json(kernels["_Z4stubv"].to_json()) == kernels["_Z4stubv"]
 
@@ -221,7 +221,7 @@ def test_a_trapping_kernel_that_loads_an_arch_guard_message_is_a_stub() -> None:
         return str(found) if found else ""
 
     assert evidence(0, {0x10, 0x18}) == (
-        "CUTLASS arch-guard stub: 1 traps, 1 printf/external calls, 0 tensor-core "
+        "CUTLASS arch-guard stub: 1 trap, 1 printf/external call, 0 tensor-core "
         f'instructions of 4000; it prints "{GUARD}"'
     )
     assert evidence(3, {0x10}) == ""  # it does tensor-core work: not judged a stub

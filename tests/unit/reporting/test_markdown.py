@@ -52,7 +52,7 @@ def test_baseline_regressions_are_listed() -> None:
     new.settle()
     diff = diff_results(summarize([passed_cell()]), [new])
     md = render_markdown([new], exit_code=1, diff=diff)
-    assert "**Against the baseline:** 1 regressions" in md
+    assert "**Against the baseline:** 1 regression" in md
     assert "**Regressions** (1)" in md
     assert "`nvfp4 on 12.1`: present (sm\\_120f) → missing" in md
 
@@ -93,7 +93,7 @@ def test_not_matched_and_jit_only_families_are_shown_as_such() -> None:
     cell = passed_cell()
     jit = Verdict("marlin", "12.1", PRESENT, ("compute_80",), ("_C.abi3.so",),
                   ("marlin::Marlin<1>",), ("sm_80", "compute_80"),
-                  "1 of 1 marlin kernels served on 12.1 by compute_80 "
+                  "1 of 1 marlin kernel served on 12.1 by compute_80 "
                   "(all JIT-compiled from PTX at first launch)", jit_kernels=1)  # fmt: skip
     unfit = Verdict("marlin_moe", "12.1", NOT_MATCHED,
                     reason="marlin_moe not matched: 350 kernels match `x` by name but ...")  # fmt: skip

@@ -14,12 +14,18 @@ import pytest
 from report_data import passed_cell, sample_results, unavailable_cell, unsupported_cell
 
 from orchestrator.archs import ComputeCapability
+from orchestrator.building.backends import BuildJob, BuildOutcome
+from orchestrator.building.recipe import BuildRecipe, Step, run_recipe
 from orchestrator.cli import main
 from orchestrator.judge.check import CheckResult
+from orchestrator.judge.compare import CELL_UNCHECKED, KERNEL_LOST, Finding
 from orchestrator.judge.expect import MISSING, PRESENT, Verdict
 from orchestrator.judge.results import infra_summary
+from orchestrator.planning.matrix import load_matrix
+from orchestrator.planning.plan import Cell, plan
 from orchestrator.reporting.markdown import render_markdown
-from orchestrator.reporting.summary import cell_line, failure_lines, verdict_line
+from orchestrator.reporting.summary import cell_line, failure_lines, print_summary, verdict_line
+from orchestrator.run.runner import RunOptions, run_cells
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMAS = REPO / "orchestrator" / "schemas"
@@ -133,3 +139,69 @@ def test_report_names_where_the_history_is_and_leaves_no_lock_beside_it(
     assert f"updated {history}" in stdout
     assert "history.json" not in stdout.split(f"reports in {out}:")[1].splitlines()[0]
     assert sorted(p.name for p in history.parent.iterdir()) == ["2026-12-01", "history.json"]
+
+
+class FailingStepBackend:
+    """A backend whose build is one recipe step, ``wheel``, that exits 1: the runner,
+    the recipe and the reports as a real failed build meets them."""
+
+    name = "local"
+
+    def toolchain_key(self, cell: Cell) -> str:
+        return "none"
+
+    def build(self, job: BuildJob) -> BuildOutcome:
+        job.build_dir.mkdir(parents=True, exist_ok=True)
+        run_recipe(BuildRecipe((Step("wheel", ("false",), job.build_dir),), {}), lambda _: 1)
+        raise AssertionError("run_recipe returned after a failed step")
+
+
+def test_a_failed_build_names_its_cell_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "m.yaml").write_text(
+        "project: {source: src, artifacts: ['*.so']}\ncuda: ['13.0']\narchs: ['12.1a']\n"
+        "families: {nvfp4: {kernels: [k], devices: ['12.1']}}\n"
+    )
+    matrix = load_matrix(tmp_path / "m.yaml")
+    options = RunOptions(out_dir=tmp_path / "out", build_root=tmp_path / "b", use_cache=False)
+    (result,) = run_cells(matrix, plan(matrix), FailingStepBackend(), options)
+    assert result.reason == "wheel failed (exit 1)"
+    assert cell_line(result).endswith("cu13.0-12.1a error: wheel failed (exit 1)")
+    assert infra_summary([result]).endswith("; cu13.0-12.1a: wheel failed (exit 1)")
+    print_summary([result])
+    printed = capsys.readouterr().out
+    assert "cu13.0-12.1a: wheel failed (exit 1)" in printed
+    assert "cu13.0-12.1a: cu13.0-12.1a" not in printed
+
+
+def test_an_unchecked_baseline_cell_is_named_once() -> None:
+    finding = Finding(CELL_UNCHECKED, "cu13.0-9.0a", "cu13.0-9.0a", "passed", "error")
+    assert finding.describe() == "cu13.0-9.0a: passed -> error"
+    kernel = Finding(KERNEL_LOST, "cu13.0-9.0a", "_Z1kv", "sm_90a", "")
+    assert kernel.describe() == "cu13.0-9.0a: _Z1kv: sm_90a"
+
+
+def test_counts_take_the_number_of_their_noun() -> None:
+    one = [passed_cell()]
+    assert "**1 cell:**" in render_markdown(one, exit_code=0)
+    assert ", 0 errors, " in verdict_line(one, 0)
+    error = dataclasses.replace(passed_cell(), status="error", reason="wheel failed (exit 1)")
+    assert ", 1 error, " in verdict_line([error], 3)
+
+
+def test_the_run_header_counts_in_the_singular_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "m.yaml").write_text(  # CUDA 12.8 has no f targets: skipped, nothing built
+        "project: {source: src}\ncuda: ['12.8']\narchs: ['12.1f']\n"
+        "families: {nvfp4: {kernels: [k], devices: ['12.1']}}\n"
+    )
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    argv = ["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"), "--no-cache"]
+    assert main([*argv, "--build-dir", str(tmp_path / "b")]) == 0
+    assert "kernel-matrix: 1 cell (0 to run, 1 skipped), 1 in parallel × 1 build thread; " in (
+        capsys.readouterr().out
+    )

@@ -5,10 +5,13 @@ vLLM families, with hand-written verdicts."""
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from console_capture import capture_stdout, plain
 from rich.cells import cell_len
 
 from orchestrator.archs import ComputeCapability
@@ -48,9 +51,14 @@ def default_matrix_results() -> list[CellResult]:
     return results
 
 
-def rendered(capsys: pytest.CaptureFixture[str]) -> str:
-    out = capsys.readouterr().out
-    return out
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], io.StringIO]:
+    """The tables are for a terminal of that many columns (a CI log is one of 160)."""
+    return lambda width: capture_stdout(monkeypatch, width, terminal=True)
+
+
+def rendered(stdout: io.StringIO) -> str:
+    return plain(stdout.getvalue())
 
 
 # One-line messages stay one line whatever the width (CI logs are grepped by line):
@@ -70,20 +78,20 @@ def assert_fits(text: str, width: int, names: list[str]) -> None:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_run_grid_fits_and_names_every_cell_and_failing_family(
-    width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    width: int, terminal: Callable[[int], io.StringIO]
 ) -> None:
-    monkeypatch.setenv("COLUMNS", str(width))
+    stdout = terminal(width)
     results = default_matrix_results()
     print_summary(results)
-    text = rendered(capsys)
+    text = rendered(stdout)
     assert_fits(text, width, [r.id for r in results] + ["nvfp4"])
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_check_view_of_the_vllm_families_fits(
-    width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    width: int, terminal: Callable[[int], io.StringIO]
 ) -> None:
-    monkeypatch.setenv("COLUMNS", str(width))
+    stdout = terminal(width)
     rules = load_families_or_matrix(REPO / "matrices/vllm.yaml")
     devices = tuple(sorted({d for r in rules for d in r.devices}))
     verdicts = tuple(
@@ -109,7 +117,7 @@ def test_check_view_of_the_vllm_families_fits(
         seconds=1.0,
     )
     print_check(result)
-    text = rendered(capsys)
+    text = rendered(stdout)
     assert_fits(text, width, [r.name for r in rules])
     # one line per failing family, naming its devices
     failing = [line for line in text.splitlines() if line.startswith("❌")]
@@ -118,11 +126,11 @@ def test_check_view_of_the_vllm_families_fits(
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_plan_table_fits_with_its_gencode_flags(
-    width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    width: int, terminal: Callable[[int], io.StringIO]
 ) -> None:
-    monkeypatch.setenv("COLUMNS", str(width))
+    stdout = terminal(width)
     assert main(["plan", str(REPO / "matrix.yaml")]) == 0
-    text = rendered(capsys)
+    text = rendered(stdout)
     cells = [c.id for c in plan(load_matrix(REPO / "matrix.yaml"))]
     assert_fits(text, width, cells)
     assert "arch=compute_121a,code=sm_121a" in text

@@ -154,7 +154,7 @@ def test_the_console_and_reports_say_a_cell_was_cached(tmp_path: Path) -> None:
     assert f"(cached: not rebuilt, artifacts restored into {where})" in cell_line(results[0])
     out = tmp_path / "two/out"
     write_reports(results, out)
-    assert "1 of 1 cells answered from the result cache" in (out / "summary.md").read_text()
+    assert "1 of 1 cell answered from the result cache" in (out / "summary.md").read_text()
     html = (out / "index.html").read_text()
     assert "not rebuilt, artifacts restored from the result cache" in html
     assert '<property name="cached" value="true"' in (out / "junit.xml").read_text()
@@ -309,3 +309,21 @@ def test_a_result_without_artifacts_is_cached_too(tmp_path: Path) -> None:
     assert stored is not None
     assert stored.result.artifacts == [] and stored.result.id == result.id
     assert stored.log.read_text() == "cmake configure\n"
+
+
+def test_a_cell_from_the_cache_is_not_announced_as_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator import building
+
+    m, backend = matrix(tmp_path), FakeBackend()
+    monkeypatch.setattr(building.backends, "make_backend", lambda *a, **k: backend)
+    monkeypatch.setenv("NO_COLOR", "1")
+    argv = ["run", str(m.path), "--build-dir", str(tmp_path / "build")]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert "▶ cu13.0-12.0a: building with CUDA 13.0 …" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    out = capsys.readouterr().out
+    assert "▶ cu13.0-12.0a: from the result cache (not rebuilt) …" in out
+    assert "building" not in out
+    assert len(backend.built) == 1

@@ -75,9 +75,9 @@ class SleepBackend:
             ["sleep", seconds], cwd=job.build_dir, env=env, log=job.log, deadline=job.deadline
         )
         if status != 0:
-            raise BuildError(f"{job.cell.id}: build failed (exit {status})")
+            raise BuildError(f"build failed (exit {status})")
         if job.cell.id in self.fail:
-            raise BuildError(f"{job.cell.id}: build failed (exit 2)")
+            raise BuildError("build failed (exit 2)")
         (job.build_dir / "_C.so").write_bytes(LIBRARY)
         return BuildOutcome("sleep", 0.0)
 
