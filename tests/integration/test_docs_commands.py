@@ -101,11 +101,16 @@ NOT_HERE = [
     (r"--backend docker", "needs a Docker engine and a base image; "
      "tests/integration/test_docker_backend.py runs the docker backend"),
     (r"verify-on-device", "needs a GPU"),
+    (r"--devices local|--confirm-with-driver|confirm_on_gpu\.sh", "asks the CUDA driver for "
+     "this machine's GPUs: needs a GPU (tests/unit/judge/test_confirm.py covers the code "
+     "around the driver; docs/gpu-verification.md records the H100 run)"),
     (r"run matrices/vllm-build\.yaml", "builds real vLLM (hours)"),
     (r"run matrices/vllm-configure\.yaml|vllm-configure\.yaml .*nox -s configure", "configures real vLLM for five arch lists "
      "(10+ min); tests/integration/test_vllm_configure.py configures two releases"),
     (r"plan matrices/vllm-build\.yaml", "needs the vLLM checkout the commands before it clone"),
-    (r"run examples/verify-gpu\.yaml", "builds 7 cells for the GPU machine; "
+    (r"install_members\.py", "needs the 336 MB vLLM wheel in the current folder; "
+     "docs/gpu-verification.md records what it gave"),
+    (r"run examples/(verify|confirm)-gpu\.yaml", "builds cells for the GPU machine; "
      "test_end_to_end builds the same sample extension"),
 ]  # fmt: skip
 
