@@ -85,11 +85,14 @@ class BuildRecipe:
 
 def file_api_query(build_dir: Path) -> None:
     """Ask CMake to write its File API codemodel (per-source compile flags, hence
-    the real -gencode of every source) during configure."""
+    the real -gencode of every source) during configure, and the list of CMake files
+    it read (``cmakeFiles``: what a later tree must leave unchanged for this
+    configure to answer for it, ``orchestrator.run.configinputs``)."""
     query = build_dir / ".cmake" / "api" / "v1" / "query" / "client-kernel-matrix"
     query.mkdir(parents=True, exist_ok=True)
     (query / "query.json").write_text(
-        '{"requests": [{"kind": "codemodel", "version": 2}, {"kind": "cache", "version": 2}]}\n'
+        '{"requests": [{"kind": "codemodel", "version": 2}, {"kind": "cache", "version": 2},'
+        ' {"kind": "cmakeFiles", "version": 1}]}\n'
     )
 
 

@@ -91,14 +91,60 @@ def read_codemodel(build_dir: Path) -> list[TargetModel]:
 
 
 def _codemodel_file(index: dict[str, Any]) -> str:
+    found = _reply_file(index, "codemodel")
+    if found is None:
+        raise BuildError("CMake File API reply has no codemodel")
+    return found
+
+
+def _reply_file(index: dict[str, Any], kind: str) -> str | None:
     client = index.get("reply", {}).get(QUERY_CLIENT, {})
     for response in client.get("query.json", {}).get("responses", []):
-        if response.get("kind") == "codemodel":
+        if response.get("kind") == kind and "jsonFile" in response:
             return str(response["jsonFile"])
     for obj in index.get("objects", []):
-        if obj.get("kind") == "codemodel":
+        if obj.get("kind") == kind and "jsonFile" in obj:
             return str(obj["jsonFile"])
-    raise BuildError("CMake File API reply has no codemodel")
+    return None
+
+
+def read_cmake_inputs(build_dir: Path) -> list[Path] | None:
+    """Every file the configure of ``build_dir`` read as CMake input (``CMakeLists.txt``,
+    included ``.cmake`` files, ``configure_file`` templates), absolute, CMake's own
+    modules left out; None when the File API reply has no ``cmakeFiles`` object (a
+    build directory configured before it was asked for).
+
+    Each input is also flagged ``isGenerated`` (under the build directory) or
+    ``isExternal`` (outside source and build); those flags are not used to tell the
+    project's files apart: a ``build: pip`` project is configured from a copy of its
+    tree *inside* the build directory, so its own files are all "generated"."""
+    reply = build_dir / ".cmake" / "api" / "v1" / "reply"
+    indexes = sorted(reply.glob("index-*.json"))
+    if not indexes:
+        return None
+    name = _reply_file(_load(indexes[-1]), "cmakeFiles")
+    if name is None:
+        return None
+    data = _load(reply / name)
+    root = Path(data.get("paths", {}).get("source", build_dir))
+    return [
+        _absolute(root, str(entry["path"]))
+        for entry in data.get("inputs", [])
+        if isinstance(entry, dict) and "path" in entry and not entry.get("isCMake")
+    ]
+
+
+def compiled_sources(build_dir: Path, language: str = "CUDA") -> list[Path]:
+    """The sources of every target that are compiled as ``language``, absolute."""
+    return list(
+        dict.fromkeys(
+            source
+            for target in read_codemodel(build_dir)
+            for group in target.groups
+            if group.language == language
+            for source in group.sources
+        )
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -87,16 +87,28 @@ def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: 
     options, environment (the matrix's, and for a local build the variables of
     HOST_BUILD_ENV), backend, build recipe, this tool's version and the cache's
     own format."""
+    parts = _cell_parts(matrix, cell, toolchain_key)
+    parts.insert(2, source_hash)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def cell_inputs_key(matrix: Matrix, cell: Cell, toolchain_key: str) -> str:
+    """:func:`cell_cache_key` without the source tree: the cell a configure-input
+    index (``configinputs``) is kept for, whatever the tree."""
+    parts = ["configure-inputs", *_cell_parts(matrix, cell, toolchain_key)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _cell_parts(matrix: Matrix, cell: Cell, toolchain_key: str) -> list[str]:
     project = matrix.project
     host_env = (
         sorted((k, os.environ[k]) for k in HOST_BUILD_ENV if k in os.environ)
         if cell.backend == "local"
         else []
     )
-    parts = [
+    return [
         __version__,
         CACHE_FORMAT,
-        source_hash,
         toolchain_key,
         cell.backend,
         ";".join(str(a) for a in cell.archs),
@@ -108,7 +120,6 @@ def cell_cache_key(matrix: Matrix, cell: Cell, toolchain_key: str, source_hash: 
         str(project.cmake_target),
         repr(host_env),
     ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def cells_dir() -> Path:
@@ -219,10 +230,19 @@ def load(key: str, tier: str) -> Stored | None:
     return Stored(result, entry / "build.log", artifacts)
 
 
-def restore(stored: Stored, build_dir: Path, log: Path) -> None:
+def restore(
+    stored: Stored,
+    build_dir: Path,
+    log: Path,
+    *,
+    header: str | None = None,
+    also_replace: tuple[str, str] | None = None,
+) -> None:
     """Copy the entry's artifacts into ``build_dir`` (each file whole or absent) and
-    its log to ``log``, and count the entry as used. Raises OSError when the entry
-    vanished meanwhile (evicted by another process): the caller rebuilds."""
+    its log to ``log`` (after ``header``, which says why the cache answered; the
+    earlier build directory, and ``also_replace``'s first path, replaced by this
+    run's), and count the entry as used. Raises OSError when the entry vanished
+    meanwhile (evicted by another process): the caller rebuilds."""
     for relative in stored.result.artifacts:
         target = build_dir / PurePosixPath(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -234,14 +254,26 @@ def restore(stored: Stored, build_dir: Path, log: Path) -> None:
             tmp.unlink(missing_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     before = stored.result.build_dir
-    header = (
-        "# kernel-matrix: this cell was answered from the result cache. Below is the log\n"
-        f"# of the earlier build that produced it, in {before or 'another directory'};\n"
+    if header is None:
+        header = "# kernel-matrix: this cell was answered from the result cache.\n"
+    header += (
+        "# Below is the log of the earlier build that produced it, in "
+        f"{before or 'another directory'};\n"
         f"# its artifacts were restored into {build_dir}, and the log names that directory\n"
     )
-    with stored.log.open("rb") as cached_log, log.open("wb") as run_log:
-        run_log.write(header.encode())
-        copy_replacing(cached_log, run_log, (before or "").encode(), str(build_dir).encode())
+    staged = log.with_name(f".{log.name}.kernel-matrix-restore")
+    try:
+        body = stored.log
+        if also_replace and also_replace[0] != also_replace[1]:
+            old, new = (path.encode() for path in also_replace)
+            with stored.log.open("rb") as cached_log, staged.open("wb") as rewriting:
+                copy_replacing(cached_log, rewriting, old, new)
+            body = staged
+        with body.open("rb") as cached_log, log.open("wb") as run_log:
+            run_log.write(header.encode())
+            copy_replacing(cached_log, run_log, (before or "").encode(), str(build_dir).encode())
+    finally:
+        staged.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         os.utime(stored.log.parent)  # most recently used
 
@@ -273,15 +305,19 @@ def copy_replacing(
     target.write(pending)
 
 
-def rebase(result: CellResult, build_dir: Path) -> None:
+def rebase(
+    result: CellResult, build_dir: Path, also_replace: tuple[str, str] | None = None
+) -> None:
     """Make a cached result this run's: its ``build_dir``, and the build-log lines it
     quotes (skip lines, warnings) naming this directory, where its artifacts now
-    are, instead of the earlier build's."""
+    are, instead of the earlier build's (and ``also_replace``'s new path for its old
+    one: the source tree, when the configure of another tree answered)."""
     before, now = result.build_dir, str(build_dir)
     result.build_dir = now
-    if before and before != now:
-        result.skip_lines = [line.replace(before, now) for line in result.skip_lines]
-        result.warnings = [line.replace(before, now) for line in result.warnings]
+    for old, new in ((before, now), also_replace or (None, None)):
+        if old and new and old != new:
+            result.skip_lines = [line.replace(old, new) for line in result.skip_lines]
+            result.warnings = [line.replace(old, new) for line in result.warnings]
 
 
 def evict(limit: int, keep: Path | None = None) -> list[Path]:

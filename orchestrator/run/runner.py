@@ -57,7 +57,7 @@ from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
 from orchestrator.read.inventory import Inventory
-from orchestrator.run import cellcache
+from orchestrator.run import cellcache, configinputs
 from orchestrator.run.cellcache import cell_cache_key, source_digest
 
 RUNS_DIR = Path("reports")
@@ -145,13 +145,20 @@ def run_cell(
     build_dir = options.build_root / cell.id
     result.log, result.build_dir = str(log_path.relative_to(options.out_dir)), str(build_dir)
     try:
-        key = cell_cache_key(matrix, cell, backend.toolchain_key(cell), source_hash)
+        toolchain = backend.toolchain_key(cell)
+        key = cell_cache_key(matrix, cell, toolchain, source_hash)
         cached = _from_cache(key, tier, build_dir, log_path) if options.use_cache else None
         on_source(cell, cached is not None)
         if cached is not None:
             # This run's cell, log and build directory (the artifacts are back in it).
-            cached.cell, cached.cached, cached.log = cell.to_json(), True, result.log
             cellcache.rebase(cached, build_dir)
+        elif by_inputs := _inputs_key(matrix, cell, options, toolchain):
+            # Another tree's configure, whose inputs this tree has unchanged.
+            answered = configinputs.answer(by_inputs, matrix.project, build_dir, log_path)
+            if answered is not None:
+                cached, key = answered
+        if cached is not None:
+            cached.cell, cached.cached, cached.log = cell.to_json(), True, result.log
             result = cached
         else:
             _build_and_probe(matrix, cell, backend, options, result, log_path)
@@ -184,6 +191,9 @@ def run_cell(
             # Stored with its guards: the configure trace that explains a missing
             # family is not among the artifacts a cached cell gets back.
             _store_in_cache(key, tier, result, build_dir, log_path, options)
+            if inputs_key := _inputs_key(matrix, cell, options, toolchain):
+                note = configinputs.record(inputs_key, key, matrix.project, build_dir)
+                result.warnings += [note] if note else []
             if tier == "build":
                 result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
@@ -273,6 +283,14 @@ def _store_in_cache(
     except (KernelMatrixError, OSError) as exc:
         reason = str(exc) if isinstance(exc, KernelMatrixError) else _os_error(exc)
         result.warnings.append(f"kernel-matrix: result cache not written: {reason}")
+
+
+def _inputs_key(matrix: Matrix, cell: Cell, options: RunOptions, toolchain: str) -> str | None:
+    """The configure-input index key of a cell that another tree's configure may
+    answer (configure tier, local backend, cache in use); None for any other."""
+    if not (options.configure_only and options.use_cache and cell.backend == "local"):
+        return None
+    return cellcache.cell_inputs_key(matrix, cell, toolchain)
 
 
 def _from_cache(key: str, tier: str, build_dir: Path, log_path: Path) -> CellResult | None:
