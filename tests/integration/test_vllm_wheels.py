@@ -397,9 +397,11 @@ def test_0_19_lacks_the_guarded_families_on_b300_and_dgx_spark(
 
 
 def test_0_33_serves_every_family_through_f_cubins(probed: Callable[[str], Probed]) -> None:
+    """Every family on every device but 11.0: the x86 wheel builds no sm_110 code (Jetson
+    Thor runs the aarch64 wheel), so the families vLLM means for Thor are missing there."""
     result = probed("0.33.0").result
-    assert result.exit_code == EXIT_OK
-    assert result.failing == []
+    assert {v.device for v in result.failing} == {"11.0"}
+    assert {v.status for v in result.failing} == {MISSING}
     for family in ("nvfp4_quant", "nvfp4_moe", "moe_data"):
         assert result.verdict(family, "10.3").served_by == ("sm_100f",)
         assert result.verdict(family, "12.1").served_by == ("sm_120f",)
