@@ -16,8 +16,6 @@ from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import cxxfilt
-
 from orchestrator.archs import ComputeCapability, CudaVersion
 from orchestrator.common.userregex import InvalidRegex, UserRegex, compile_pattern
 from orchestrator.common.yamlfile import Document, JsonPath, load_document, shorten
@@ -206,8 +204,8 @@ def demangle(mangled: str) -> str:
     if not mangled.startswith("_Z"):
         return mangled
     try:
-        return str(cxxfilt.demangle(mangled, external_only=False))
-    except cxxfilt.InvalidName:
+        return str(_cxxfilt().demangle(mangled, external_only=False))
+    except _cxxfilt().InvalidName:
         return mangled
 
 
@@ -264,3 +262,11 @@ def load_families(path: Path) -> tuple[FamilyRule, ...]:
     """Read a families file (``families: {name: {...}}``)."""
     document = load_document(path, "families.schema.json")
     return families_from_document(document, ("families",))
+
+
+@cache
+def _cxxfilt() -> Any:
+    """cxxfilt, imported on the first name to demangle (a repeated ``check`` has none)."""
+    import cxxfilt
+
+    return cxxfilt

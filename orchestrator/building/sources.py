@@ -34,8 +34,8 @@ from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.common.errors import InputFileError, ToolchainError, UsageError
-from orchestrator.common.fsutil import staged_directory
-from orchestrator.toolchains.cuda import LOCK_TIMEOUT_S, cache_root
+from orchestrator.common.fsutil import cache_root, staged_directory
+from orchestrator.toolchains.cuda import LOCK_TIMEOUT_S
 
 _RELEASE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)$")
 MAX_SDIST_BYTES = 2 * 1024**3  # unpacked: vLLM's is about 60 MB

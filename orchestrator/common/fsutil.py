@@ -296,3 +296,12 @@ def walk_dirs(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
             continue  # as os.walk: an unreadable directory is skipped
         yield root, dirs, files
         stack.extend(os.path.join(root, d) for d in reversed(dirs) if d not in links)
+
+
+def cache_root() -> Path:
+    """Where toolchains, tools and results are cached (``KERNEL_MATRIX_CACHE`` overrides)."""
+    override = os.environ.get("KERNEL_MATRIX_CACHE")
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kernel-matrix"

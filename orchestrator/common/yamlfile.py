@@ -6,6 +6,9 @@ Every error a user can cause in a configuration file comes out as one line:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -13,15 +16,16 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import fastjsonschema
-import jsonschema
 import yaml
-from referencing import Registry, Resource
 
 from orchestrator.common.errors import ArchSpecError, ConfigError, InputFileError
-from orchestrator.common.fsutil import MAX_CONFIG_BYTES, read_text
+from orchestrator.common.fsutil import MAX_CONFIG_BYTES, cache_root, read_text
+
+if TYPE_CHECKING:  # jsonschema and its registry cost 40 ms to import: only when validating
+    import jsonschema
+    from referencing import Registry
 
 JsonPath = tuple[str | int, ...]
 T = TypeVar("T")
@@ -126,8 +130,35 @@ def load_document(path: Path, schema_name: str) -> Document:
         if loader is not None:
             loader.dispose()
     document = Document(path, data, positions, key_positions)
-    _validate(document, schema(schema_name))
+    marker = _validated_marker(schema_name, text)
+    if not marker.exists():
+        _validate(document, schema(schema_name))
+        with contextlib.suppress(OSError):  # best effort: validation is only skipped
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            if next(itertools.islice(marker.parent.iterdir(), MAX_MARKERS, None), None):
+                for old in marker.parent.iterdir():  # bounded: start afresh
+                    old.unlink(missing_ok=True)
+            marker.touch()
     return document
+
+
+MAX_MARKERS = 4096
+
+
+def _validated_marker(schema_name: str, text: str) -> Path:
+    """A file whose existence says that ``text`` passed the packaged schemas as they
+    are now: a repeated ``check`` reads its families file without validating it again
+    (jsonschema is the larger part of its start-up)."""
+    digest = hashlib.sha256(schema_name.encode() + b"\0" + text.encode())
+    for name in sorted(_schema_files()):
+        digest.update(name.encode() + b"\0" + _schema_files()[name])
+    return cache_root() / "validated" / digest.hexdigest()[:40]
+
+
+@cache
+def _schema_files() -> dict[str, bytes]:
+    folder = resources.files("orchestrator").joinpath("schemas")
+    return {f.name: f.read_bytes() for f in folder.iterdir() if f.name.endswith(".json")}
 
 
 @dataclass
@@ -241,17 +272,16 @@ def schema(name: str) -> dict[str, Any]:
 @cache
 def _registry() -> Registry:
     """All packaged schemas, so that one can ``$ref`` another by file name."""
-    folder = resources.files("orchestrator").joinpath("schemas")
-    docs = [
-        json.loads(f.read_text(encoding="utf-8"))
-        for f in folder.iterdir()
-        if f.name.endswith(".json")
-    ]
+    from referencing import Registry, Resource
+
+    docs = [json.loads(data) for data in _schema_files().values()]
     return Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in docs)
 
 
 @cache
 def _artifact_validator(schema_name: str, definition: str | None) -> Any:
+    import jsonschema
+
     root = schema(schema_name)
     if definition is not None:
         root = {"$ref": f"{root['$id']}#/$defs/{definition}"}
@@ -282,6 +312,8 @@ def _as_draft7(node: Any) -> Any:
 def _fast_validator(schema_name: str, definition: str | None) -> Any:
     """The schema compiled to Python by fastjsonschema: 20 times faster than
     jsonschema on a vLLM cell result (18 MB), which it accepts or rejects alike."""
+    import fastjsonschema
+
     root = _as_draft7(schema(schema_name))
     if definition is not None:
         root = {**root["$defs"][definition], "$defs": root["$defs"]}
@@ -298,6 +330,9 @@ def check_artifact(
 
     The fast validator decides what fits; what it refuses is looked at again by
     jsonschema (the reference, draft 2020-12), which names the field."""
+    import fastjsonschema
+    import jsonschema
+
     try:
         _fast_validator(schema_name, definition)(data)
         return
@@ -311,6 +346,8 @@ def check_artifact(
 
 
 def _validate(document: Document, schema_doc: dict[str, Any]) -> None:
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema_doc, registry=_registry())
     errors = sorted(
         validator.iter_errors(document.data),

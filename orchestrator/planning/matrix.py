@@ -7,6 +7,7 @@ are reported as ``matrix.yaml:LINE:COL: path: message`` (exit code 2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,10 +304,13 @@ def load_families_or_matrix(path: Path, *, _chain: tuple[Path, ...] = ()) -> tup
         text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="families file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such families file") from None
-    try:
-        head = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError, ValueError):
-        head = None  # let the full loader report it with a position
-    if isinstance(head, dict) and "project" in head:
+    if re.search(r"(?m)^project\s*:", text):  # a matrix (block style, as written)
         return load_matrix(path, _chain=_chain).families
+    if "project" in text:  # maybe one in flow style: ask the parser (twice the time)
+        try:
+            head = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError, ValueError):
+            head = None  # let the full loader report it with a position
+        if isinstance(head, dict) and "project" in head:
+            return load_matrix(path, _chain=_chain).families
     return load_families(path)

@@ -35,11 +35,10 @@ from typing import Any
 from orchestrator import __version__
 from orchestrator.archs import Target
 from orchestrator.common.errors import KernelMatrixError
-from orchestrator.common.fsutil import write_atomic
+from orchestrator.common.fsutil import cache_root, write_atomic
 from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand
 from orchestrator.read.inventory import CodeObject, library_identity
 from orchestrator.read.library import ReadEntry
-from orchestrator.toolchains.cuda import cache_root
 
 RECORD_FORMAT = "1"
 MAX_RECORDS = 64

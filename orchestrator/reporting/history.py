@@ -21,12 +21,11 @@ from typing import Any
 from filelock import FileLock
 
 from orchestrator.common.errors import InputFileError
-from orchestrator.common.fsutil import load_json_file, write_json
+from orchestrator.common.fsutil import cache_root, load_json_file, write_json
 from orchestrator.common.yamlfile import check_artifact, shorten
 from orchestrator.judge.expect import FAILING
 from orchestrator.judge.results import CellResult
 from orchestrator.reporting.cells import status_counts
-from orchestrator.toolchains.cuda import cache_root
 
 HISTORY_SCHEMA_VERSION = 1
 MAX_ENTRIES = 1000  # about three years of nights; older entries are dropped

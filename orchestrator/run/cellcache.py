@@ -40,11 +40,10 @@ from filelock import FileLock, Timeout
 
 from orchestrator import __version__
 from orchestrator.common.errors import KernelMatrixError, UsageError
-from orchestrator.common.fsutil import not_regular, walk_dirs, write_json
+from orchestrator.common.fsutil import cache_root, not_regular, walk_dirs, write_json
 from orchestrator.judge.results import CellResult, load_cell_result
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
-from orchestrator.toolchains.cuda import cache_root
 
 # Part of every key: entries of an older layout (results holding absolute artifact
 # paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT) are never

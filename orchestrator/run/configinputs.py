@@ -55,13 +55,12 @@ from filelock import FileLock, Timeout
 
 from orchestrator.building.recipe import PIP_SOURCE_COPY
 from orchestrator.common.errors import KernelMatrixError
-from orchestrator.common.fsutil import write_json
+from orchestrator.common.fsutil import cache_root, write_json
 from orchestrator.judge.results import CellResult
 from orchestrator.planning.matrix import Project
 from orchestrator.predict.codemodel import compiled_sources, declared_kernels, read_cmake_inputs
 from orchestrator.predict.guards import TRACE_FILE, TraceRecord, project_cmake_files, read_trace
 from orchestrator.run import cellcache
-from orchestrator.toolchains.cuda import cache_root
 
 INDEX_FORMAT = 1
 MAX_RECORDS = 8  # per cell: a base and a few heads of recent pull requests

@@ -5,7 +5,6 @@ toolchain (for the cell log), and pip's failures in one line."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -13,18 +12,10 @@ from pathlib import Path
 
 from orchestrator.archs import CudaVersion
 from orchestrator.common.errors import ToolchainError
+from orchestrator.common.fsutil import cache_root as cache_root
 
 LOCK_TIMEOUT_S = 3600
 _NVCC_RELEASE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
-
-
-def cache_root() -> Path:
-    """Where toolchains and tools are cached (``KERNEL_MATRIX_CACHE`` overrides)."""
-    override = os.environ.get("KERNEL_MATRIX_CACHE")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kernel-matrix"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from filelock import FileLock
 
 from orchestrator.building.backends.container import Engine
 from orchestrator.common.errors import DockerError, ToolError, UsageError
+from orchestrator.common.fsutil import cache_root
 from orchestrator.toolchains.aptsources import (
     APT_ROOT,
     OS_RELEASE,
@@ -42,7 +43,6 @@ from orchestrator.toolchains.aptsources import (
 from orchestrator.toolchains.aptsources import (
     AptSource as AptSource,  # (re-exported: the parser moved down)
 )
-from orchestrator.toolchains.cuda import cache_root
 
 REPOSITORY = "kernel-matrix-base"
 DEBOOTSTRAP_TIMEOUT_S = 1800
