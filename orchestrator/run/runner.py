@@ -14,6 +14,7 @@ import dataclasses
 import fnmatch
 import itertools
 import os
+import re
 import signal
 import threading
 import time
@@ -61,6 +62,10 @@ from orchestrator.run import cellcache, configinputs
 from orchestrator.run.cellcache import cell_cache_key, source_digest
 
 RUNS_DIR = Path("reports")
+BUILDS_DIR = Path("build")
+# What setuptools writes under build/ (`pip install .`: build/lib, build/bdist.linux-x86_64,
+# build/temp.linux-x86_64-cpython-311, build/scripts-3.11): a matrix's folder never is one.
+_SETUPTOOLS_BUILD = re.compile(r"(lib|temp|bdist|scripts)([.-].*)?")
 
 
 @dataclass
@@ -89,6 +94,21 @@ def default_jobs(cells: int) -> tuple[int, int]:
     cores = os.cpu_count() or 1
     jobs = max(1, min(cells, cores))
     return jobs, max(1, cores // jobs)
+
+
+def default_build_root(matrix_path: Path) -> Path:
+    """Where a matrix's cells build without ``--build-dir``: ``build/<matrix file's
+    stem>/``, one folder per matrix, so that two matrices with a cell id in common (the
+    sample extension's and vLLM's ``cu13.0-12.1a``) never build in, or probe, each
+    other's trees; a stem that setuptools also writes under build/ gets ``matrix-``.
+
+    >>> default_build_root(Path("matrices/vllm-configure.yaml")).as_posix()
+    'build/vllm-configure'
+    >>> default_build_root(Path("lib.yaml")).as_posix()
+    'build/matrix-lib'
+    """
+    stem = Path(matrix_path).stem
+    return BUILDS_DIR / (f"matrix-{stem}" if _SETUPTOOLS_BUILD.fullmatch(stem) else stem)
 
 
 def new_run_dir(root: Path) -> Path:
