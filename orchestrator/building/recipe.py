@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -479,6 +480,27 @@ def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
         leftovers = [
             pid for pid, owner in processes_building_in(build_dir).items() if owner not in live
         ]
+
+
+def empty_build_dir(build_dir: Path, log: IO[bytes]) -> None:
+    """Remove everything in ``build_dir`` (the folder itself stays: it may be a link,
+    or a mount point), saying so in the log. Call it after :func:`stop_leftovers`:
+    a folder another live run builds in is refused there, never emptied here."""
+    if not build_dir.is_dir():
+        return
+    entries = list(build_dir.iterdir())
+    if not entries:
+        return
+    log.write(
+        f"# kernel-matrix: --no-cache: removed the {len(entries)} entries an earlier "
+        f"build left in {build_dir}\n".encode()
+    )
+    log.flush()
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def run_logged(

@@ -283,7 +283,8 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         "--no-cache",
         action="store_true",
         default=None,
-        help="rebuild even when a cached result matches",
+        help="build every cell from an empty build folder; neither use nor write the result "
+        "cache and the configure-input index",
     )
     p.add_argument(
         "--docker-base-image",

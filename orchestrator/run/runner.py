@@ -77,6 +77,8 @@ class RunOptions:
     timeout: float = 3600.0
     engine: Engine = DEFAULT_ENGINE
     resume: bool = False
+    # False (--no-cache): nothing answered from the result cache or the configure-input
+    # index, nothing stored in them, and each cell built from an empty build folder.
     use_cache: bool = True
     cache_limit: int = field(default_factory=cellcache.cache_limit)
     configure_only: bool = False
@@ -207,15 +209,15 @@ def run_cell(
         notes = [f"kernel-matrix: no code object for requested {note}" for note in served]
         result.warnings += [note for note in notes if note not in result.warnings]
         result.settle()
-        if not result.cached:
+        if not result.cached and options.use_cache:
             # Stored with its guards: the configure trace that explains a missing
             # family is not among the artifacts a cached cell gets back.
             _store_in_cache(key, tier, result, build_dir, log_path, options)
             if inputs_key := _inputs_key(matrix, cell, options, toolchain):
                 note = configinputs.record(inputs_key, key, matrix.project, build_dir)
                 result.warnings += [note] if note else []
-            if tier == "build":
-                result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
+        if not result.cached and tier == "build":
+            result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
     return result
 
@@ -346,6 +348,7 @@ def _build_and_probe(
                 deadline=time.monotonic() + options.timeout,
                 threads=options.threads_per_job,
                 configure_only=options.configure_only,
+                from_scratch=not options.use_cache,
                 progress=options.progress,
             )
         )
