@@ -28,7 +28,8 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.building.backends import Backend, BuildJob
-from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
+from orchestrator.building.buildlog import scan_log
+from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts
 from orchestrator.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
