@@ -28,7 +28,7 @@ from orchestrator.common.errors import (
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.planning.matrix import Matrix
+from orchestrator.planning.matrix import TIERS, Matrix
 from orchestrator.planning.plan import plan, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE
 from orchestrator.reporting.console import console, say
@@ -123,9 +123,10 @@ def _prepared_run(
     from orchestrator.run.runner import default_build_root, default_jobs, new_run_dir
 
     args.build_dir = args.build_dir or default_build_root(args.matrix)
-    args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
+    args.engine = args.engine or DEFAULT_ENGINE
     args.no_cache, args.strict = bool(args.no_cache), bool(args.strict)
     matrix = with_docker_overrides(matrix_of(args), args)
+    args.tier = args.tier or matrix.tier  # the matrix's own tier, unless --tier says
     backend_name = args.backend or matrix.backend
     check_docker_options(backend_name, args.docker_base_image, args.docker_toolchain)
     if args.tier == "configure" and args.engine != DEFAULT_ENGINE:
@@ -298,8 +299,9 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument(
         "--tier",
-        choices=("build", "configure"),
-        help="configure: predict from CMake configure alone (seconds); default: build",
+        choices=TIERS,
+        help="configure: predict from CMake configure alone (seconds); default: the "
+        "matrix's `tier`, else build",
     )
     p.add_argument(
         "--base-source",
