@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -27,20 +27,6 @@ from orchestrator.planning.matrix import Project
 from orchestrator.planning.plan import Cell
 from orchestrator.predict.guards import TRACE_FILE, trace_arguments
 from orchestrator.toolchains.cuda import CUTLASS_PLACEHOLDER, cutlass_headers
-
-# A kernel family skipped by its guard leaves one of these lines (vLLM spelling,
-# and the sample extension's).
-# ("skipping" ... "kernels"/"archs" is two linear searches: one regex with ".*" between
-# them backtracks quadratically on a long line of "skipping skipping ...".)
-_NOT_BUILDING = re.compile(r"\bnot building\b", re.IGNORECASE)
-_SKIPPING = re.compile(r"\bskipping\b", re.IGNORECASE)
-_KERNELS_OR_ARCHS = re.compile(r"\b(kernels?|archs?)\b", re.IGNORECASE)
-WARNING_LINE = re.compile(r"\bwarning\b", re.IGNORECASE)
-# The first line that says why a build failed: a compiler's "file(1): error: ...",
-# "fatal error:", "CMake Error at ...".
-ERROR_LINE = re.compile(r"\b(error|fatal)\b\s*:|^CMake Error\b", re.IGNORECASE)
-MAX_WARNINGS_KEPT = 50
-
 
 # pip builds: the cell's copy of the source (under its build directory), made by
 # COPY_SOURCE (argv: source, destination, top-level names to leave out): without the
@@ -481,6 +467,27 @@ def stop_leftovers(build_dir: Path, log: IO[bytes]) -> None:
         ]
 
 
+def empty_build_dir(build_dir: Path, log: IO[bytes]) -> None:
+    """Remove everything in ``build_dir`` (the folder itself stays: it may be a link,
+    or a mount point), saying so in the log. Call it after :func:`stop_leftovers`:
+    a folder another live run builds in is refused there, never emptied here."""
+    if not build_dir.is_dir():
+        return
+    entries = list(build_dir.iterdir())
+    if not entries:
+        return
+    log.write(
+        f"# kernel-matrix: --no-cache: removed the {len(entries)} entries an earlier "
+        f"build left in {build_dir}\n".encode()
+    )
+    log.flush()
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def run_logged(
     argv: Sequence[str],
     *,
@@ -513,59 +520,6 @@ def run_logged(
             kill_tree(proc, build_dir)
             raise
     return status
-
-
-# --- reading the log ------------------------------------------------------------------
-
-
-@dataclass
-class LogFindings:
-    skip_lines: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    last_lines: list[str] = field(default_factory=list)
-    first_error: str | None = None
-
-
-def is_skip_line(text: str) -> bool:
-    """A line saying a kernel family was not built ("Not building ...", "Skipping ...
-    kernels/archs"), in time linear in its length.
-
-    >>> is_skip_line("Not building NVFP4 as no compatible archs found"), is_skip_line("-- ok")
-    (True, False)
-    >>> is_skip_line("Skipping Marlin kernels"), is_skip_line("skipping " * 100_000)
-    (True, False)
-    """
-    if _NOT_BUILDING.search(text):
-        return True
-    skipping = _SKIPPING.search(text)
-    return skipping is not None and _KERNELS_OR_ARCHS.search(text, skipping.end()) is not None
-
-
-def scan_log(path: Path, *, tail: int = 30) -> LogFindings:
-    """Skip lines ("Not building ..."), warnings and the last lines of a build log."""
-    findings = LogFindings()
-    if not path.is_file():
-        return findings
-    recent: list[str] = []
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for raw in handle:
-            line = raw.rstrip("\n")
-            text = line.lstrip("- ").strip()
-            if (
-                findings.first_error is None
-                and not line.startswith("$ ")  # the command line, as logged
-                and ERROR_LINE.search(text)
-            ):
-                findings.first_error = text[:300]
-            if is_skip_line(text) and text not in findings.skip_lines:
-                findings.skip_lines.append(text)
-            elif WARNING_LINE.search(text) and len(findings.warnings) < MAX_WARNINGS_KEPT:
-                findings.warnings.append(text)
-            recent.append(line)
-            if len(recent) > tail:
-                recent.pop(0)
-    findings.last_lines = recent
-    return findings
 
 
 def collect_artifacts(build_dir: Path, globs: Sequence[str]) -> list[Path]:

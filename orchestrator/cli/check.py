@@ -26,7 +26,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_cuda_version,
         parse_device_list,
     )
-    from orchestrator.building.recipe import scan_log
+    from orchestrator.building.buildlog import scan_log
     from orchestrator.common.fsutil import not_regular
     from orchestrator.judge.check import check_paths
     from orchestrator.planning.matrix import load_families_or_matrix

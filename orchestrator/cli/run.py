@@ -28,7 +28,7 @@ from orchestrator.common.errors import (
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.planning.matrix import Matrix
+from orchestrator.planning.matrix import TIERS, Matrix
 from orchestrator.planning.plan import plan, used_cuda_versions
 from orchestrator.probe import DEFAULT_ENGINE
 from orchestrator.reporting.console import console, say
@@ -64,7 +64,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     from orchestrator.judge.compare import compare, compare_json, load_side
     from orchestrator.planning.matrix import load_matrix
     from orchestrator.reporting.compare_view import compare_markdown, print_compare
-    from orchestrator.run.runner import new_run_dir
+    from orchestrator.run.runner import default_build_root, new_run_dir
 
     if args.resume:
         raise UsageError("--base-source cannot --resume: run the pair again (cells are cached)")
@@ -74,7 +74,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     if repository is None and not args.source:
         repository = load_matrix(args.matrix).project.source
     base_source = resolve_source(args.base_source, repository=repository, option="--base-source")
-    build_root = args.build_dir or Path("build")
+    build_root = args.build_dir or default_build_root(args.matrix)
     broken = False  # a side ended in an infrastructure failure (exit 3)
     for side, source in (("base", str(base_source)), ("head", args.source)):
         say(console(), f"kernel-matrix: the {side} ({source or 'the matrix source'})")
@@ -120,12 +120,13 @@ def _prepared_run(
 ) -> int:
     from orchestrator.cli.options import check_cuda_homes, check_docker_options
     from orchestrator.common.fsutil import sole_writer
-    from orchestrator.run.runner import default_jobs, new_run_dir
+    from orchestrator.run.runner import default_build_root, default_jobs, new_run_dir
 
-    args.build_dir = args.build_dir or Path("build")
-    args.tier, args.engine = args.tier or "build", args.engine or DEFAULT_ENGINE
+    args.build_dir = args.build_dir or default_build_root(args.matrix)
+    args.engine = args.engine or DEFAULT_ENGINE
     args.no_cache, args.strict = bool(args.no_cache), bool(args.strict)
     matrix = with_docker_overrides(matrix_of(args), args)
+    args.tier = args.tier or matrix.tier  # the matrix's own tier, unless --tier says
     backend_name = args.backend or matrix.backend
     check_docker_options(backend_name, args.docker_base_image, args.docker_toolchain)
     if args.tier == "configure" and args.engine != DEFAULT_ENGINE:
@@ -271,14 +272,20 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         help="continue the run in --out (or the latest one): its finished cells are kept and "
         "the options it was started with are reused",
     )
-    p.add_argument("--build-dir", type=Path, help="root of per-cell build trees (default: build)")
+    p.add_argument(
+        "--build-dir",
+        type=Path,
+        help="folder of this run's cell build trees, DIR/<cell-id> "
+        "(default: build/<matrix file's stem>)",
+    )
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (default: matrix's)")
     add_engine(p, default=None)
     p.add_argument(
         "--no-cache",
         action="store_true",
         default=None,
-        help="rebuild even when a cached result matches",
+        help="build every cell from an empty build folder; neither use nor write the result "
+        "cache and the configure-input index",
     )
     p.add_argument(
         "--docker-base-image",
@@ -292,8 +299,9 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument(
         "--tier",
-        choices=("build", "configure"),
-        help="configure: predict from CMake configure alone (seconds); default: build",
+        choices=TIERS,
+        help="configure: predict from CMake configure alone (seconds); default: the "
+        "matrix's `tier`, else build",
     )
     p.add_argument(
         "--base-source",

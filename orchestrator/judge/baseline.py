@@ -79,6 +79,7 @@ class CellSummary:
     archs: str | None = None
     families: dict[tuple[str, str], FamilyState] = field(default_factory=dict)
     kernels: dict[str, tuple[KernelCopy, ...]] | None = None
+    tier: str = "build"  # configure: kernels predicted by source file, none read
 
     @property
     def checked(self) -> bool:
@@ -89,6 +90,7 @@ class CellSummary:
             "status": self.status,
             "cuda": self.cuda,
             "archs": self.archs,
+            "tier": self.tier,
             "families": [
                 {"family": f, "device": d, "status": s.status, "served_by": list(s.served_by)}
                 for (f, d), s in self.families.items()
@@ -106,6 +108,7 @@ class CellSummary:
             status=data["status"],
             cuda=data.get("cuda"),
             archs=data.get("archs"),
+            tier=data.get("tier", "build"),  # (baselines before the key were all built)
             families={
                 (f["family"], f["device"]): FamilyState(f["status"], tuple(f["served_by"]))
                 for f in data.get("families", [])
@@ -189,6 +192,7 @@ def summarize_cell(result: CellResult) -> CellSummary:
         status=result.status,
         cuda=result.cell.get("cuda"),
         archs=result.cell.get("archs"),
+        tier=result.tier,
         # Not-applicable pairs say nothing a baseline needs; leaving them out keeps it small.
         families={
             (v.family, v.device): FamilyState(v.status, tuple(v.served_by))

@@ -47,6 +47,7 @@ from orchestrator.common.errors import (
     EXIT_OK,
     InputFileError,
     KernelMatrixError,
+    UsageError,
 )
 from orchestrator.common.words import counted
 from orchestrator.judge.baseline import (
@@ -203,6 +204,7 @@ class Diff:
 def compare(old: Baseline, new: Baseline, *, strict: bool = False) -> Diff:
     """Everything ``new`` lost, moved, gained or resized relative to ``old``, judged
     by what each requested device loads; ``strict``: kernel regressions fail too."""
+    same_tier(old, new)
     diff = Diff(strict=strict)
     for cell_id, before in old.cells.items():
         after = new.cells.get(cell_id)
@@ -227,6 +229,22 @@ def compare(old: Baseline, new: Baseline, *, strict: bool = False) -> Diff:
         if cell_id not in old.cells
     )
     return diff
+
+
+def same_tier(old: Baseline, new: Baseline) -> None:
+    """Refuse (exit 2) to compare a cell of one tier with the same cell of the other:
+    the configure tier predicts each kernel by source file (no size, no library, no
+    hollowness), the build tier reads what the libraries hold, so every kernel would
+    look lost or new although nothing changed."""
+    for cell_id, before in old.cells.items():
+        after = new.cells.get(cell_id)
+        if after is not None and after.tier != before.tier:
+            raise UsageError(
+                f"cannot compare a {before.tier}-tier run with a {after.tier}-tier one "
+                f"(cell {cell_id} is {before.tier}-tier in the base, {after.tier}-tier in "
+                "the head): the configure tier predicts kernels from CMake's source lists, "
+                "the build tier reads them from the libraries; compare two runs of one tier"
+            )
 
 
 def diff_results(

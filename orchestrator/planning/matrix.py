@@ -31,6 +31,7 @@ DEFAULT_ARTIFACTS = ("**/*.so",)
 DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
 DEFAULT_TIMEOUT = 3600
 BACKENDS = ("local", "docker")
+TIERS = ("build", "configure")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Matrix:
     backend: str = "local"
     docker: DockerSettings = DockerSettings()
     timeout: int = DEFAULT_TIMEOUT
+    tier: str = "build"  # run's default: a matrix made for the configure tier says so
 
 
 def _options(raw: dict[str, Any] | None) -> dict[str, str]:
@@ -209,6 +211,7 @@ def load_matrix(path: Path, *, source: Path | None = None, _chain: tuple[Path, .
             pip_install=" ".join(raw_docker.get("pip_install", "").split()),
         ),
         timeout=data.get("timeout", DEFAULT_TIMEOUT),
+        tier=data.get("tier", "build"),
     )
 
 

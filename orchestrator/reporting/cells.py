@@ -103,6 +103,22 @@ def skip_reason(result: CellResult) -> str:
     return reason[len(word) + 1 :].strip() if reason.startswith(word + ":") else reason
 
 
+def status_word(result: CellResult) -> str:
+    """The cell's status as a report shows it: a configure-tier verdict is a
+    prediction (nothing was compiled), so it reads ``predicted to pass``, never
+    ``passed``.
+
+    >>> from orchestrator.judge.results import CellResult
+    >>> guess = CellResult(cell={"id": "c"}, status=PASSED, tier="configure")
+    >>> status_word(guess), status_word(CellResult(cell={"id": "c"}, status=PASSED))
+    ('predicted to pass', 'passed')
+    """
+    status = cell_status(result)
+    if result.tier == "configure" and status in (PASSED, FAILED):
+        return "predicted to pass" if status == PASSED else "predicted to fail"
+    return status
+
+
 def predicted(results: Sequence[CellResult]) -> bool:
     """Whether the verdicts are predictions (configure tier: nothing was compiled)."""
     checked = [r for r in results if r.status in (PASSED, FAILED)]

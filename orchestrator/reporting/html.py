@@ -44,7 +44,9 @@ from orchestrator.reporting.cells import (
     failing_pairs,
     families_of,
     family_status,
+    predicted,
     status_counts,
+    status_word,
 )
 from orchestrator.reporting.history import HistoryEntry
 
@@ -92,6 +94,7 @@ class HeatRow:
     anchor: str
     status: str
     glyph: str
+    word: str  # the status as shown (cells.status_word)
     cells: tuple[HeatCell, ...]
 
 
@@ -125,6 +128,7 @@ class CellView:
     anchor: str
     status: str
     glyph: str
+    word: str  # the status as shown: "passed", or "predicted to pass" (configure tier)
     reason: str
     meta: list[tuple[str, str]]
     families: list[FamilyView]
@@ -194,6 +198,7 @@ class ReportView:
     baseline: DiffView | None
     trend: TrendView | None
     notes: list[str] = field(default_factory=list)
+    predicted: bool = False  # configure tier: the verdict is a prediction
 
 
 def anchor(cell_id: str) -> str:
@@ -219,8 +224,9 @@ def _heat_row(result: CellResult, families: Sequence[str]) -> HeatRow:
         else:
             title = f"{family}: not checked, the cell is {status.status}"
         cells.append(HeatCell(status.status, GLYPHS[status.status], title))
+    overall = cell_status(result)
     return HeatRow(
-        result.id, anchor(result.id), cell_status(result), GLYPHS[cell_status(result)], tuple(cells)
+        result.id, anchor(result.id), overall, GLYPHS[overall], status_word(result), tuple(cells)
     )
 
 
@@ -275,6 +281,7 @@ def _cell_view(result: CellResult, families: Sequence[str]) -> CellView:
         id=result.id,
         anchor=anchor(result.id),
         status=cell_status(result),
+        word=status_word(result),
         glyph=GLYPHS[cell_status(result)],
         reason=clean(result.reason) or _failing_summary(result),
         meta=meta,
@@ -403,6 +410,7 @@ def build_view(
         tool_version=__version__,
         exit_code=exit_code,
         verdict=verdict,
+        predicted=predicted(results),
         counts=status_counts(results),
         failing=failing_pairs(results),
         families=families,

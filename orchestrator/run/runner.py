@@ -14,6 +14,7 @@ import dataclasses
 import fnmatch
 import itertools
 import os
+import re
 import signal
 import threading
 import time
@@ -27,7 +28,8 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.building.backends import Backend, BuildJob
-from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts, scan_log
+from orchestrator.building.buildlog import scan_log
+from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts
 from orchestrator.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -61,6 +63,10 @@ from orchestrator.run import cellcache, configinputs
 from orchestrator.run.cellcache import cell_cache_key, source_digest
 
 RUNS_DIR = Path("reports")
+BUILDS_DIR = Path("build")
+# What setuptools writes under build/ (`pip install .`: build/lib, build/bdist.linux-x86_64,
+# build/temp.linux-x86_64-cpython-311, build/scripts-3.11): a matrix's folder never is one.
+_SETUPTOOLS_BUILD = re.compile(r"(lib|temp|bdist|scripts)([.-].*)?")
 
 
 @dataclass
@@ -72,6 +78,8 @@ class RunOptions:
     timeout: float = 3600.0
     engine: Engine = DEFAULT_ENGINE
     resume: bool = False
+    # False (--no-cache): nothing answered from the result cache or the configure-input
+    # index, nothing stored in them, and each cell built from an empty build folder.
     use_cache: bool = True
     cache_limit: int = field(default_factory=cellcache.cache_limit)
     configure_only: bool = False
@@ -89,6 +97,21 @@ def default_jobs(cells: int) -> tuple[int, int]:
     cores = os.cpu_count() or 1
     jobs = max(1, min(cells, cores))
     return jobs, max(1, cores // jobs)
+
+
+def default_build_root(matrix_path: Path) -> Path:
+    """Where a matrix's cells build without ``--build-dir``: ``build/<matrix file's
+    stem>/``, one folder per matrix, so that two matrices with a cell id in common (the
+    sample extension's and vLLM's ``cu13.0-12.1a``) never build in, or probe, each
+    other's trees; a stem that setuptools also writes under build/ gets ``matrix-``.
+
+    >>> default_build_root(Path("matrices/vllm-configure.yaml")).as_posix()
+    'build/vllm-configure'
+    >>> default_build_root(Path("lib.yaml")).as_posix()
+    'build/matrix-lib'
+    """
+    stem = Path(matrix_path).stem
+    return BUILDS_DIR / (f"matrix-{stem}" if _SETUPTOOLS_BUILD.fullmatch(stem) else stem)
 
 
 def new_run_dir(root: Path) -> Path:
@@ -187,15 +210,15 @@ def run_cell(
         notes = [f"kernel-matrix: no code object for requested {note}" for note in served]
         result.warnings += [note for note in notes if note not in result.warnings]
         result.settle()
-        if not result.cached:
+        if not result.cached and options.use_cache:
             # Stored with its guards: the configure trace that explains a missing
             # family is not among the artifacts a cached cell gets back.
             _store_in_cache(key, tier, result, build_dir, log_path, options)
             if inputs_key := _inputs_key(matrix, cell, options, toolchain):
                 note = configinputs.record(inputs_key, key, matrix.project, build_dir)
                 result.warnings += [note] if note else []
-            if tier == "build":
-                result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
+        if not result.cached and tier == "build":
+            result.prediction_mismatches = _check_prediction(matrix, cell, options, result)
     result.duration_s = time.monotonic() - started
     return result
 
@@ -326,6 +349,7 @@ def _build_and_probe(
                 deadline=time.monotonic() + options.timeout,
                 threads=options.threads_per_job,
                 configure_only=options.configure_only,
+                from_scratch=not options.use_cache,
                 progress=options.progress,
             )
         )

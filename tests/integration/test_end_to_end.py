@@ -4,12 +4,14 @@ probe, on the sample extension. Each matrix is run once per session."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from own_cache import cache_env, own_cache
 
 from orchestrator.archs import ComputeCapability
 from orchestrator.judge.expect import HOLLOW, MISSING, NOT_APPLICABLE, PRESENT, judge
@@ -22,14 +24,18 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_BUILDING_NVFP4 = "Not building NVFP4 as no compatible archs found in TORCH_CUDA_ARCH_LIST=12.1a"
 
 
-def kernel_matrix(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def kernel_matrix(
+    *args: str, cwd: Path = REPO, cache: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it (``cache``: a result cache of the test's own)."""
+    env = cache_env(cache) if cache else dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=1800,
-        env={**__import__("os").environ, "NO_COLOR": "1", "COLUMNS": "200"},
+        env={**env, "NO_COLOR": "1", "COLUMNS": "200"},
     )
 
 
@@ -131,12 +137,14 @@ def test_12_0a_cubins_do_not_serve_12_1_but_12_0f_and_12_1f_do(
 
 
 def test_regression_37725_fails_naming_the_cmake_line(tmp_path: Path) -> None:
+    cache = own_cache(tmp_path)  # built here, then answered from what this build stored
     done = kernel_matrix(
         "run", "examples/regression-37725.yaml", "--out", str(tmp_path / "r"),
-        "--build-dir", str(tmp_path / "b"), "--no-cache",
+        "--build-dir", str(tmp_path / "b"), cache=cache,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout[-3000:]
     results = {r.id: r for r in load_results([tmp_path / "r"])}
+    assert not any(r.cached for r in results.values())
     bug = verdicts(results["cu13.0-12.1a-bug"])
     for family in ("nvfp4", "scaled_mm_sm120"):
         assert bug[(family, "12.1")].status == MISSING
@@ -153,7 +161,7 @@ def test_regression_37725_fails_naming_the_cmake_line(tmp_path: Path) -> None:
     # it): the same verdicts, the guard line included.
     again = kernel_matrix(
         "run", "examples/regression-37725.yaml", "--out", str(tmp_path / "r2"),
-        "--build-dir", str(tmp_path / "b2"),
+        "--build-dir", str(tmp_path / "b2"), cache=cache,
     )  # fmt: skip
     assert again.returncode == 1, again.stdout[-3000:]
     cached = {r.id: r for r in load_results([tmp_path / "r2"])}

@@ -1,7 +1,7 @@
 """Issue 22 end to end, with real builds of the sample extension (CUDA 13.0 from
 PyPI, one cell, ``12.0a``), as a user replays it from the CLI:
 
-1. a run with its own ``--out``/``--build-dir`` (built: ``--no-cache``), then the
+1. a run with its own ``--out``/``--build-dir`` and result cache (built), then the
    same matrix with other directories: answered from the result cache, its
    artifacts restored into the new build directory, and no path of the first run
    anywhere in its results;
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from own_cache import cache_env, own_cache
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +40,16 @@ FP4_KERNELS = [
 ]
 
 
-def kernel_matrix(*args: str) -> subprocess.CompletedProcess[str]:
+def kernel_matrix(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it (``cache``: a result cache of the test's own)."""
+    env = cache_env(cache) if cache else dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=1800,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+        env={**env, "NO_COLOR": "1", "COLUMNS": "200"},
     )
 
 
@@ -72,18 +75,25 @@ def strings(data: Any) -> Iterator[str]:
             yield from strings(value)
 
 
-def test_cached_cell_and_baselines_do_not_depend_on_the_build_directory(tmp_path: Path) -> None:
+def test_cached_cell_and_baselines_do_not_depend_on_the_build_directory(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     plain = matrix(tmp_path / "plain.yaml", stable=False)
+    # (outside tmp_path: the results name the toolchain in it, and no path of tmp_path
+    # but this run's own may appear in them)
+    cache = own_cache(tmp_path_factory.mktemp("own-cache"))
     first = kernel_matrix(
         "run", str(plain), "--out", str(tmp_path / "r1"), "--build-dir", str(tmp_path / "b1"),
-        "--no-cache",
+        cache=cache,
     )  # fmt: skip
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "(cached" not in first.stdout
 
     # 1. The same cell, other directories: from the cache, artifacts restored here.
     second = kernel_matrix(
-        "run", str(plain), "--out", str(tmp_path / "r2"), "--build-dir", str(tmp_path / "b2")
-    )
+        "run", str(plain), "--out", str(tmp_path / "r2"), "--build-dir", str(tmp_path / "b2"),
+        cache=cache,
+    )  # fmt: skip
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     restored = tmp_path / "b2" / CELL / "_C.so"
     assert f"(cached: not rebuilt, artifacts restored into {tmp_path / 'b2' / CELL})" in (

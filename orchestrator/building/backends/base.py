@@ -21,6 +21,9 @@ class BuildJob:
     deadline: float  # time.monotonic() seconds
     threads: int
     configure_only: bool = False
+    # --no-cache: the build folder is emptied first, so nothing of an earlier build
+    # (ninja's "no work to do", a stale library) stands in for this one.
+    from_scratch: bool = False
     progress: Callable[[str], None] | None = None  # long provisioning, on the console
 
 

@@ -45,6 +45,7 @@ from orchestrator.building.backends.container import BuildContainer, ContainerSp
 from orchestrator.building.recipe import (
     TOOLCHAIN_STAMP,
     BuildPaths,
+    empty_build_dir,
     file_api_query,
     is_kernel_matrix,
     recipe,
@@ -548,6 +549,8 @@ class DockerBackend:
         image = self.prepare(job.cell.cuda)
         project = self.matrix.project
         self._stop_leftovers(job.build_dir.resolve(), job.log)
+        if job.from_scratch:
+            empty_build_dir(job.build_dir, job.log)
         job.build_dir.mkdir(parents=True, exist_ok=True)
         file_api_query(job.build_dir)
         fresh = toolchain_changed(job.build_dir, f"docker: {image.toolchain}")

@@ -12,6 +12,7 @@ from orchestrator.building import configure_env
 from orchestrator.building.backends.base import BuildJob, BuildOutcome
 from orchestrator.building.recipe import (
     BuildPaths,
+    empty_build_dir,
     file_api_query,
     ownership_env,
     recipe,
@@ -60,6 +61,8 @@ class LocalBackend:
         tc = self._toolchain(job.cell)
         build_dir = job.build_dir.absolute()  # the steps run in it: a relative one nests
         stop_leftovers(build_dir, job.log)
+        if job.from_scratch:
+            empty_build_dir(build_dir, job.log)
         # What compiles this cell, and how it got here (a first run downloads it).
         job.log.write(f"kernel-matrix: toolchain {tc.describe()}\n".encode())
         for line in toolchain.provisioning_lines(job.cell.cuda):

@@ -11,7 +11,8 @@ import pytest
 
 import orchestrator.building.recipe as build_module
 from orchestrator.archs import CudaVersion, parse_arch_list
-from orchestrator.building.recipe import BuildPaths, collect_artifacts, recipe, run_logged, scan_log
+from orchestrator.building.buildlog import scan_log
+from orchestrator.building.recipe import BuildPaths, collect_artifacts, recipe, run_logged
 from orchestrator.planning.matrix import CellSpec, Project
 from orchestrator.planning.plan import Cell
 

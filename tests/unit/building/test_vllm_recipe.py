@@ -1,7 +1,7 @@
 """The vLLM recipe without building vLLM: what the docker backend runs for a cell of
 matrices/vllm-build.yaml (against a recording fake engine), the source copy a pip
 cell builds from, and the log parsing on vLLM-shaped CMake output fed to
-``build.scan_log`` and ``expect.judge``.
+``buildlog.scan_log`` and ``expect.judge``.
 
 The log lines are vLLM's own spellings (CMakeLists.txt and
 cmake/libtorch_stable.cmake at 000a1ee93b2d, quoted in matrices/vllm-truth.md).
@@ -26,13 +26,13 @@ from orchestrator.archs import ComputeCapability, CudaVersion, Target
 from orchestrator.building.backends import BuildJob
 from orchestrator.building.backends.container import Engine
 from orchestrator.building.backends.docker import DockerBackend, pip_install_for, torch_index_for
+from orchestrator.building.buildlog import scan_log
 from orchestrator.building.recipe import (
     COPY_SOURCE,
     NOT_COPIED,
     NOT_COPIED_TO_CONFIGURE,
     BuildPaths,
     recipe,
-    scan_log,
 )
 from orchestrator.cli import main
 from orchestrator.judge.expect import MISSING, NOT_APPLICABLE, PRESENT, judge

@@ -123,3 +123,18 @@ def test_reporting_a_run_again_replaces_its_history_entry(tmp_path: Path) -> Non
     assert [e.dir for e in entries] == ["a", "b"]
     data = json.loads(history.read_text())
     assert data["schema_version"] == 1 and len(data["runs"]) == 2
+
+
+def test_a_configure_tier_report_says_predicted_where_the_eye_lands(tmp_path: Path) -> None:
+    """Issue 35, item 12: the report of a configure-tier run said "OK · exit 0" and
+    "passed" like a build; every verdict of it is a prediction (nothing compiled)."""
+    guess = dataclasses.replace(passed_cell(), tier="configure")
+    elements = Elements(page(tmp_path, [guess]))
+    shown = [t.strip() for t in elements.text]
+    assert "OK (predicted) · exit 0" in shown  # the header's verdict
+    assert "✓ predicted to pass" in shown and "✓ passed" not in shown  # the cell's badge
+    assert "predicted to pass" in shown and "passed" not in shown  # the header's count
+    (row_badge,) = [a for a in elements.find("span", "badge") if a.get("title")]
+    assert row_badge["title"] == "predicted to pass"  # the heatmap row
+    built = [t.strip() for t in Elements(page(tmp_path / "built", [passed_cell()])).text]
+    assert "OK · exit 0" in built and "✓ passed" in built and "passed" in built
