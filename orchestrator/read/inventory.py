@@ -92,7 +92,9 @@ class CodeBytes:
     prints no size).
 
     ``size`` is the code uncompressed, as ``cuobjdump -xelf`` / ``-xptx`` extracts it
-    (the header's uncompressed size of a compressed entry, else its payload size);
+    (the header's uncompressed size of a compressed entry, else its payload size,
+    which nvcc pads to 8 bytes; a PTX entry's text ends with a NUL that ``-xptx``
+    leaves out);
     ``stored`` what it takes in the library's fatbin (compressed when the fatbin
     compresses it; the 64-112 bytes of each entry header not counted). Every entry
     counts: a cubin nvcc embeds twice in one library takes its bytes twice."""
