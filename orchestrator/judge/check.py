@@ -20,7 +20,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
@@ -297,6 +297,21 @@ def artifact_result(path: Path, rules: Sequence[FamilyRule]) -> CellResult:
     )
     result.settle()
     return result
+
+
+def artifact_libraries(path: Path) -> dict[str, int]:
+    """Every shared object of a wheel and its bytes in the wheel (compressed, from the
+    zip directory alone: read or not, claimed by a family or not); a library file's
+    own size under its name."""
+    if path.suffix != ".whl":
+        return {path.name: path.stat().st_size}
+    with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(path) as wheel:
+        return {
+            info.filename: info.compress_size
+            for info in wheel.infolist()
+            if is_shared_object_name(PurePosixPath(info.filename).name)
+        }
+    return {}
 
 
 def unclaimed_libraries(

@@ -59,7 +59,7 @@ from orchestrator.judge.baseline import (
     load_baseline,
     summarize,
 )
-from orchestrator.judge.check import artifact_result, is_artifact
+from orchestrator.judge.check import artifact_libraries, artifact_result, is_artifact
 from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT
 from orchestrator.judge.results import CellResult, load_results
 from orchestrator.judge.sizes import NOT_IN_CONFIGURE_TIER, size_changes
@@ -426,6 +426,8 @@ class Side:
     summary: Baseline
     results: dict[str, CellResult] = field(default_factory=dict)
     file_bytes: int | None = None  # a wheel's (or library's) own size on disk
+    # its shared objects -> their bytes in it (a wheel's: compressed), every one
+    library_bytes: dict[str, int] = field(default_factory=dict)
 
     def cause(self, cell: str, family: str, device: str) -> str:
         """Why ``family`` fails on ``device`` here: the guard or generator line, else
@@ -448,7 +450,8 @@ def load_side(path: Path, rules: Sequence[FamilyRule] = ()) -> Side:
                 "pass --families FILE (or a shipped profile's name: vllm, sgl-kernel)"
             )
         result = artifact_result(path, rules)
-        return Side(path, summarize([result]), {result.id: result}, path.stat().st_size)
+        size = path.stat().st_size
+        return Side(path, summarize([result]), {result.id: result}, size, artifact_libraries(path))
     if path.is_file():
         try:
             with path.open("rb") as stream:
@@ -543,6 +546,16 @@ def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
             "base": base.file_bytes,
             "head": head.file_bytes,
             "delta": head.file_bytes - base.file_bytes,
+            # the largest changes first
+            "libraries": sorted(
+                (
+                    {"library": name, "base": was, "head": now, "delta": now - was}
+                    for name in sorted(set(base.library_bytes) | set(head.library_bytes))
+                    if (was := base.library_bytes.get(name, 0))
+                    != (now := head.library_bytes.get(name, 0))
+                ),
+                key=lambda row: -abs(row["delta"]),
+            ),
         },
         "kernel_changes": [
             f.to_json()

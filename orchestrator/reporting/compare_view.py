@@ -122,10 +122,15 @@ def size_lines(data: dict[str, Any]) -> list[str]:
             )
     files = data.get("files")
     if files:
+        changed = files.get("libraries", [])
         lines.append(
             f"files: {format_size(files['base'])} -> {format_size(files['head'])} "
             f"({signed_size(files['delta'])})"
+            + ("; the libraries in them that changed, as stored there:" if changed else "")
         )
+        lines += [f"  {row['library']}: {_change(row)}" for row in changed[:FAMILY_SIZE_LINES]]
+        if len(changed) > FAMILY_SIZE_LINES:
+            lines.append(f"  … and {len(changed) - FAMILY_SIZE_LINES} more (--json lists them)")
     return lines
 
 
@@ -165,6 +170,8 @@ def size_markdown(data: dict[str, Any]) -> list[str]:
     files = data.get("files")
     if files:
         lines.append(row("", "files", files))
+        for r in files.get("libraries", [])[:FAMILY_SIZE_LINES]:
+            lines.append(row("", f"file {r['library']}", r))
     return [*lines, ""]
 
 

@@ -33,6 +33,7 @@ from synth import (
 
 from orchestrator.archs import ComputeCapability
 from orchestrator.cli import main
+from orchestrator.common.words import format_size
 from orchestrator.judge.baseline import load_baseline
 from orchestrator.judge.results import CellResult, load_cell_result
 from orchestrator.judge.sizes import NOT_IN_CONFIGURE_TIER, Sizes, cell_sizes
@@ -290,11 +291,23 @@ def test_compare_two_wheels_probes_judges_and_weighs_them(
         "guarded": {"sm_120a": 2 * len(HOLLOW_BODY)},
     }
     size_of = {p: p.stat().st_size for p in (base, head)}
+    stored = {p: zipfile.ZipFile(p).getinfo("pkg/_C.abi3.so").compress_size for p in size_of}
     assert data["files"] == {
         "base": size_of[base],
         "head": size_of[head],
         "delta": size_of[head] - size_of[base],
+        "libraries": [
+            {
+                "library": "pkg/_C.abi3.so",
+                "base": stored[base],
+                "head": stored[head],
+                "delta": stored[head] - stored[base],
+            }
+        ],
     }
+    assert main(["compare", str(base), str(head), "--families", str(families)]) == 0
+    out = capsys.readouterr().out
+    assert f"  pkg/_C.abi3.so: {format_size(stored[base])} -> {format_size(stored[head])}" in out
     # a library file is a side too; the same bytes
     lib = compare_json(
         capsys, str(tmp_path / "base.so"), str(tmp_path / "head.so"), "--families", str(families)
