@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.cli.arguments import (
     Parser,
@@ -19,6 +20,9 @@ from orchestrator.common.errors import (
 )
 from orchestrator.common.words import counted
 from orchestrator.reporting.console import console, say
+
+if TYPE_CHECKING:
+    from orchestrator.symbols import FamilyRule
 
 
 def _nightly_dir() -> Path:
@@ -115,7 +119,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.judge.compare import compare, compare_json, load_side
     from orchestrator.reporting.compare_view import compare_markdown, print_compare
 
-    base, head = load_side(args.base), load_side(args.head)
+    rules: tuple[FamilyRule, ...] = ()
+    if args.families is not None:
+        from orchestrator.planning.matrix import load_families_or_matrix
+        from orchestrator.planning.profiles import resolve_families
+
+        rules = load_families_or_matrix(resolve_families(args.families))
+    base, head = load_side(args.base, rules), load_side(args.head, rules)
     diff = compare(base.summary, head.summary, strict=args.strict_kernels)
     data = compare_json(diff, base, head)
     if args.json:
@@ -166,8 +176,19 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         help="what changed from BASE to HEAD, judged by what each requested device loads "
         "(exit 1 on a family × device regression)",
     )
-    p.add_argument("base", type=Path, help="run directory, results.json or baseline file")
-    p.add_argument("head", type=Path, help="run directory, results.json or baseline file")
+    p.add_argument(
+        "base", type=Path, help="run directory, results.json, baseline file, wheel or library"
+    )
+    p.add_argument(
+        "head", type=Path, help="run directory, results.json, baseline file, wheel or library"
+    )
+    p.add_argument(
+        "--families",
+        type=Path,
+        metavar="FILE",
+        help="families or matrix file, or a shipped profile's name (vllm, sgl-kernel): "
+        "needed where a side is a wheel or a library, which compare probes and judges itself",
+    )
     add_strict_kernels(p)
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="machine-readable comparison")

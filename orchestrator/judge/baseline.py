@@ -2,8 +2,9 @@
 
 A baseline is a *summary*, small enough to commit next to the code: per cell, the
 status of every applicable family on every requested device (and the code objects
-serving it), and per kernel the (library, arch, size, hollow) of each copy -- never
-full inventories. ``orchestrator/schemas/baseline.schema.json`` documents and validates it.
+serving it), per kernel the (library, arch, size, hollow) of each copy, and what the
+build weighed (``orchestrator.judge.sizes``: bytes per target and per family, build
+tier only) -- never full inventories. ``orchestrator/schemas/baseline.schema.json`` documents and validates it.
 
 A library is named by its path relative to its artifact root
 (:func:`~orchestrator.read.inventory.library_identity`: below the cell's build
@@ -31,6 +32,7 @@ from orchestrator.common.fsutil import load_json_file, write_atomic
 from orchestrator.common.yamlfile import check_artifact
 from orchestrator.judge.expect import NOT_APPLICABLE
 from orchestrator.judge.results import ERROR, NOT_RUN, SKIPPED, CellResult
+from orchestrator.judge.sizes import Sizes
 from orchestrator.read.inventory import Inventory, library_identity
 
 BASELINE_SCHEMA_VERSION = 1
@@ -80,13 +82,14 @@ class CellSummary:
     families: dict[tuple[str, str], FamilyState] = field(default_factory=dict)
     kernels: dict[str, tuple[KernelCopy, ...]] | None = None
     tier: str = "build"  # configure: kernels predicted by source file, none read
+    sizes: Sizes | None = None  # bytes per target and family (build tier)
 
     @property
     def checked(self) -> bool:
         return self.status not in (ERROR, NOT_RUN, SKIPPED)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "status": self.status,
             "cuda": self.cuda,
             "archs": self.archs,
@@ -99,6 +102,9 @@ class CellSummary:
             if self.kernels is None
             else {name: [c.to_json() for c in copies] for name, copies in self.kernels.items()},
         }
+        if self.sizes is not None:
+            data["sizes"] = self.sizes.to_json()
+        return data
 
     @classmethod
     def from_json(cls, cell_id: str, data: dict[str, Any]) -> CellSummary:
@@ -119,6 +125,7 @@ class CellSummary:
                 name: _merged(KernelCopy.from_json(c, cell_id) for c in copies)
                 for name, copies in kernels.items()
             },
+            sizes=Sizes.from_json(data["sizes"]) if data.get("sizes") else None,
         )
 
 
@@ -202,6 +209,7 @@ def summarize_cell(result: CellResult) -> CellSummary:
         kernels=kernel_copies(result.inventory, result.id)
         if result.inventory is not None
         else None,
+        sizes=result.sizes,
     )
 
 

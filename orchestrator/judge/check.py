@@ -20,7 +20,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from orchestrator.archs import ComputeCapability, CudaVersion, Target
@@ -37,6 +37,8 @@ from orchestrator.judge.expect import (
     judge,
     rule_mismatch,
 )
+from orchestrator.judge.results import PASSED, CellResult
+from orchestrator.judge.sizes import cell_sizes
 from orchestrator.probe import DEFAULT_ENGINE, Engine, is_shared_object_name, probe
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
@@ -267,6 +269,49 @@ def check_paths(
     if key is not None:
         checkcache.store_result(key, result.to_json())
     return result
+
+
+ARTIFACT_CELL = "artifact"  # the one cell of a wheel or library compared (compare A.whl B.whl)
+
+
+def is_artifact(path: Path) -> bool:
+    """A wheel or a shared object (what ``compare`` probes itself), not results."""
+    return path.is_file() and (path.suffix == ".whl" or is_shared_object_name(path.name))
+
+
+def artifact_result(path: Path, rules: Sequence[FamilyRule]) -> CellResult:
+    """A wheel or library as a cell of a run: probed (the libraries its families may
+    live in, read as lazily as their verdicts on every device they name allow),
+    judged, and weighed -- one cell, :data:`ARTIFACT_CELL`, whatever its file is
+    called, so that two versions of a wheel compare cell to cell."""
+    devices = default_devices(rules)
+    inventory = probe([path], only=library_filter(rules), demand=Demand(tuple(rules), devices))
+    judged = check_inventory(inventory, rules, devices)
+    result = CellResult(
+        cell={"id": ARTIFACT_CELL, "devices": [str(d) for d in devices]},
+        status=PASSED,
+        inventory=inventory,
+        verdicts=list(judged.verdicts),
+        artifacts=[str(path)],
+        sizes=cell_sizes(inventory, rules),
+    )
+    result.settle()
+    return result
+
+
+def artifact_libraries(path: Path) -> dict[str, int]:
+    """Every shared object of a wheel and its bytes in the wheel (compressed, from the
+    zip directory alone: read or not, claimed by a family or not); a library file's
+    own size under its name."""
+    if path.suffix != ".whl":
+        return {path.name: path.stat().st_size}
+    with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(path) as wheel:
+        return {
+            info.filename: info.compress_size
+            for info in wheel.infolist()
+            if is_shared_object_name(PurePosixPath(info.filename).name)
+        }
+    return {}
 
 
 def unclaimed_libraries(

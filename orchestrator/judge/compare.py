@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,11 @@ from orchestrator.judge.baseline import (
     load_baseline,
     summarize,
 )
+from orchestrator.judge.check import artifact_libraries, artifact_result, is_artifact
 from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT
 from orchestrator.judge.results import CellResult, load_results
+from orchestrator.judge.sizes import NOT_IN_CONFIGURE_TIER, size_changes
+from orchestrator.symbols import FamilyRule
 
 FAMILY_LOST = "family-lost"
 FAMILY_DOWNGRADED = "family-downgraded"
@@ -439,6 +442,9 @@ class Side:
     path: Path
     summary: Baseline
     results: dict[str, CellResult] = field(default_factory=dict)
+    file_bytes: int | None = None  # a wheel's (or library's) own size on disk
+    # its shared objects -> their bytes in it (a wheel's: compressed), every one
+    library_bytes: dict[str, int] = field(default_factory=dict)
 
     def cause(self, cell: str, family: str, device: str) -> str:
         """Why ``family`` fails on ``device`` here: the guard or generator line, else
@@ -450,8 +456,19 @@ class Side:
         return ""
 
 
-def load_side(path: Path) -> Side:
-    """A run directory, a ``results.json`` (or cell files) or a baseline file."""
+def load_side(path: Path, rules: Sequence[FamilyRule] = ()) -> Side:
+    """A run directory, a ``results.json`` (or cell files), a baseline file, or a
+    wheel or shared object (probed and judged with ``rules``, as one cell named
+    :data:`~orchestrator.judge.check.ARTIFACT_CELL`)."""
+    if is_artifact(path):
+        if not rules:
+            raise UsageError(
+                f"{path}: a wheel or library is compared by its families: "
+                "pass --families FILE (or a shipped profile's name: vllm, sgl-kernel)"
+            )
+        result = artifact_result(path, rules)
+        size = path.stat().st_size
+        return Side(path, summarize([result]), {result.id: result}, size, artifact_libraries(path))
     if path.is_file():
         try:
             with path.open("rb") as stream:
@@ -472,6 +489,45 @@ def unchanged_pairs(base: Side, head: Side) -> dict[str, int]:
         for cell_id, cell in base.summary.cells.items()
         if cell_id in head.summary.cells
     }  # fmt: skip
+
+
+def _unknown_sizes(side: Side, cell_id: str) -> str:
+    """Why a cell of ``side`` has no sizes."""
+    result = side.results.get(cell_id)
+    if result is not None and result.tier == "configure":
+        return NOT_IN_CONFIGURE_TIER
+    cell = side.summary.cells[cell_id]
+    if not cell.checked:
+        return f"not known: the cell was not built ({cell.status})"
+    if result is None:
+        return "not in this baseline (a configure-tier run, or an older kernel-matrix)"
+    return "not in these results (written by an older kernel-matrix)"
+
+
+def size_comparison(base: Side, head: Side) -> list[dict[str, Any]]:
+    """Per cell in both: the bytes per target and per family that changed, and the
+    total (``orchestrator.judge.sizes``); or why they are not known."""
+    out: list[dict[str, Any]] = []
+    for cell_id, before in base.summary.cells.items():
+        after = head.summary.cells.get(cell_id)
+        if after is None:
+            continue
+        if before.sizes is not None and after.sizes is not None:
+            changes = size_changes(before.sizes, after.sizes)
+            out.append({"cell": cell_id, "known": True, "why": "", **changes})
+            continue
+        whys = {
+            name: _unknown_sizes(side, cell_id)
+            for name, side, cell in (("base", base, before), ("head", head, after))
+            if cell.sizes is None
+        }
+        why = (
+            next(iter(whys.values()))
+            if len(set(whys.values())) == 1 and len(whys) == 2
+            else "; ".join(f"{name}: {text}" for name, text in whys.items())
+        )
+        out.append({"cell": cell_id, "known": False, "why": why})
+    return out
 
 
 def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
@@ -500,6 +556,24 @@ def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
         "fixed": [pair(f) for f in diff.of(FAMILY_FIXED)],
         "unchecked": [f.to_json() for f in diff.unchecked],
         "unchanged": unchanged_pairs(base, head),
+        "sizes": size_comparison(base, head),
+        "files": None
+        if base.file_bytes is None or head.file_bytes is None
+        else {
+            "base": base.file_bytes,
+            "head": head.file_bytes,
+            "delta": head.file_bytes - base.file_bytes,
+            # the largest changes first
+            "libraries": sorted(
+                (
+                    {"library": name, "base": was, "head": now, "delta": now - was}
+                    for name in sorted(set(base.library_bytes) | set(head.library_bytes))
+                    if (was := base.library_bytes.get(name, 0))
+                    != (now := head.library_bytes.get(name, 0))
+                ),
+                key=lambda row: -abs(row["delta"]),
+            ),
+        },
         "kernel_changes": [
             f.to_json()
             for f in diff.findings

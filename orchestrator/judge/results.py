@@ -13,7 +13,9 @@ JSON schema (``schema_version`` 1), per cell::
      "archs_without_code": [str], "inventory": {...}|null,
      "verdicts": [{family, device, status, served_by, libraries, kernels,
                    built_for, reason, cause}],
-     "prediction_mismatches": [str]}   # configure-tier prediction vs the build: tool bugs
+     "prediction_mismatches": [str],   # configure-tier prediction vs the build: tool bugs
+     "sizes": {targets: {sm_120a: {entries, bytes, stored}}, families: {f: {sm_120a: n}}}}
+                                       # build tier only (orchestrator.judge.sizes)
 
 ``build_dir`` is the cell's build directory in the run that wrote the result (its
 *artifact root*); ``artifacts`` and the inventory's library paths are relative to
@@ -32,6 +34,7 @@ from orchestrator.common.errors import EXIT_INFRA, EXIT_KERNEL_MISSING, EXIT_OK,
 from orchestrator.common.fsutil import load_json_file, not_regular, walk_files, write_json
 from orchestrator.common.yamlfile import check_artifact, shorten
 from orchestrator.judge.expect import Verdict
+from orchestrator.judge.sizes import Sizes
 from orchestrator.read.inventory import Inventory
 
 RESULT_SCHEMA_VERSION = 1
@@ -66,6 +69,8 @@ class CellResult:
     verdicts: list[Verdict] = field(default_factory=list)
     cache_key: str | None = None
     prediction_mismatches: list[str] = field(default_factory=list)
+    # Bytes per target and per family (build tier; None: not known, e.g. the configure tier)
+    sizes: Sizes | None = None
 
     @property
     def id(self) -> str:
@@ -84,7 +89,7 @@ class CellResult:
             )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "cell": self.cell,
             "status": self.status,
@@ -106,6 +111,9 @@ class CellResult:
             "cache_key": self.cache_key,
             "prediction_mismatches": self.prediction_mismatches,
         }
+        if self.sizes is not None:
+            data["sizes"] = self.sizes.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CellResult:
@@ -137,6 +145,7 @@ class CellResult:
             verdicts=[Verdict.from_json(v) for v in data.get("verdicts", [])],
             cache_key=data.get("cache_key"),
             prediction_mismatches=list(data.get("prediction_mismatches", [])),
+            sizes=Sizes.from_json(data["sizes"]) if data.get("sizes") else None,
         )
 
     def write(self, directory: Path) -> Path:

@@ -40,7 +40,7 @@ from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand
 from orchestrator.read.inventory import CodeObject, library_identity
 from orchestrator.read.library import ReadEntry
 
-RECORD_FORMAT = "1"
+RECORD_FORMAT = "2"  # 2: each entry's bytes (size, stored)
 MAX_RECORDS = 64
 _ACTIONS = (SKIP, LIST, JUDGE)
 
@@ -153,6 +153,8 @@ def _item(entry: ReadEntry) -> dict[str, Any]:
         "container": entry.container,
         "action": entry.action,
         "code": entry.code.to_json() if entry.code is not None else None,
+        "size": entry.size,
+        "stored": entry.stored,
     }
 
 
@@ -163,4 +165,11 @@ def _entry(item: dict[str, Any]) -> ReadEntry:
     code = CodeObject.from_json(item["code"]) if item["code"] is not None else None
     if (code is None) != (action == SKIP):
         raise ValueError("a read entry without its code object")
-    return ReadEntry(Target.parse(item["target"]), int(item["container"]), action, code)
+    return ReadEntry(
+        Target.parse(item["target"]),
+        int(item["container"]),
+        action,
+        code,
+        int(item["size"]),
+        int(item["stored"]),
+    )

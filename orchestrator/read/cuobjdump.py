@@ -22,6 +22,7 @@ equal inventories on real libraries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ from orchestrator.read.kernelcode import (
     kernel_trap_evidence,
     sources_in,
 )
+from orchestrator.read.library import library_bytes
 from orchestrator.read.sass import (
     CONSTANT_BANK_OF_STRINGS,
     CONSTANT_OPERAND,
@@ -68,7 +70,12 @@ NO_DEVICE_CODE = "does not contain device code"
 
 def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library:
     """The inventory of one shared object on disk, read by cuobjdump."""
-    _check_elf(path)
+    blob = _check_elf(path)
+    # cuobjdump prints no size: the entries' bytes come from the fatbin headers.
+    sizes = None
+    with contextlib.suppress(InputFileError):
+        sizes = library_bytes(blob)
+    del blob
     tool = find_cuobjdump(cuobjdump)
     objects = list(_run(tool, ["-elf"], path, _parse_elf_dump))
     _read_control_flow(tool, path, objects)
@@ -92,7 +99,7 @@ def probe_file(path: Path, label: str, cuobjdump: Path | None = None) -> Library
             ptx.append(_ptx_object(body, target))
         else:
             cubins.append(item.code_object(label))
-    return Library(label, tuple(cubins), tuple(ptx))
+    return Library(label, tuple(cubins), tuple(ptx), sizes=sizes)
 
 
 def _read_control_flow(tool: Path, path: Path, objects: list[_Object]) -> None:
@@ -129,7 +136,7 @@ def probe_stream(stream: IO[bytes], label: str, cuobjdump: Path | None = None) -
         return probe_file(path, label, cuobjdump)
 
 
-def _check_elf(path: Path) -> None:
+def _check_elf(path: Path) -> BytesBlob:
     """Refuse a non-ELF or truncated file ourselves, with exit code 2, rather than
     let cuobjdump fail in a way that reads like a tool crash."""
     try:
@@ -137,7 +144,9 @@ def _check_elf(path: Path) -> None:
             data = f.read()
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
-    read_header(BytesBlob(str(path), data))
+    blob = BytesBlob(str(path), data)
+    read_header(blob)
+    return blob
 
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ Two engines (native fatbin reader, real cuobjdump) must produce equal inventorie
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -85,6 +85,48 @@ class CodeObject:
         )
 
 
+@dataclass(frozen=True, order=True)
+class CodeBytes:
+    """The fatbin entries of one target (``sm_120a``, ``compute_90``) in one library,
+    and their bytes, read from the entry headers alone (both engines: cuobjdump
+    prints no size).
+
+    ``size`` is the code uncompressed, as ``cuobjdump -xelf`` / ``-xptx`` extracts it
+    (the header's uncompressed size of a compressed entry, else its payload size,
+    which nvcc pads to 8 bytes; a PTX entry's text ends with a NUL that ``-xptx``
+    leaves out);
+    ``stored`` what it takes in the library's fatbin (compressed when the fatbin
+    compresses it; the 64-112 bytes of each entry header not counted). Every entry
+    counts: a cubin nvcc embeds twice in one library takes its bytes twice."""
+
+    target: str
+    entries: int
+    size: int
+    stored: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"entries": self.entries, "bytes": self.size, "stored": self.stored}
+
+
+def code_bytes(items: Iterable[tuple[str, int, int]]) -> tuple[CodeBytes, ...]:
+    """(target, size, stored) of each entry, tallied per target in target order.
+
+    >>> code_bytes([("sm_90a", 10, 10), ("sm_120a", 30, 12), ("sm_90a", 5, 5)])
+    (CodeBytes(target='sm_90a', entries=2, size=15, stored=15), \
+CodeBytes(target='sm_120a', entries=1, size=30, stored=12))
+    """
+    tally: dict[str, list[int]] = {}
+    for target, size, stored in items:
+        counts = tally.setdefault(target, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += size
+        counts[2] += stored
+    return tuple(
+        CodeBytes(target, *tally[target])
+        for target in sorted(tally, key=lambda name: Target.parse(name).sort_key())
+    )
+
+
 WHEEL_MEMBER = ".whl!"  # a wheel's library is labelled WHEEL!MEMBER
 
 
@@ -131,6 +173,9 @@ class Library:
     # Code objects a lazy read (check: orchestrator.read.demand) left undecoded, by target;
     # the code objects it read then list only the kernels some family may count.
     unread: tuple[str, ...] = ()
+    # Per target, the bytes of its fatbin entries (CodeBytes); None where not known:
+    # a configure-tier prediction (nothing compiled), an inventory of an older version.
+    sizes: tuple[CodeBytes, ...] | None = None
 
     @property
     def has_device_code(self) -> bool:
@@ -148,15 +193,24 @@ class Library:
         }
         if self.unread:
             data["unread"] = list(self.unread)
+        if self.sizes is not None:
+            data["sizes"] = {entry.target: entry.to_json() for entry in self.sizes}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Library:
+        sizes = data.get("sizes")
         return cls(
             data["path"],
             tuple(CodeObject.from_json(c) for c in data["cubins"]),
             tuple(CodeObject.from_json(p) for p in data["ptx"]),
             tuple(data.get("unread", ())),
+            None
+            if sizes is None
+            else tuple(
+                CodeBytes(target, int(s["entries"]), int(s["bytes"]), int(s["stored"]))
+                for target, s in sizes.items()
+            ),
         )
 
 

@@ -40,7 +40,14 @@ from orchestrator.read.fatbin import (
     raw_payload,
     stored_length,
 )
-from orchestrator.read.inventory import NOT_JUDGED, CodeObject, Kernel, Library
+from orchestrator.read.inventory import (
+    NOT_JUDGED,
+    CodeBytes,
+    CodeObject,
+    Kernel,
+    Library,
+    code_bytes,
+)
 
 # Libraries whose fatbins are at least this large are decoded by worker processes
 # (when more than one is allowed): below it, starting them costs more than it saves.
@@ -248,6 +255,8 @@ class ReadEntry:
     container: int
     action: str  # demand.SKIP / LIST / JUDGE: what was done with it
     code: CodeObject | None  # None when skipped
+    size: int = 0  # its bytes uncompressed, and as stored (CodeBytes)
+    stored: int = 0
 
     def serves(self, action: str) -> bool:
         """Whether this reading answers ``action`` (a judged one answers a listing)."""
@@ -274,6 +283,7 @@ def read_library(
     unread: list[Target] = []
     seen = [0, 0]
     index = 0
+    sizes: list[tuple[str, int, int]] = []
     for offset, size, align in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
         entries = list(bounded(iter_entries(blob, offset, size, align), blob.name, seen))
         headers = [(entry.target, entry.container) for entry in entries]
@@ -295,11 +305,12 @@ def read_library(
         for entry, action, old in zip(entries, actions, earlier, strict=True):
             if action == SKIP:
                 unread.append(entry.target)
-                now = old or ReadEntry(entry.target, entry.container, SKIP, None)
+                now = old or ReadEntry(entry.target, entry.container, SKIP, None, *_bytes(entry))
             elif old and old.serves(action):
                 now = old
             else:
-                now = ReadEntry(entry.target, entry.container, action, next(decoded))
+                code = next(decoded)
+                now = ReadEntry(entry.target, entry.container, action, code, *_bytes(entry))
             if action != SKIP and now.code is not None:
                 (ptx if entry.kind == KIND_PTX else cubins).append(
                     _as_listed(now.code) if action == LIST and now.action == JUDGE else now.code
@@ -307,7 +318,28 @@ def read_library(
             if record is not None:
                 record.append(now)
         index += len(entries)
-    return Library(path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread))
+        sizes += [(entry.target.name, *_bytes(entry)) for entry in entries]
+    return Library(
+        path, tuple(cubins), tuple(ptx), tuple(t.name for t in unread), code_bytes(sizes)
+    )
+
+
+def _bytes(entry: Entry) -> tuple[int, int]:
+    """An entry's bytes uncompressed (as ``cuobjdump -xelf`` writes the cubin) and as
+    stored in the fatbin."""
+    compressed = entry.flags & (FLAG_ZSTD | FLAG_LZ4)
+    return (entry.uncompressed_size if compressed else entry.payload_size), stored_length(entry)
+
+
+def library_bytes(blob: Blob) -> tuple[CodeBytes, ...]:
+    """Per target, the bytes of a library's fatbin entries, from their headers alone
+    (what the cuobjdump engine records: cuobjdump prints no size)."""
+    seen = [0, 0]
+    return code_bytes(
+        (entry.target.name, *_bytes(entry))
+        for offset, size, align in fatbin_ranges(blob, read_header(blob).named(FATBIN_SECTION))
+        for entry in bounded(iter_entries(blob, offset, size, align), blob.name, seen)
+    )
 
 
 def library_from_record(path: str, known: Sequence[ReadEntry], demand: Demand) -> Library | None:
@@ -327,7 +359,8 @@ def library_from_record(path: str, known: Sequence[ReadEntry], demand: Demand) -
                 _as_listed(entry.code) if action == LIST and entry.action == JUDGE else entry.code
             )
             (ptx if entry.target.ptx else cubins).append(code)
-    return Library(path, tuple(cubins), tuple(ptx), tuple(unread))
+    sizes = code_bytes((entry.target.name, entry.size, entry.stored) for entry in known)
+    return Library(path, tuple(cubins), tuple(ptx), tuple(unread), sizes)
 
 
 def _as_listed(code: CodeObject) -> CodeObject:

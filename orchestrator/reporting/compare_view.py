@@ -1,6 +1,7 @@
 """What ``kernel-matrix compare`` prints: per cell, the family × device pairs that
 regressed (with the head's cause) and that got fixed, and how many did not change;
-then the kernel details, and one verdict line, last. ``--markdown`` gives the same
+then the kernel details, what the code weighs (bytes per target and per family that
+changed, and the total; or why that is not known), and one verdict line, last. ``--markdown`` gives the same
 as a block for a step summary or a pull-request comment."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from orchestrator.common.words import counted
+from orchestrator.common.words import counted, format_size, signed_size
 from orchestrator.judge.compare import (
     CELL_UNCHECKED,
     FAMILY_DOWNGRADED,
@@ -18,6 +19,7 @@ from orchestrator.judge.compare import (
 from orchestrator.reporting.console import console, say
 
 KERNEL_LINES = 20  # kernel details shown on the console; --json has them all
+FAMILY_SIZE_LINES = 20  # families whose size changed, shown per cell; --json has them all
 
 
 def _by_cell(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -68,7 +70,109 @@ def print_compare(diff: Diff, data: dict[str, Any]) -> None:
         say(out, f"  kernel: {finding.describe()}")
     if len(kernel) > KERNEL_LINES:
         say(out, f"  kernel: … and {len(kernel) - KERNEL_LINES} more (--json lists them)")
+    for line in size_lines(data):
+        say(out, line)
     say(out, verdict_line(diff, data))
+
+
+def _change(row: dict[str, Any]) -> str:
+    """``0 B -> 27.8 KiB (+27.8 KiB)``, with the stored bytes where they differ."""
+    text = f"{format_size(row['base'])} -> {format_size(row['head'])} ({signed_size(row['delta'])}"
+    if "stored_delta" in row and (row["base_stored"], row["head_stored"]) != (
+        row["base"],
+        row["head"],
+    ):
+        text += f"; stored {signed_size(row['stored_delta'])}"
+    return text + ")"
+
+
+def _family_change(row: dict[str, Any]) -> str:
+    by_target = ", ".join(f"{t} {signed_size(d)}" for t, d in row["targets"].items())
+    return f"{_change(row)[:-1]}: {by_target})"
+
+
+def size_lines(data: dict[str, Any]) -> list[str]:
+    """The size table for the console: per cell, the total, the targets and families
+    whose bytes changed; one line for cells whose sizes are not known."""
+    cells = data.get("sizes", [])
+    if not cells:
+        return []
+    whys = {entry["why"] for entry in cells if not entry["known"]}
+    if all(not entry["known"] for entry in cells) and len(whys) == 1:
+        return [f"sizes: {whys.pop()}"]
+    lines = ["sizes (code bytes, uncompressed; stored: as in the fatbin), base -> head:"]
+    for entry in cells:
+        if not entry["known"]:
+            lines.append(f"  {entry['cell']}: sizes {entry['why']}")
+            continue
+        unchanged = not entry["targets"] and not entry["families"]
+        lines.append(
+            f"  {entry['cell']}: total {_change(entry['total'])}"
+            + (", unchanged" if unchanged else "")
+        )
+        lines += [f"    {row['target']}: {_change(row)}" for row in entry["targets"]]
+        families = entry["families"]
+        lines += [
+            f"    family {row['family']}: {_family_change(row)}"
+            for row in families[:FAMILY_SIZE_LINES]
+        ]
+        if len(families) > FAMILY_SIZE_LINES:
+            lines.append(
+                f"    … and {len(families) - FAMILY_SIZE_LINES} more families (--json lists them)"
+            )
+    files = data.get("files")
+    if files:
+        changed = files.get("libraries", [])
+        lines.append(
+            f"files: {format_size(files['base'])} -> {format_size(files['head'])} "
+            f"({signed_size(files['delta'])})"
+            + ("; the libraries in them that changed, as stored there:" if changed else "")
+        )
+        lines += [f"  {row['library']}: {_change(row)}" for row in changed[:FAMILY_SIZE_LINES]]
+        if len(changed) > FAMILY_SIZE_LINES:
+            lines.append(f"  … and {len(changed) - FAMILY_SIZE_LINES} more (--json lists them)")
+    return lines
+
+
+def size_markdown(data: dict[str, Any]) -> list[str]:
+    """The size table as Markdown: one row per cell total, changed target and
+    changed family (families: the bytes of their kernels' code)."""
+    cells = data.get("sizes", [])
+    if not cells:
+        return []
+    whys = {entry["why"] for entry in cells if not entry["known"]}
+    if all(not entry["known"] for entry in cells) and len(whys) == 1:
+        return [f"Sizes: {whys.pop()}.", ""]
+    lines = [
+        "**Sizes** (code bytes, uncompressed; stored: as in the fatbin)",
+        "",
+        "| cell | code | base | head | change |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def row(cell: str, what: str, entry: dict[str, Any]) -> str:
+        change = _change(entry).split(" (", 1)[1][:-1]
+        cells_ = (cell, what, format_size(entry["base"]), format_size(entry["head"]), change)
+        return "| " + " | ".join(_md(c) for c in cells_) + " |"
+
+    for entry in cells:
+        if not entry["known"]:
+            lines.append(f"| {_md(entry['cell'])} | — | — | — | {_md(entry['why'])} |")
+            continue
+        lines.append(row(entry["cell"], "total", entry["total"]))
+        lines += [row(entry["cell"], r["target"], r) for r in entry["targets"]]
+        for r in entry["families"][:FAMILY_SIZE_LINES]:
+            by_target = ", ".join(f"{t} {signed_size(d)}" for t, d in r["targets"].items())
+            lines.append(row(entry["cell"], f"family {r['family']} ({by_target})", r))
+        if len(entry["families"]) > FAMILY_SIZE_LINES:
+            more = len(entry["families"]) - FAMILY_SIZE_LINES
+            lines.append(f"| {_md(entry['cell'])} | … {more} more families (--json) | | | |")
+    files = data.get("files")
+    if files:
+        lines.append(row("", "files", files))
+        for r in files.get("libraries", [])[:FAMILY_SIZE_LINES]:
+            lines.append(row("", f"file {r['library']}", r))
+    return [*lines, ""]
 
 
 def compare_markdown(diff: Diff, data: dict[str, Any]) -> str:
@@ -85,6 +189,7 @@ def compare_markdown(diff: Diff, data: dict[str, Any]) -> str:
         lines.append("")
     if not data["regressions"] and not data["fixed"]:
         lines += ["No family × device changed on any requested device.", ""]
+    lines += size_markdown(data)
     return "\n".join(lines)
 
 

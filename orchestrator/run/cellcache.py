@@ -41,14 +41,15 @@ from filelock import FileLock, Timeout
 from orchestrator import __version__
 from orchestrator.common.errors import KernelMatrixError, UsageError
 from orchestrator.common.fsutil import cache_root, not_regular, walk_dirs, write_json
+from orchestrator.common.words import format_size
 from orchestrator.judge.results import CellResult, load_cell_result
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
 
 # Part of every key: entries of an older layout (results holding absolute artifact
-# paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT) are never
-# read back.
-CACHE_FORMAT = "4"
+# paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT; 4: libraries
+# without their bytes per target) are never read back.
+CACHE_FORMAT = "5"
 LIMIT_VARIABLE = "KERNEL_MATRIX_CELL_CACHE_LIMIT"
 DEFAULT_LIMIT = "20G"
 SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}
@@ -151,20 +152,6 @@ def cache_limit() -> int:
         raise UsageError(
             f"{LIMIT_VARIABLE}={text}: not a size (write it as 20G, 500M or 0)"
         ) from None
-
-
-def format_size(size: int) -> str:
-    """A size for people.
-
-    >>> format_size(1536), format_size(3 << 30)
-    ('1.5 KiB', '3.0 GiB')
-    """
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 class CacheNotWritten(KernelMatrixError):

@@ -55,6 +55,7 @@ from orchestrator.judge.results import (
     CellResult,
     load_cell_result,
 )
+from orchestrator.judge.sizes import cell_sizes
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
 from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
@@ -206,6 +207,8 @@ def run_cell(
         result.verdicts = explain_verdicts(
             result.verdicts, matrix, build_dir, tier=tier, guards=guards
         )
+        # Bytes per target and family: only a build has them (a prediction has none).
+        result.sizes = cell_sizes(inventory, matrix.families) if tier == "build" else None
         result.archs_without_code, served = archs_without_code(inventory, cell.archs)
         notes = [f"kernel-matrix: no code object for requested {note}" for note in served]
         result.warnings += [note for note in notes if note not in result.warnings]
