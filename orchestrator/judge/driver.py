@@ -171,10 +171,10 @@ def child_look_up(request: dict[str, Any], cuda: Any = None) -> dict[str, Any]:
     return {"found": found, "failed": failed}
 
 
-def child_launch(request: dict[str, Any]) -> dict[str, Any]:
+def child_launch(request: dict[str, Any], cuda: Any = None) -> dict[str, Any]:
     """In the child: launch one kernel on one thread with zeroed arguments; the error
     the launch and the synchronisation return."""
-    cuda = open_driver()
+    cuda = cuda or open_driver()
     _context(cuda, request["ordinal"])
     offset, length = request["container"]
     module, function = ctypes.c_void_p(), ctypes.c_void_p()

@@ -335,3 +335,60 @@ def test_ctypes_buffers_carry_the_container_bytes(tmp_path: Path) -> None:
     offset, length = container_spans(path)[2]
     image = driver._read_span(str(path), offset, length)
     assert isinstance(image, ctypes.Array) and bytes(image) == made[2]
+
+
+class FakeStubCuda(FakeCuda):
+    """A module whose one kernel takes 12 bytes of parameters and traps when run: what
+    the driver returns for a CUTLASS arch-guard stub (the launch queues, the
+    synchronisation reports the trap)."""
+
+    def __init__(self, container: bytes) -> None:
+        super().__init__({container: {"_Z4stubPfi": (90, 90)}})
+        self.launched: list[tuple[Any, ...]] = []
+
+    def cuFuncGetParamInfo(self, _fn: Any, index: Any, offset: Any, size: Any) -> int:
+        if index.value >= 2:
+            return 1  # CUDA_ERROR_INVALID_VALUE: no such parameter
+        self._set(offset, [0, 8][index.value])
+        self._set(size, [8, 4][index.value])
+        return 0
+
+    def cuLaunchKernel(self, fn: Any, *args: Any) -> int:
+        self.launched.append(args)
+        return 0
+
+    def cuCtxSynchronize(self) -> int:
+        return 719
+
+    def cuGetErrorName(self, code: int, ref: Any) -> int:
+        if code == 719:
+            ref._obj.value = b"CUDA_ERROR_LAUNCH_FAILED"
+            return 0
+        return super().cuGetErrorName(code, ref)
+
+
+def test_a_stub_is_launched_on_one_thread_with_zeroed_arguments(tmp_path: Path) -> None:
+    made = containers()
+    path = tmp_path / "lib.so"
+    path.write_bytes(build_shared_object(made))
+    offset, length = container_spans(path)[0]
+    fake = FakeStubCuda(made[0])
+    request = {
+        "library": str(path),
+        "ordinal": 0,
+        "container": [offset, length],
+        "kernel": "_Z4stubPfi",
+    }
+    answer = driver.child_launch(request, fake)
+    assert answer == {
+        "launch": "CUDA_SUCCESS",
+        "sync": "CUDA_ERROR_LAUNCH_FAILED",
+        "parameter_bytes": 12,
+    }
+    ((grid_x, grid_y, grid_z, block_x, block_y, block_z, shared, stream, params, extra),) = (
+        fake.launched
+    )
+    assert (grid_x, grid_y, grid_z, block_x, block_y, block_z, shared) == (1, 1, 1, 1, 1, 1, 0)
+    assert stream is None and params is None
+    # the arguments go as one buffer: BUFFER_POINTER (1), its address, BUFFER_SIZE (2), END
+    assert (extra[0], extra[2], extra[4]) == (1, 2, None) and extra[1]
