@@ -160,6 +160,8 @@ def read_truth(path: Path = TRUTH) -> dict[str, dict[str, Row]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if match := re.match(r"^### vLLM (\S+) — CUDA \S+(?: — (aarch64))?$", line):
             release, header = match[1] + (f"-{match[2]}" if match[2] else ""), None
+        elif line.startswith("## "):  # a section after the tables (side by side, findings)
+            release, header = None, None
         elif release and line.startswith("| family |"):
             header = _cells(line)
         elif header and line.startswith("| ---"):
