@@ -186,7 +186,9 @@ def stub_outcome(stub: StubLaunch) -> str:
     printed = f'; it printed "{stub.message}"' if stub.message else ""
     if not stub.trapped:
         return "ran and returned with no error" + (
-            printed or " and printed nothing (its body is compiled out: it does no work)"
+            printed
+            or " and printed nothing: with zeroed arguments it did no work (a body compiled "
+            "out, or a path that returns before the guard)"
         )
     if stub.launch != "CUDA_SUCCESS":
         return f"the launch failed: {stub.launch}{printed}"

@@ -1,5 +1,6 @@
-"""The record of ``check --confirm-with-driver`` on an H100 (docs/gpu-verification.md,
-"Confirmed by the driver"): each file is what the command wrote there, valid against
+"""The records of ``check --confirm-with-driver`` on an H100 and an H200
+(docs/gpu-verification.md, "Confirmed by the driver"): each file is what the command
+wrote there, valid against
 ``check.schema.json``, and the driver's answer holds the rules' meaning -- a cubin
 load reports the predicted cubin's SM, a JIT load the predicted PTX's arch."""
 
@@ -16,12 +17,22 @@ import pytest
 import orchestrator
 from orchestrator.archs import Target
 
-RECORD = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu" / "h100-2026-12-07-confirm"
+GPU = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu"
+RECORDS = {
+    "h100-2026-12-07-confirm": "NVIDIA H100 80GB HBM3",
+    "h200-2026-12-07-confirm": "NVIDIA H200",
+}
 
 
 def documents() -> dict[str, dict[str, Any]]:
-    found = {p.name: json.loads(p.read_text()) for p in RECORD.glob("*.json")}
-    found |= {p.name: json.loads(gzip.decompress(p.read_bytes())) for p in RECORD.glob("*.json.gz")}
+    found = {}
+    for folder in RECORDS:
+        record = GPU / folder
+        found |= {f"{folder}/{p.name}": json.loads(p.read_text()) for p in record.glob("*.json")}
+        found |= {
+            f"{folder}/{p.name}": json.loads(gzip.decompress(p.read_bytes()))
+            for p in record.glob("*.json.gz")
+        }
     return found
 
 
@@ -30,7 +41,7 @@ def test_the_driver_agreed_with_every_verdict(name: str) -> None:
     document = documents()[name]
     schema = Path(orchestrator.__file__).parent / "schemas" / "check.schema.json"
     jsonschema.validate(document, json.loads(schema.read_text()))
-    assert document["local_gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert document["local_gpus"][0]["name"] == RECORDS[name.split("/")[0]]
     confirmations = document["confirmation"]
     assert confirmations and all(c["agrees"] and not c["errors"] for c in confirmations)
     for c in confirmations:
