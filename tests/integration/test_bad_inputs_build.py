@@ -395,7 +395,7 @@ def test_signal_mid_run(
     stopped = stop_while_building(tmp_path, signum)
     assert stopped.code == code, stopped.stdout[-2000:] + stopped.stderr
     line = error_line(stopped.stderr)
-    assert f"interrupted by {said}: 0 of 1 cells finished" in line
+    assert f"interrupted by {said}: 0 of 1 cell finished" in line
     assert "--resume" in line
     assert stopped.seconds < 15
     result = json.loads((stopped.out / "cells" / "cu13.0-9.0a.json").read_text())

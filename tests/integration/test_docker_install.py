@@ -315,7 +315,7 @@ def test_readme_docker_section_as_written(
     verdicts = {(v["family"], v["device"]): v["status"] for v in listed}
     assert {f for (f, device), s in verdicts.items() if s == "present"} == FAMILIES_ON_12_1
     assert set(verdicts.values()) == {"present", "not-applicable"}
-    library = clone / "build" / CELL / "_C.so"
+    library = clone / "build" / "matrix" / CELL / "_C.so"  # build/<matrix stem>/<cell>
     assert kernel_names(cuobjdump_kernels(library)["sm_121a"]) == KERNELS_IN_SM121A
     site = clone / ".venv" / "lib"
     installed_at = sorted(site.glob("python3*/site-packages/orchestrator"))
