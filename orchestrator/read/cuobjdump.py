@@ -275,13 +275,13 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
     header: str | None = None  # "elf" or "ptx" after a "Fatbin ... code:" line
     mode = ""  # "sections", "symbols", "text" or ""
     text_name = ""
-    words: list[int] = []
+    dumped = bytearray()  # the section's bytes, as dumped
 
     def finish_text() -> None:
         if current is not None and text_name == GLOBAL_INIT:
-            current.global_init = b"".join(w.to_bytes(4, "little") for w in words)
+            current.global_init = bytes(dumped)
         elif current is not None and text_name:
-            data = b"".join(w.to_bytes(4, "little") for w in words)
+            data = bytes(dumped)
             current.code[text_name] = count_working_sass(data, current.sm)
             if has_trap(data, 0, len(data), current.sm):
                 current.trapping.add(text_name)
@@ -293,7 +293,7 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
                 finish_text()
             if current is not None:
                 yield current
-            current, mode, text_name, words = None, "", "", []
+            current, mode, text_name, dumped = None, "", "", bytearray()
             header = "ptx" if "ptx" in line else "elf"
             continue
         if header and line.startswith("arch = "):
@@ -305,14 +305,14 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
             continue
         if mode == "text":
             if line.startswith("0x"):
-                words.extend(int(w, 16) for w in line.split())
+                dumped += dumped_bytes(line)
                 continue
-            # the header before the words: "lmem=0 smem=0" (CUDA 13 binaries) or
+            # the header before the dumped: "lmem=0 smem=0" (CUDA 13 binaries) or
             # "bar = 0 reg = 0 lmem=0 smem=0" (CUDA 12.x binaries)
-            if "lmem=" in line or (not line.strip() and not words):
+            if "lmem=" in line or (not line.strip() and not dumped):
                 continue
             finish_text()
-            mode, text_name, words = "", "", []
+            mode, text_name, dumped = "", "", bytearray()
         stripped = line.strip()
         if line.startswith("Sections:"):
             mode = "sections"
@@ -367,7 +367,7 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
             and " " not in stripped
             and stripped in current.names.values()
         ) or stripped == GLOBAL_INIT:
-            mode, text_name, words = "text", stripped, []
+            mode, text_name, dumped = "text", stripped, bytearray()
     if mode == "text":
         finish_text()
     if current is not None:
@@ -377,6 +377,21 @@ def _parse_elf_dump(stream: IO[bytes], where: str) -> Iterator[_Object]:
 # ELF symbol types (the low 4 bits of st_info) and CUDA's st_other flag of a kernel.
 _SYMBOL_TYPES = {2: "FUNC", 3: "SECTION"}
 _STO_CUDA_ENTRY = 0x10
+
+
+def dumped_bytes(line: str) -> bytes:
+    """The bytes of one line of cuobjdump's section dump: 32-bit little-endian words
+    (``0x4c42414e``, eight digits), then, at the end of a section whose size is not a
+    multiple of 4, its last bytes one by one (``0x45 0x44 0x00``).
+
+    >>> dumped_bytes("0x4c42414e 0x45 0x44 0x00")
+    b'NABLED\\x00'
+    """
+    out = bytearray()
+    for token in line.split():
+        value = int(token, 16)
+        out += value.to_bytes(4 if len(token) > 4 else 1, "little")
+    return bytes(out)
 
 
 def _numeric_symbol(fields: list[str]) -> tuple[str, bool, str] | None:
