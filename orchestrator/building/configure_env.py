@@ -39,6 +39,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 
+from orchestrator.common import stopping
 from orchestrator.common.errors import ToolchainError
 from orchestrator.common.fsutil import staged_directory
 from orchestrator.planning.matrix import ConfigureSpec, PythonSpec, StandIn
@@ -163,11 +164,12 @@ def _pip(arguments: list[str], *, what: str, progress: Progress) -> None:
         timer = threading.Timer(INSTALL_TIMEOUT_S, proc.kill)
         timer.start()
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if _PIP_PROGRESS.match(line):
-                    progress(line.strip())
-            status = proc.wait()
+            with stopping.killed_on_stop(proc):  # Ctrl-C of the run: pip stops now
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    if _PIP_PROGRESS.match(line):
+                        progress(line.strip())
+                status = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
@@ -176,6 +178,7 @@ def _pip(arguments: list[str], *, what: str, progress: Progress) -> None:
             timer.cancel()
         errors.seek(0)
         stderr = errors.read()
+    stopping.check(f"installing {what}")  # (killed by the stop, or by Ctrl-C itself)
     if time.monotonic() > deadline:
         raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s")
     if status != 0:
@@ -186,12 +189,16 @@ def _provisioned(
     target: Path, install: Callable[[Path], None], what: str, progress: Progress
 ) -> Path:
     """``target``, made once by ``install(staging)`` under a file lock and renamed
-    into place whole (an interrupted install leaves nothing that looks complete)."""
+    into place whole (an interrupted install leaves nothing that looks complete).
+    A run's Ctrl-C (:data:`stopping.STOP`) ends the install and the wait for the lock
+    at once, with :class:`stopping.Stopped`: a cell that waited for another's install
+    does not start one of its own after the stop."""
     if (target / COMPLETE_MARK).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
     try:
-        with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        with stopping.locked(lock, f"provisioning {what}", LOCK_TIMEOUT_S):
             if (target / COMPLETE_MARK).is_file():
                 return target
             progress(f"provisioning {what} into {target} (once; cached)")

@@ -21,6 +21,7 @@ from typing import IO
 
 from orchestrator.archs import format_arch_list
 from orchestrator.building.configure_env import ConfigureEnv, expand
+from orchestrator.common import stopping
 from orchestrator.common.errors import BuildError
 from orchestrator.common.fsutil import write_atomic
 from orchestrator.planning.matrix import Project
@@ -240,6 +241,7 @@ def run_recipe(commands: BuildRecipe, call: Callable[[Step], int]) -> float:
     spent inside the build tools."""
     spent = 0.0
     for step in commands.steps:
+        stopping.check(step.name)  # a run that is stopping starts no further step
         started = time.monotonic()
         try:
             status = call(step)

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.common import stopping
 from orchestrator.common.errors import InputFileError, ToolchainError, UsageError
 from orchestrator.common.fsutil import cache_root, staged_directory
 from orchestrator.toolchains.cuda import LOCK_TIMEOUT_S
@@ -115,7 +116,9 @@ def unpack_sdist(sdist: Path) -> Path:
     if done.is_file():
         return target / done.read_text().strip()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+    with stopping.locked(
+        FileLock(str(target) + ".lock"), f"unpacking {sdist.name}", LOCK_TIMEOUT_S
+    ):
         if done.is_file():
             return target / done.read_text().strip()
         with staged_directory(target, ".unpack-") as staging:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"--log {args.log}: {why}")
         skip_lines = scan_log(args.log).skip_lines
     paths = list(installed.libraries) if installed else list(args.paths)
-    result = check_paths(
-        paths,
-        rules,
-        devices,
-        engine=args.engine,
-        cuobjdump=args.cuobjdump,
-        cuda=cuda,
-        skip_lines=skip_lines,
-        cache=not args.no_cache,
-        jobs=args.jobs or 1,
-    )
+    from orchestrator.reporting.console import console
+    from orchestrator.reporting.progress_view import RunProgress
+
+    # The cuobjdump engine takes minutes per large library: its progress on stderr
+    # (a live line on a terminal; in a CI log, a line at most every 30 s).
+    with RunProgress(console(stderr=True), Path()) if args.engine == "cuobjdump" else nullcontext():
+        result = check_paths(
+            paths,
+            rules,
+            devices,
+            engine=args.engine,
+            cuobjdump=args.cuobjdump,
+            cuda=cuda,
+            skip_lines=skip_lines,
+            cache=not args.no_cache,
+            jobs=args.jobs or 1,
+        )
     confirmation = None
     if args.confirm_with_driver and gpus:
         from orchestrator.judge.confirm import confirm, inventory_to_confirm

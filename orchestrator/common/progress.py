@@ -9,8 +9,9 @@ sink (unit tests, library use) reports go nowhere. Showing is
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 Sink = Callable[[str | None, str], None]  # (cell id or None, message)
 
@@ -41,3 +42,29 @@ def report(message: str) -> None:
         sink, cell = _sink, _cells.get(threading.get_ident())
     if sink is not None:
         sink(cell, message)
+
+
+@contextlib.contextmanager
+def ticking(line: Callable[[], str], every: float = 5.0) -> Iterator[None]:
+    """Report ``line()`` at once and every ``every`` seconds while the block runs
+    (from a thread of its own, bound to the caller's cell)."""
+    with _lock:
+        cell = _cells.get(threading.get_ident())
+    stop = threading.Event()
+
+    def loop() -> None:
+        bind(cell)
+        try:
+            while not stop.wait(every):
+                report(line())
+        finally:
+            bind(None)
+
+    report(line())
+    thread = threading.Thread(target=loop, daemon=True, name="progress")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

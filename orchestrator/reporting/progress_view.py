@@ -146,8 +146,10 @@ class RunProgress:
                 with self._lock:
                     cell.step, cell.detail, cell.reported = step, detail, False
         if self.live:
+            with self._lock:  # and work for no running cell (a check's cuobjdump engine)
+                unbound = list(self._unbound.values())
             if self._live is not None:
-                self._live.update(self._table(running, now))
+                self._live.update(self._table(running + unbound, now))
             return
         for cell in running:
             self._say(cell, now)

@@ -30,6 +30,7 @@ from orchestrator import __version__
 from orchestrator.building.backends import Backend, BuildJob
 from orchestrator.building.buildlog import scan_log
 from orchestrator.building.recipe import PIP_SOURCE_COPY, PROCESSES, collect_artifacts
+from orchestrator.common import stopping
 from orchestrator.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -144,7 +145,7 @@ def latest_run_dir(root: Path = RUNS_DIR) -> Path | None:
 # --- one cell -----------------------------------------------------------------------
 
 
-STOP = threading.Event()
+STOP = stopping.STOP  # set on Ctrl-C: provisioning and lock waits stop too
 NOT_STARTED = "the run stopped before this cell ran"
 
 

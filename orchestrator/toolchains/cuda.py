@@ -32,7 +32,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from orchestrator.archs import CudaVersion
-from orchestrator.common import progress
+from orchestrator.common import progress, stopping
 from orchestrator.common.errors import ToolchainError, ToolError
 from orchestrator.common.fsutil import staged_directory
 from orchestrator.common.words import counted
@@ -131,7 +131,8 @@ def provision(cuda: CudaVersion, *, log: Iterable[str] | None = None) -> Toolcha
     target = pypi_home(cuda)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        lock = FileLock(str(target) + ".lock")
+        with stopping.locked(lock, f"installing the CUDA {cuda} toolchain", LOCK_TIMEOUT_S):
             cached = find_cached(cuda)  # another process may have finished meanwhile
             if cached:
                 return cached
@@ -198,11 +199,12 @@ def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
             timer.start()
             watch.start()
             try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    lines.append(line.rstrip())
-                    watch.saw(line)
-                status = proc.wait()
+                with stopping.killed_on_stop(proc):  # Ctrl-C of the run: pip stops now
+                    assert proc.stdout is not None
+                    for line in proc.stdout:
+                        lines.append(line.rstrip())
+                        watch.saw(line)
+                    status = proc.wait()
             finally:
                 timer.cancel()
                 watch.stop()
@@ -215,6 +217,7 @@ def _pip_install(target: Path, requirements: list[str], *, what: str) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     lines.append(watch.summary())
     PROVISIONING.setdefault(what, []).extend(lines)
+    stopping.check(f"installing {what}")  # (killed by the stop, or by Ctrl-C itself)
     if timed_out.is_set():
         raise ToolchainError(f"installing {what} timed out after {INSTALL_TIMEOUT_S} s")
     if status != 0:
@@ -380,7 +383,7 @@ def cutlass_headers() -> Path:
     if (include / "cute").is_dir():
         return include
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+    with stopping.locked(FileLock(str(target) + ".lock"), "CUTLASS headers", LOCK_TIMEOUT_S):
         if not (include / "cute").is_dir():
             with staged_directory(target, ".cutlass-") as staging:
                 _pip_install(staging, [CUTLASS_PACKAGE], what="CUTLASS headers")
@@ -407,7 +410,7 @@ def _binary_tool(name: str, package: str, explicit: Path | None) -> Path:
     if system:
         return Path(system)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+    with stopping.locked(FileLock(str(target) + ".lock"), f"installing {name}", LOCK_TIMEOUT_S):
         found = sorted(target.glob(pattern))
         if not found:
             with staged_directory(target, f".{name}-") as staging:

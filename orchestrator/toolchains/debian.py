@@ -46,7 +46,7 @@ from typing import IO
 from filelock import FileLock, Timeout
 
 from orchestrator.archs import CudaVersion
-from orchestrator.common import progress
+from orchestrator.common import progress, stopping
 from orchestrator.common.errors import ToolchainError
 from orchestrator.common.fsutil import staged_directory, write_json
 from orchestrator.toolchains import aptsources
@@ -238,7 +238,8 @@ def provision(
     target = debian_home(cuda)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        lock = FileLock(str(target) + ".lock")
+        with stopping.locked(lock, f"installing the CUDA {cuda} toolchain", LOCK_TIMEOUT_S):
             cached = find_cached(cuda)
             if cached:
                 return cached

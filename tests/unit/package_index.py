@@ -16,6 +16,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,10 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path
+    delay: float  # seconds between chunks of a file (a slow index), 0: at once
+    files_asked: list[str]  # every file (not page) asked for, in order
+
+    CHUNK = 16 * 1024
 
     def do_GET(self) -> None:
         password = self.root / "password"  # if there: Basic auth as user "me"
@@ -47,17 +52,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", found[1])
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.path.endswith("/"):
+            self.wfile.write(body)
+            return
+        self.files_asked.append(self.path)
+        for start in range(0, len(body), self.CHUNK):
+            try:
+                self.wfile.write(body[start : start + self.CHUNK])
+                self.wfile.flush()
+            except OSError:
+                return  # the client went away (killed mid-download)
+            time.sleep(self.delay)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the tests' output is theirs
 
 
 @contextmanager
-def serving(root: Path) -> Iterator[str]:
+def serving(
+    root: Path, *, delay: float = 0.0, files_asked: list[str] | None = None
+) -> Iterator[str]:
     """The index URL (``http://127.0.0.1:PORT/simple``) of ``root/simple``, served
-    while the block runs."""
-    handler = type("Handler", (_Handler,), {"root": root})
+    while the block runs; files sent in 16 kB chunks ``delay`` seconds apart (a slow
+    index), each file's path appended to ``files_asked`` when it is asked for."""
+    attributes = {
+        "root": root,
+        "delay": delay,
+        "files_asked": [] if files_asked is None else files_asked,
+    }
+    handler = type("Handler", (_Handler,), attributes)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ from orchestrator.building.recipe import (
     stop_leftovers,
     toolchain_changed,
 )
+from orchestrator.common import stopping
 from orchestrator.common.errors import ConfigError, ToolchainError
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
@@ -46,7 +47,7 @@ class LocalBackend:
             if cell.cuda in self._resolved:
                 return self._resolved[cell.cuda]
             lock = self._cuda_locks.setdefault(cell.cuda, threading.Lock())
-        with lock:
+        with stopping.locked(lock, f"the CUDA {cell.cuda} toolchain"):
             if cell.cuda not in self._resolved:
                 found = toolchain.resolve(cell.cuda, self.cuda_homes)
                 if found is None:
@@ -118,7 +119,9 @@ class LocalBackend:
             if job.progress is not None:
                 job.progress(f"{job.cell.id}: {line}")
 
-        with self._configure_lock:  # cells share one environment: provision it once
+        # Cells share one environment: provision it once. A cell waiting here while
+        # another provisions stops with the run (it must not start its own install).
+        with stopping.locked(self._configure_lock, "provisioning the configure environment"):
             return configure_env.provision(
                 spec, self.matrix.project.source, tc, build_dir, progress
             )

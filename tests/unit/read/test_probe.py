@@ -4,8 +4,10 @@ output (a fake cuobjdump), families x devices, the CLI verb, kernel-code helpers
 from __future__ import annotations
 
 import json
+import re
 import stat
 import textwrap
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -26,6 +28,7 @@ from synth import (
 
 from orchestrator.archs import ComputeCapability, Target
 from orchestrator.cli import main
+from orchestrator.common import progress
 from orchestrator.common.errors import EXIT_INFRA, EXIT_USAGE, ToolError
 from orchestrator.judge.presence import family_presence
 from orchestrator.probe import probe
@@ -365,3 +368,42 @@ def test_sources_from_all_names_both_spellings() -> None:
         b"\0_ZN12_GLOBAL__N__99_garbage\0"
     )
     assert sources_in(table) == ("nvfp4_quant_kernels.cu", "scaled_mm_c3x.cu")
+
+
+def test_the_cuobjdump_engine_reports_its_progress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 35, item 3: libraries done of all, the one being read, its size, time --
+    to the progress sink, and on stderr from ``check`` (at most every 30 s off a
+    terminal: the first line at once)."""
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in ("pkg/a.so", "pkg/b.so"):
+            archive.writestr(name, build_shared_object([]))
+    tool = fake_cuobjdump(
+        tmp_path,
+        """
+        echo "cuobjdump info    : File '$2' does not contain device code" >&2
+        exit 255
+        """,
+    )
+    said: list[str] = []
+    progress.set_sink(lambda cell, message: said.append(message))
+    try:
+        probe([wheel], engine="cuobjdump", cuobjdump=tool)
+        probe([wheel])  # the native engine takes seconds: it says nothing
+    finally:
+        progress.set_sink(None)
+    pattern = (
+        r"cuobjdump engine: (\d) of 2 libraries done; (pkg/.\.so) \(0 MB\) for \d+ s; \d+ s in all"
+    )
+    assert [re.fullmatch(pattern, line).groups() for line in said] == [  # type: ignore[union-attr]
+        ("0", "pkg/a.so"),
+        ("1", "pkg/b.so"),
+    ]
+    families = tmp_path / "fam.yaml"
+    families.write_text("families:\n  f:\n    devices: ['10.0']\n    kernels: ['quant']\n")
+    argv = ["check", str(wheel), "--families", str(families), "--engine", "cuobjdump"]
+    main([*argv, "--cuobjdump", str(tool)])
+    err = capsys.readouterr().err
+    assert "… kernel-matrix: cuobjdump engine: 0 of 2 libraries done; pkg/a.so (0 MB)" in err
