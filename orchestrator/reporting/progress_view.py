@@ -63,8 +63,10 @@ def step_name(argv: list[str]) -> str:
 
 
 def current_step(log: Path) -> tuple[str, str]:
-    """(the last command the log started, the last ninja progress line) of a build
-    log: ``("cmake --build", "[12/40] Building CUDA object …")``."""
+    """(the last command the log started, what it is doing) of a build log: the last
+    ninja progress line, ``("cmake --build", "[12/40] Building CUDA object …")``, or,
+    during a configure, CMake's last status line (``-- Building libc++ …``: vLLM's
+    configure runs minutes of such steps)."""
     try:
         with log.open("rb") as handle:
             size = handle.seek(0, 2)
@@ -74,7 +76,7 @@ def current_step(log: Path) -> tuple[str, str]:
         return "", ""
     step = detail = ""
     for line in reversed(tail):
-        if not detail and _NINJA.match(line):
+        if not detail and (_NINJA.match(line) or line.startswith("-- ")):
             detail = line.strip()[:100]
         if line.startswith("$ "):
             step = step_name(line[2:].split())

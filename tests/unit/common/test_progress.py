@@ -35,6 +35,15 @@ def test_current_step_is_the_last_command_and_ninja_line(tmp_path: Path) -> None
     assert current_step(tmp_path / "none.log") == ("", "")
 
 
+def test_during_a_configure_the_detail_is_cmakes_last_status_line(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    log.write_text(
+        "$ cmake -S src -B build\n-- The CXX compiler identification is GNU 12.2.0\n"
+        "-- Building libc++ with zig for torch's CMake\nsome other output\n"
+    )
+    assert current_step(log) == ("cmake configure", "-- Building libc++ with zig for torch's CMake")
+
+
 def test_plain_progress_names_the_cell_its_time_its_step_and_downloads(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     stream = io.StringIO()
