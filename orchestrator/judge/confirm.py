@@ -207,7 +207,7 @@ def confirm(
                         _Job(entry.library, files[entry.library], gpu.ordinal, []),
                     )
                     job.kernels.append(entry.mangled)
-        _look_up_all(list(wanted.values()), jobs or os.cpu_count() or 1)
+        spans = _look_up_all(list(wanted.values()), jobs or os.cpu_count() or 1)
         results = []
         for gpu, rule, status, kernels in plans:
             confirmations = []
@@ -231,7 +231,7 @@ def confirm(
                 )
             stubs: tuple[StubLaunch, ...] = ()
             if launch_stubs and status in (PRESENT, HOLLOW):
-                stubs = tuple(_launch_stubs(confirmations, files, wanted, gpu.ordinal))
+                stubs = tuple(_launch_stubs(confirmations, files, spans, wanted, gpu.ordinal))
             results.append(
                 FamilyConfirmation(
                     rule.name,
@@ -246,10 +246,10 @@ def confirm(
         return results
 
 
-def _look_up_all(jobs: list[_Job], workers: int) -> None:
+def _look_up_all(jobs: list[_Job], workers: int) -> dict[str, list[tuple[int, int]]]:
     """Two passes per library, each spread over processes by chunks of containers:
     JIT off over every container, then JIT on over those the first pass could not
-    load, for the kernels it did not find."""
+    load, for the kernels it did not find. Returns each library's containers."""
     spans = {job.library: container_spans(job.file) for job in jobs}
 
     def run(job: _Job, chunk: list[tuple[int, int]], kernels: list[str], jit: bool) -> Any:
@@ -287,6 +287,7 @@ def _look_up_all(jobs: list[_Job], workers: int) -> None:
         for future in second:
             job, answer, _ = future.result()
             _record(job, answer, jit=True)
+    return spans  # each library's containers, for the stubs to launch
 
 
 def _chunks(spans: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
@@ -305,6 +306,7 @@ def _record(job: _Job, answer: dict[str, Any], *, jit: bool) -> None:
 def _launch_stubs(
     confirmations: Sequence[KernelConfirmation],
     files: dict[str, Path],
+    spans: dict[str, list[tuple[int, int]]],
     jobs: dict[tuple[str, int], _Job],
     ordinal: int,
 ) -> Iterator[StubLaunch]:
@@ -313,11 +315,10 @@ def _launch_stubs(
     stubs = [k for k in confirmations if k.hollow and k.loaded != NONE][:STUBS_PER_FAMILY]
     for kernel in stubs:
         offset = jobs[kernel.library, ordinal].found[kernel.kernel][1]
-        spans = dict(container_spans(files[kernel.library]))
         request = {
             "library": str(files[kernel.library]),
             "ordinal": ordinal,
-            "container": [offset, spans[offset]],
+            "container": [offset, dict(spans[kernel.library])[offset]],
             "kernel": kernel.kernel,
         }
         answer, printed = run_child(

@@ -263,8 +263,12 @@ def test_confirm_runs_a_jit_pass_only_over_containers_the_first_could_not_load(
     path.write_bytes(build_shared_object(made))
     spans = container_spans(path)
     calls: list[tuple[bool, list[list[int]], list[str]]] = []
+    launched: list[list[int]] = []
 
     def fake_child(verb: str, request: dict[str, Any], *, jit: bool, timeout: int) -> Any:
+        if verb == "launch":  # --launch-stubs: the hollow kernel, in its container
+            launched.append(request["container"])
+            return {"launch": "CUDA_SUCCESS", "sync": "CUDA_ERROR_LAUNCH_FAILED"}, "guard\n"
         calls.append((jit, [list(c) for c in request["containers"]], request["kernels"]))
         if not jit:  # the sm_90a container loads; the others have no cubin for 9.0
             found = {
@@ -283,7 +287,7 @@ def test_confirm_runs_a_jit_pass_only_over_containers_the_first_could_not_load(
         family("ptx", r"^k\(float"),
         family("late", "hollow", ("9.0",)),
     ]
-    result = confirm(inventory, rules, [H100], jobs=1)
+    result = confirm(inventory, rules, [H100], launch_stubs=True, jobs=1)
     assert [jit for jit, _, _ in calls] == [False, True]
     assert calls[1][1] == [list(s) for s in spans[1:]]  # only the failed containers
     assert calls[1][2] == ["_Z1kPf"]  # only what pass 1 did not find
@@ -292,6 +296,11 @@ def test_confirm_runs_a_jit_pass_only_over_containers_the_first_could_not_load(
     assert by_name["work"].counts() == {CUBIN: 1, JIT: 0, NONE: 0}
     assert by_name["ptx"].counts() == {CUBIN: 0, JIT: 1, NONE: 0}
     assert by_name["late"].status == HOLLOW and by_name["late"].kernels[0].hollow
+    # only the hollow kernels, each in the container it was found in: the stub of
+    # "late" (sm_90a cubin) and the empty PTX kernel of "ptx" (JIT)
+    assert sorted(launched) == sorted([list(spans[0]), list(spans[1])])
+    (stub,) = by_name["late"].stubs
+    assert stub.trapped and stub.message == "guard"
     assert all(c.agrees for c in result)
 
 
