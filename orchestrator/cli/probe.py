@@ -27,6 +27,8 @@ from orchestrator.common.words import counted
 from orchestrator.reporting.console import console, say
 from orchestrator.reporting.tables import print_table
 
+MAX_BARE_LINES = 40  # "no device code" lines printed one by one, at most
+
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Inventory of shared objects/wheels/directories: rich summary or --json."""
@@ -45,9 +47,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps(inventory_json(inventory, presence), indent=2))
         return EXIT_OK
     out = console()
+    bare = [library.path for library in inventory.libraries if not library.has_device_code]
+    # One line each, unless there are so many that they would bury the rest (a wheel
+    # can hold thousands of host-only shared objects): then the first few and a count.
+    for path in bare if len(bare) <= MAX_BARE_LINES else bare[: MAX_BARE_LINES // 2]:
+        say(out, f"{path}: no device code")
+    if len(bare) > MAX_BARE_LINES:
+        rest = len(bare) - MAX_BARE_LINES // 2
+        say(out, f"... and {counted(rest, 'more shared object')} with no device code")
     for library in inventory.libraries:
         if not library.has_device_code:
-            say(out, f"{library.path}: no device code")
             continue
         table = Table(title=library.path, title_justify="left")
         for column in ("code object", "kernels", "hollow", "sources"):

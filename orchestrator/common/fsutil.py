@@ -29,16 +29,18 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     """Write ``path`` whole or not at all; a failure (disk full, no permission) is one
-    :class:`FileSystemError` naming the file (exit 3), never a traceback."""
+    :class:`FileSystemError` naming the file (exit 3), never a traceback. ``durable``:
+    synced to disk before it replaces ``path`` (results); a cache, whose damaged
+    record is only a miss, skips that wait."""
     try:
-        _write_atomic(path, text)
+        _write_atomic(path, text, durable)
     except OSError as exc:
         raise FileSystemError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -48,7 +50,8 @@ def _write_atomic(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

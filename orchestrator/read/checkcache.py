@@ -125,7 +125,11 @@ def load(key: str) -> list[ReadEntry]:
 
 
 def store(key: str, entries: Sequence[ReadEntry]) -> None:
-    """Keep a record (best effort: the cache is an optimisation)."""
+    """Keep a record (best effort: the cache is an optimisation). A library without
+    device code has nothing to reuse: reading its header again costs less than a
+    record (a wheel may hold 100 000 of them)."""
+    if not entries:
+        return
     _write(key, {"format": RECORD_FORMAT, "entries": [_item(entry) for entry in entries]})
 
 
@@ -134,7 +138,9 @@ def _write(key: str, data: dict[str, Any]) -> None:
     directory = records_dir()
     with contextlib.suppress(OSError):
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")))
+        write_atomic(
+            directory / f"{key}.json", json.dumps(data, separators=(",", ":")), durable=False
+        )
         _evict(directory)
 
 

@@ -132,6 +132,24 @@ def is_elf(head: bytes | memoryview) -> bool:
     return bytes(head[:4]) == ELF_MAGIC
 
 
+def sections_named(blob: Blob, name: str) -> list[Section]:
+    """The sections of ``blob`` called ``name``, as ``read_header(blob).named(name)``
+    gives them (the same checks of the file), without decoding every section's name:
+    a library without one is answered from its section name table at once (a wheel
+    may hold 100 000 host-only shared objects)."""
+    _, _, raw, table = _section_table(blob, names=True)
+    wanted = name.encode() + b"\0"
+    found = []
+    for index, row in enumerate(raw):
+        if row[0] >= len(table) and row[0]:
+            raise InputFileError(
+                f"{blob.name}: corrupt ELF: name offset {row[0]} outside its table"
+            )
+        if table.startswith(wanted, row[0]):
+            found.append(_section(index, row, name))
+    return found
+
+
 def read_header(blob: Blob, *, names: bool = True) -> ElfHeader:
     """The ELF header and section table of ``blob`` (ELF64 little-endian only);
     ``names=False`` skips decoding section names (a cubin needs none)."""

@@ -27,7 +27,7 @@ from orchestrator.read.elf import (
     Blob,
     FileBlob,
     Section,
-    read_header,
+    sections_named,
 )
 from orchestrator.read.fatbin import (
     FATBIN_SECTION,
@@ -275,7 +275,7 @@ def read_library(
     what its verdicts need (``orchestrator.read.demand``). ``known``: an earlier read of
     the same bytes for the same families, whose code objects are reused where they
     answer; ``record`` receives every entry as known after this read."""
-    header = read_header(blob)
+    fatbins = sections_named(blob, FATBIN_SECTION)
     decoder = decoder or EntryDecoder()
     demand = decoder.demand
     cubins: list[CodeObject] = []
@@ -284,7 +284,7 @@ def read_library(
     seen = [0, 0]
     index = 0
     sizes: list[tuple[str, int, int]] = []
-    for offset, size, align in fatbin_ranges(blob, header.named(FATBIN_SECTION)):
+    for offset, size, align in fatbin_ranges(blob, fatbins):
         entries = list(bounded(iter_entries(blob, offset, size, align), blob.name, seen))
         headers = [(entry.target, entry.container) for entry in entries]
         actions = demand.plan(headers) if demand else [JUDGE] * len(entries)
@@ -337,7 +337,7 @@ def library_bytes(blob: Blob) -> tuple[CodeBytes, ...]:
     seen = [0, 0]
     return code_bytes(
         (entry.target.name, *_bytes(entry))
-        for offset, size, align in fatbin_ranges(blob, read_header(blob).named(FATBIN_SECTION))
+        for offset, size, align in fatbin_ranges(blob, sections_named(blob, FATBIN_SECTION))
         for entry in bounded(iter_entries(blob, offset, size, align), blob.name, seen)
     )
 
@@ -381,7 +381,7 @@ def container_spans(path: Path) -> list[tuple[int, int]]:
         blob = FileBlob(str(path), f.fileno(), size, str(path))
         spans: dict[int, int] = {}
         seen = [0, 0]
-        for offset, length, align in fatbin_ranges(blob, read_header(blob).named(FATBIN_SECTION)):
+        for offset, length, align in fatbin_ranges(blob, sections_named(blob, FATBIN_SECTION)):
             for entry in bounded(iter_entries(blob, offset, length, align), blob.name, seen):
                 end = entry.payload_offset + entry.payload_size
                 spans[entry.container] = max(spans.get(entry.container, 0), end)
