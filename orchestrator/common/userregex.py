@@ -24,8 +24,10 @@ orchestrator.common.errors.ConfigError: families.x.kernels[0]: regex '(a|aa)+$' 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import regex
@@ -110,6 +112,65 @@ class UserRegex:
 
     def __repr__(self) -> str:
         return f"UserRegex({self.pattern!r})"
+
+
+# What keeps a pattern out of an alternation: a backreference or group reference
+# (their numbers would shift), and every "(?" construct but a non-capturing group and
+# the look-arounds (inline flags would apply to the whole alternation, named groups
+# could clash). Such a pattern is searched on its own.
+_NOT_COMBINABLE = regex.compile(r"\\[1-9gk]|\(\?(?![:=!]|<[=!])")
+
+
+class AnyOf:
+    """Whether any of several user patterns occurs in a text, in one search of their
+    alternation rather than one search per pattern (a vLLM wheel's check meets
+    thousands of distinct kernel names, and a family file may hold dozens of
+    patterns). The limits stay each pattern's own: an alternation that exceeds its
+    time is given up for good, and the patterns are then searched one by one, so
+    that a slow one is refused by its own name.
+
+    >>> rules = AnyOf([UserRegex("nvfp4", "k[0]"), UserRegex("(?i)MLA", "k[1]")])
+    >>> rules.search("void nvfp4_quant()"), rules.search("void mla_kernel()"), rules.search("x")
+    (True, True, False)
+    """
+
+    def __init__(self, patterns: Sequence[UserRegex]) -> None:
+        self.patterns = tuple(patterns)
+        combinable = [p for p in self.patterns if not _NOT_COMBINABLE.search(p.pattern)]
+        self._alone = tuple(p for p in self.patterns if p not in combinable)
+        self._combined: Any = None
+        if len(combinable) > 1:
+            # (one that does not compile is searched one by one, as each compiled alone)
+            with contextlib.suppress(
+                regex.error, OverflowError, RecursionError, ValueError, MemoryError
+            ):
+                self._combined = regex.compile("|".join(f"(?:{p.pattern})" for p in combinable))
+        if self._combined is None:
+            self._alone = self.patterns
+        self._memo: dict[str, bool] = {}
+
+    def search(self, text: str) -> bool:
+        found = self._memo.get(text)
+        if found is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[text] = self._search(text)
+        return found
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AnyOf, (self.patterns,))
+
+    def _search(self, text: str) -> bool:
+        combined = self._combined
+        if combined is not None:
+            allowance = ALLOWANCE_S + len(text) * PER_CHAR_S
+            try:
+                if combined.search(text, timeout=MATCH_TIMEOUT_S + allowance) is not None:
+                    return True
+                return any(p.search(text) for p in self._alone)
+            except TimeoutError:
+                self._combined, self._alone = None, self.patterns
+        return any(p.search(text) for p in self._alone)
 
 
 def _shown(pattern: str) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.archs import ComputeCapability, Target
+from orchestrator.common.userregex import AnyOf
 
 if TYPE_CHECKING:
     from orchestrator.symbols import FamilyRule
@@ -105,6 +106,8 @@ def _keep_for(rules: tuple[FamilyRule, ...]) -> KernelFilter:
     # hold for all its kernels: each is decided once.
     by_sources: dict[tuple[str, ...], bool] = {}
     by_name: dict[str, bool] = {}
+    # One search of every family's name patterns together, not one per pattern.
+    names = AnyOf([pattern for rule in rules for pattern in rule._kernel_patterns])
 
     def keep(demangled: str, sources: tuple[str, ...]) -> bool:
         source_hit = by_sources.get(sources)
@@ -116,7 +119,7 @@ def _keep_for(rules: tuple[FamilyRule, ...]) -> KernelFilter:
             return True
         name_hit = by_name.get(demangled)
         if name_hit is None:
-            name_hit = by_name[demangled] = any(rule.matches_name(demangled) for rule in rules)
+            name_hit = by_name[demangled] = names.search(demangled)
         return name_hit
 
     return keep

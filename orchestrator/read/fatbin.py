@@ -379,7 +379,13 @@ def code_object(
 ) -> CodeObject:
     """One entry's code object, from its payload as stored in the fatbin; with a
     demand, read as lazily as it allows (``orchestrator.read.demand``)."""
-    data = decompress(stored, entry, name)
+    return decoded_object(entry, decompress(stored, entry, name), name, demand, library)
+
+
+def decoded_object(
+    entry: Entry, data: bytes, name: str, demand: Demand | None = None, library: str = ""
+) -> CodeObject:
+    """``code_object`` of an entry whose payload is already decompressed."""
     keep = None
     if demand is not None:
         keep = demand.kernel_filter(library) or (lambda _name, _sources: False)

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,9 @@ from orchestrator.read.fatbin import (
     KIND_PTX,
     Entry,
     code_object,
+    decoded_object,
     iter_entries,
+    payload,
     raw_payload,
     stored_length,
 )
@@ -60,6 +62,7 @@ PARALLEL_MIN_BYTES = 8 << 20
 # file's payload itself), at most AHEAD_BYTES of them.
 AHEAD_PER_WORKER = 16
 AHEAD_BYTES = 64 << 20
+AHEAD_HERE = 4  # entries decompressed ahead by the reading thread (in this process)
 
 
 # --- decoding entries, here or in worker processes ----------------------------------
@@ -84,6 +87,7 @@ class EntryDecoder:
         self.demand = demand  # read lazily, for these families and devices (check)
         self.cache = cache and demand is not None  # keep lazy reads (orchestrator.read.checkcache)
         self._pool: ProcessPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> EntryDecoder:
         return self
@@ -97,6 +101,9 @@ class EntryDecoder:
         self.close()
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -107,8 +114,7 @@ class EntryDecoder:
         """The code object of every entry, in order; ``size`` is the fatbin's size,
         ``library`` the library's label (which families may live in it)."""
         if self.workers == 1 or size < PARALLEL_MIN_BYTES:
-            for entry in entries:
-                yield code_object(entry, raw_payload(blob, entry), blob.name, self.demand, library)
+            yield from self._decode_here(blob, entries, library)
             return
         pool = self._start()
         window: deque[tuple[Future[CodeObject], int]] = deque()
@@ -143,8 +149,38 @@ class EntryDecoder:
             for task, _ in window:
                 task.cancel()
 
+    def _decode_here(
+        self, blob: Blob, entries: Iterator[Entry], library: str
+    ) -> Iterator[CodeObject]:
+        """In this process. zstd, LZ4 and zlib release the GIL: one thread reads and
+        decompresses the next entries (at most AHEAD_HERE of them, AHEAD_BYTES
+        decompressed, and always one) while this thread parses the current one, so
+        on two cores the decompression costs almost no wall time."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="kernel-matrix-read")
+        window: deque[tuple[Entry, Future[bytes], int]] = deque()
+        held = 0
+        try:
+            for entry in entries:
+                size = _bytes(entry)[0]
+                window.append((entry, self._reader.submit(payload, blob, entry), size))
+                held += size
+                while window and (len(window) > AHEAD_HERE or held > AHEAD_BYTES):
+                    done, data, size = window.popleft()
+                    held -= size
+                    yield decoded_object(done, data.result(), blob.name, self.demand, library)
+            while window:
+                done, data, _ = window.popleft()
+                yield decoded_object(done, data.result(), blob.name, self.demand, library)
+        finally:
+            for _, data, _ in window:
+                data.cancel()
+
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            if self._reader is not None:  # (so that the workers may be forked: _context)
+                self._reader.shutdown(wait=True)
+                self._reader = None
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=_context(),

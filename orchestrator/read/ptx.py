@@ -71,22 +71,46 @@ def ptx_entries(
     [PtxEntry(mangled='_Z5emptyPf', instructions=0), PtxEntry(mangled='_Z4workPf', instructions=3)]
     """
     if wanted is None:
-        headers, not_work = _scan_lines(text)
-    else:
-        headers, not_work = _ptx_headers(text), []
+        return _all_entries(text)
     entries = []
+    headers = _ptx_headers(text)
     for index, (kind, name, _, end_of_header) in enumerate(headers):
         if kind != b"entry":
             continue
         mangled = name.decode("ascii")
-        if wanted is not None and not wanted(mangled):
+        if not wanted(mangled):
             continue
         end = headers[index + 1][2] if index + 1 < len(headers) else len(text)
-        if wanted is None:
-            count = _ptx_body_count(text, end_of_header, end, not_work)
+        entries.append(PtxEntry(mangled, _ptx_body_count_until(text, end_of_header, end, limit)))
+    return entries
+
+
+def _all_entries(text: bytes) -> list[PtxEntry]:
+    """Every entry of a module, counted from one scan of its lines (``_scan_lines``).
+    A module may hold 300 000 entries: the loop is kept to plain operations."""
+    headers, not_work = _scan_lines(text)
+    entries = []
+    size = len(text)
+    find, rfind, count = text.find, text.rfind, text.count
+    for index, (kind, name, _, start) in enumerate(headers):
+        if kind != b"entry":
+            continue
+        end = headers[index + 1][2] if index + 1 < len(headers) else size
+        # _ptx_body_count, inlined
+        params_end = find(b")", start, end)
+        opening = find(b"{", params_end if params_end >= 0 else start, end)
+        if opening < 0:
+            working = 0  # a declaration without a body
         else:
-            count = _ptx_body_count_until(text, end_of_header, end, limit)
-        entries.append(PtxEntry(mangled, count))
+            closing = rfind(b"\n}", opening, end)
+            if closing < 0:
+                working = _ptx_body_count(text, start, end, not_work)
+            else:
+                low, high = opening + 1, closing + 1
+                idle = bisect_left(not_work, high) - bisect_left(not_work, low)
+                idle += _line_does_no_work(text, low, high)
+                working = max(0, count(b";", low, high) - idle)
+        entries.append(PtxEntry(name.decode("ascii"), working))
     return entries
 
 
@@ -106,25 +130,20 @@ def _ptx_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
     return sorted(headers, key=lambda header: header[2])
 
 
-def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:
-    """``_scan_lines``'s no-work newlines between ``start`` and ``end`` (one body)."""
-    return [
-        match.start()
-        for match in _PTX_LINE_START.finditer(text, start, end)
-        if match.start("header") < 0 and _does_no_work(text, match)
-    ]
-
-
-# What one pass over a PTX module finds at line starts: a function header, or a
-# statement that does no work. Both begin with one of the candidate characters
-# (the lookahead rejects every other line at once). The no-work keywords are matched
-# without their closing word boundary, which ``_scan_lines`` checks, so that the
-# count stays exactly that of ``_PTX_NOT_WORK`` applied to each candidate line.
-_PTX_LINE_START = re.compile(
-    rb"\n(?=[.@rebt{ \t])(?:"
-    rb"[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*(?P<header>\.(?:entry|func)[ \t])"
-    rb"|[ \t]*(?:\{[ \t]*)?(?:\.(?:reg|local|shared|param|pragma)|(?:@!?%\w+[ \t]+)?"
-    rb"(?:ret|exit|trap|brkpt|bra))(?P<more>\w)?)"
+# What a scan of a PTX module finds at line starts: function headers (the name and
+# the header's end read in the lookahead, so that no line inside a parameter list is
+# skipped), and the statements that do no work. Those begin with one of the
+# candidate characters (the lookahead rejects every other line at once); their
+# keywords are matched without the closing word boundary, which ``_scan_lines``
+# checks, so that the count stays exactly that of ``_PTX_NOT_WORK`` applied to each
+# candidate line.
+_PTX_HEADER_LINE = re.compile(
+    rb"(?:^|\n)[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*"
+    rb"(?=\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$%][\w$%]*))"
+)
+_PTX_NO_WORK_START = re.compile(
+    rb"\n(?=[ \t{.@rebt])[ \t]*(?:\{[ \t]*)?(?:\.(?:reg|local|shared|param|pragma)|"
+    rb"(?:@!?%\w+[ \t]+)?(?:ret|exit|trap|brkpt|bra))(\w)?"
 )
 _CANDIDATE_WINDOW = 81  # the characters of a line _PTX_LINE_CANDIDATE looks at
 
@@ -132,28 +151,30 @@ _CANDIDATE_WINDOW = 81  # the characters of a line _PTX_LINE_CANDIDATE looks at
 def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[int]]:
     """Function headers ``(kind, name, start, end)`` in order, and the positions of
     the newlines that start a line doing no work (to be counted per body)."""
-    headers: list[tuple[bytes, bytes, int, int]] = []
-    not_work: list[int] = []
-    first = _LINKAGE.match(text, 0)
-    if first is not None:
-        _add_header(text, first.end(), headers)
-    for match in _PTX_LINE_START.finditer(text):
-        keyword = match.start("header")
-        if keyword >= 0:
-            _add_header(text, keyword, headers)
-        elif _does_no_work(text, match):
-            not_work.append(match.start())
-    return headers, not_work
-
-
-def _does_no_work(text: bytes, match: re.Match[bytes]) -> bool:
-    """Whether a no-work candidate of ``_PTX_LINE_START`` is a line doing no work."""
-    newline = match.start()
+    headers = [
+        (match[1], match[2], match.end(), match.end(2)) for match in _PTX_HEADER_LINE.finditer(text)
+    ]
     # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on the
     # line's first _CANDIDATE_WINDOW characters. Anything else (rare) is checked
     # exactly so.
-    plain = match.end() - newline - 1 <= _CANDIDATE_WINDOW and match.start("more") < 0
-    return plain or _line_does_no_work(text, newline + 1, len(text))
+    window, size = _CANDIDATE_WINDOW + 1, len(text)
+    not_work = [
+        match.start()
+        for match in _PTX_NO_WORK_START.finditer(text)
+        if (match.end() - match.start() <= window and match.lastindex is None)
+        or _line_does_no_work(text, match.start() + 1, size)
+    ]
+    return headers, not_work
+
+
+def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:
+    """``_scan_lines``'s no-work newlines between ``start`` and ``end`` (one body)."""
+    return [
+        match.start()
+        for match in _PTX_NO_WORK_START.finditer(text, start, end)
+        if (match.end() - match.start() <= _CANDIDATE_WINDOW + 1 and match.lastindex is None)
+        or _line_does_no_work(text, match.start() + 1, len(text))
+    ]
 
 
 def _add_header(text: bytes, keyword: int, headers: list[tuple[bytes, bytes, int, int]]) -> None:
