@@ -24,7 +24,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Literal
 
 from orchestrator.common import progress
 from orchestrator.common.errors import FileSystemError, InputFileError, UsageError
@@ -33,12 +32,9 @@ from orchestrator.common.words import counted
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
 from orchestrator.read.elf import ELF_MAGIC, Blob, BytesBlob, FileBlob
+from orchestrator.read.engines import DEFAULT_ENGINE, ENGINES, Engine
 from orchestrator.read.inventory import Inventory, Library
 from orchestrator.read.library import EntryDecoder, ReadEntry, library_from_record, read_library
-
-Engine = Literal["native", "cuobjdump"]
-ENGINES: tuple[Engine, ...] = ("native", "cuobjdump")
-DEFAULT_ENGINE: Engine = "native"
 
 
 def probe(

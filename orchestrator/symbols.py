@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator.archs import ComputeCapability, CudaVersion
 from orchestrator.common.userregex import AnyOf, InvalidRegex, UserRegex, compile_pattern
-from orchestrator.common.yamlfile import Document, JsonPath, load_document, shorten
+from orchestrator.common.yamlfile import Document, JsonPath, format_path, load_document, shorten
 
 DEFAULT_HOLLOW_MAX_INSTRUCTIONS = 8
 
@@ -43,6 +43,9 @@ class FamilyRule:
     min_cuda: CudaVersion | None = None
     hollow_max_instructions: int = DEFAULT_HOLLOW_MAX_INSTRUCTIONS
     origin: str = field(default="", compare=False, repr=False)  # the file it came from
+    # Its patterns are known to compile (read from a file, which checks them with
+    # positions): they are compiled on first use, not as the rule is made.
+    patterns_checked: bool = field(default=False, compare=False, repr=False)
     _kernel_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _exclude_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
     _core_patterns: tuple[UserRegex, ...] = field(default=(), compare=False, repr=False)
@@ -65,7 +68,7 @@ class FamilyRule:
             ("log", "_log_patterns"),
         ):
             patterns = tuple(
-                UserRegex(p, f"{where}families.{self.name}.{key}[{i}]")
+                UserRegex(p, f"{where}families.{self.name}.{key}[{i}]", lazy=self.patterns_checked)
                 for i, p in enumerate(getattr(self, key))
             )
             object.__setattr__(self, attribute, patterns)
@@ -215,10 +218,14 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
     for part in path:
         mapping = mapping[part]
     rules = []
+    # Every pattern is compiled here, for an error with its position; a content whose
+    # patterns all compiled before (its marker says so) is not compiled again.
+    patterns_checked = f"patterns:{format_path(path)}"
+    compiled_before = patterns_checked in document.checked
     for name, spec in mapping.items():
         here = (*path, name)
         for key in ("kernels", "exclude_kernels", "core_kernels", "log"):
-            for index, pattern in enumerate(spec.get(key, [])):
+            for index, pattern in enumerate(spec.get(key, []) if not compiled_before else ()):
                 try:
                     compile_pattern(pattern)
                 except InvalidRegex as exc:
@@ -253,8 +260,10 @@ def families_from_document(document: Document, path: JsonPath) -> tuple[FamilyRu
                     "hollow_max_instructions", DEFAULT_HOLLOW_MAX_INSTRUCTIONS
                 ),
                 origin=str(document.path),
+                patterns_checked=True,
             )
         )
+    document.note_checked(patterns_checked)
     return tuple(rules)
 
 

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.judge.results import CellResult
+    from orchestrator.planning.matrix import Matrix
 
 from orchestrator.common.errors import (
     EXIT_INFRA,
     CellErrors,
     UsageError,
 )
-from orchestrator.planning.matrix import BACKENDS, Matrix, load_matrix
-from orchestrator.probe import DEFAULT_ENGINE, ENGINES
+from orchestrator.planning.choices import BACKENDS
+from orchestrator.read.engines import DEFAULT_ENGINE, ENGINES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -96,6 +97,8 @@ def matrix_of(args: argparse.Namespace) -> Matrix:
         from orchestrator.building.sources import resolve_source
 
         source = resolve_source(args.source)
+    from orchestrator.planning.matrix import load_matrix
+
     return load_matrix(args.matrix, source=source)
 
 

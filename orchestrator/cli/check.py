@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_cuda_version,
         parse_device_list,
     )
-    from orchestrator.building.buildlog import scan_log
     from orchestrator.common.fsutil import not_regular
     from orchestrator.judge.check import check_paths
     from orchestrator.planning.matrix import load_families_or_matrix
-    from orchestrator.reporting.check_view import print_check
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
     check_probe_jobs(args.engine, args.jobs)
@@ -74,14 +72,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         why = not_regular(args.log.stat().st_mode)
         if why is not None:  # a FIFO would block the reader
             raise UsageError(f"--log {args.log}: {why}")
+        from orchestrator.building.buildlog import scan_log
+
         skip_lines = scan_log(args.log).skip_lines
     paths = list(installed.libraries) if installed else list(args.paths)
-    from orchestrator.reporting.console import console
-    from orchestrator.reporting.progress_view import RunProgress
-
     # The cuobjdump engine takes minutes per large library: its progress on stderr
     # (a live line on a terminal; in a CI log, a line at most every 30 s).
-    with RunProgress(console(stderr=True), Path()) if args.engine == "cuobjdump" else nullcontext():
+    with _engine_progress(args.engine):
         result = check_paths(
             paths,
             rules,
@@ -105,8 +102,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
+        from orchestrator.reporting.check_view import print_check
+
         print_check(result, report)
     return report.exit_code
+
+
+def _engine_progress(engine: str) -> AbstractContextManager[object]:
+    if engine != "cuobjdump":
+        return nullcontext()
+    from orchestrator.reporting.console import console
+    from orchestrator.reporting.progress_view import RunProgress
+
+    return RunProgress(console(stderr=True), Path())
 
 
 def _families_file(value: Path | None, installed: Any) -> Path:

@@ -21,13 +21,14 @@ from typing import Any
 
 from orchestrator.archs import CudaVersion
 from orchestrator.common.errors import ToolchainError, UsageError
-from orchestrator.toolchains.cuda import nvcc_version
 
 # Variables the toolchain lookup reads (toolchain.system_candidates).
 CUDA_HOME_VARIABLES = ("CUDA_HOME", "CUDA_PATH")
 
 
 def _toolkit_version(home: Path, what: str) -> tuple[CudaVersion, str]:
+    from orchestrator.toolchains.cuda import nvcc_version
+
     nvcc = home / "bin" / "nvcc"
     if not nvcc.is_file():
         raise UsageError(f"{what}: no CUDA toolkit there (no {nvcc})")

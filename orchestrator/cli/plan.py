@@ -12,16 +12,15 @@ from orchestrator.cli.arguments import (
     add_cell_selection,
     matrix_of,
 )
-from orchestrator.cli.options import check_plan_format
 from orchestrator.common.errors import (
     EXIT_OK,
 )
-from orchestrator.planning.plan import github_matrix, plan, plan_json, used_cuda_versions
-from orchestrator.reporting.console import console
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.cli.options import check_cuda_homes
+    from orchestrator.cli.options import check_cuda_homes, check_plan_format
+    from orchestrator.planning.plan import github_matrix, plan, plan_json, used_cuda_versions
+    from orchestrator.reporting.console import console
 
     check_plan_format(args.format, args.cuda_home)
     matrix = matrix_of(args)

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 if TYPE_CHECKING:
     from orchestrator.archs import ComputeCapability
     from orchestrator.judge.presence import FamilyPresence
@@ -18,23 +16,25 @@ from orchestrator.cli.arguments import (
     Parser,
     add_engine,
 )
-from orchestrator.cli.options import check_cuobjdump_option, check_probe_jobs
 from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.reporting.console import console, say
-from orchestrator.reporting.tables import print_table
 
 MAX_BARE_LINES = 40  # "no device code" lines printed one by one, at most
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Inventory of shared objects/wheels/directories: rich summary or --json."""
+    from rich.table import Table
+
+    from orchestrator.cli.options import check_cuobjdump_option, check_probe_jobs
     from orchestrator.judge.presence import family_presence, inventory_json
     from orchestrator.planning.matrix import load_families_or_matrix
     from orchestrator.probe import probe
+    from orchestrator.reporting.console import console, say
+    from orchestrator.reporting.tables import print_table
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
     check_probe_jobs(args.engine, args.jobs)
@@ -111,10 +111,13 @@ def _probe_status(device: ComputeCapability, found: FamilyPresence, meant: Seque
 
 
 def cmd_verify_on_device(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     from orchestrator.judge.verify import VERIFY_SCHEMA_VERSION, device_capability, verify
     from orchestrator.planning.matrix import load_families_or_matrix
     from orchestrator.probe import probe
-    from orchestrator.reporting.console import mark
+    from orchestrator.reporting.console import console, mark, say
+    from orchestrator.reporting.tables import print_table
 
     device = device_capability()
     families = load_families_or_matrix(args.families)

@@ -19,7 +19,6 @@ from orchestrator.common.errors import (
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.reporting.console import console, say
 
 if TYPE_CHECKING:
     from orchestrator.symbols import FamilyRule
@@ -35,6 +34,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.common.fsutil import sole_writer
     from orchestrator.judge.baseline import load_baseline
     from orchestrator.judge.results import load_results
+    from orchestrator.reporting.console import console, say
     from orchestrator.reporting.summary import print_diff, print_summary, verdict_line
     from orchestrator.reporting.writers import write_all
     from orchestrator.run.runner import latest_run_dir
@@ -77,6 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_baseline_save(args: argparse.Namespace) -> int:
     from orchestrator.judge.baseline import save_baseline, summarize
     from orchestrator.judge.results import load_results
+    from orchestrator.reporting.console import console, say
 
     results = load_results(args.results)
     baseline = summarize(results)
@@ -104,6 +105,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from orchestrator.judge.baseline import load_baseline
     from orchestrator.judge.compare import combined_exit_code, diff_results
     from orchestrator.judge.results import exit_code, load_results
+    from orchestrator.reporting.console import console, say
     from orchestrator.reporting.summary import print_diff, verdict_line
 
     baseline = load_baseline(args.baseline)

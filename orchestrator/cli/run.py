@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.judge.results import CellResult
+    from orchestrator.planning.matrix import Matrix
     from orchestrator.planning.plan import Cell
 
 from orchestrator.cli.arguments import (
@@ -28,10 +29,8 @@ from orchestrator.common.errors import (
     UsageError,
 )
 from orchestrator.common.words import counted
-from orchestrator.planning.matrix import TIERS, Matrix
-from orchestrator.planning.plan import plan, used_cuda_versions
-from orchestrator.probe import DEFAULT_ENGINE
-from orchestrator.reporting.console import console, say
+from orchestrator.planning.choices import TIERS
+from orchestrator.read.engines import DEFAULT_ENGINE
 
 MAX_TIMEOUT_S = 30 * 24 * 3600  # also the matrix schema's; inf would overflow int() later
 
@@ -64,6 +63,7 @@ def _run_base_and_head(args: argparse.Namespace) -> int:
     from orchestrator.judge.compare import compare, compare_json, load_side
     from orchestrator.planning.matrix import load_matrix
     from orchestrator.reporting.compare_view import compare_markdown, print_compare
+    from orchestrator.reporting.console import console, say
     from orchestrator.run.runner import default_build_root, new_run_dir
 
     if args.resume:
@@ -120,6 +120,7 @@ def _prepared_run(
 ) -> int:
     from orchestrator.cli.options import check_cuda_homes, check_docker_options
     from orchestrator.common.fsutil import sole_writer
+    from orchestrator.planning.plan import plan, used_cuda_versions
     from orchestrator.run.runner import default_build_root, default_jobs, new_run_dir
 
     args.build_dir = args.build_dir or default_build_root(args.matrix)
@@ -179,6 +180,7 @@ def _run(
     from orchestrator.building.backends import make_backend
     from orchestrator.cli.options import run_settings
     from orchestrator.judge.results import exit_code
+    from orchestrator.reporting.console import console, say
     from orchestrator.reporting.summary import cell_line, print_summary, verdict_line
     from orchestrator.run.runner import RunOptions, kept_on_resume
 

@@ -25,16 +25,16 @@ orchestrator.common.errors.ConfigError: families.x.kernels[0]: regex '(a|aa)+$' 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import regex
-
 from orchestrator.common.errors import ConfigError
 
 MAX_PATTERN_LENGTH = 1000
+MAX_COMBINED_LENGTH = 1 << 20  # an alternation of many patterns (AnyOf)
 MATCH_TIMEOUT_S = 1.0
 PER_CHAR_S = 2e-7  # about 5 MB/s: far slower than a linear match ever is
 ALLOWANCE_S = 1e-3
@@ -48,10 +48,12 @@ class InvalidRegex(ValueError):
     """A pattern that does not compile (the caller adds where it is)."""
 
 
-def compile_pattern(pattern: str) -> Any:
+def compile_pattern(pattern: str, limit: int = MAX_PATTERN_LENGTH) -> Any:
     """The compiled pattern, or :class:`InvalidRegex` saying why not."""
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise InvalidRegex(f"longer than {MAX_PATTERN_LENGTH} characters")
+    if len(pattern) > limit:
+        raise InvalidRegex(f"longer than {limit} characters")
+    import regex  # (40 ms: only when a pattern is wanted)
+
     try:
         return regex.compile(pattern)
     except regex.error as exc:
@@ -64,13 +66,13 @@ def compile_pattern(pattern: str) -> Any:
 class UserRegex:
     """One user pattern and the time it has spent matching."""
 
-    def __init__(self, pattern: str, where: str) -> None:
+    def __init__(self, pattern: str, where: str, *, lazy: bool = False) -> None:
         self.pattern = pattern
         self.where = where
-        try:
-            self._compiled = compile_pattern(pattern)
-        except InvalidRegex as exc:
-            raise ConfigError(f"{where}: invalid regex {_shown(pattern)}: {exc}") from None
+        # ``lazy``: known to compile (a families file checks its patterns as it is
+        # read), so compiled on the first search: a repeated check answered from its
+        # cache searches nothing. Otherwise an invalid pattern is refused here.
+        self._compiled: Any = None if lazy else self._compile()
         self._spent = 0.0
         self._lock = threading.Lock()
         self._memo: dict[str, bool] = {}
@@ -84,13 +86,23 @@ class UserRegex:
             found = self._memo[text] = self._search(text)
         return found
 
+    def _compile(self) -> Any:
+        try:
+            self._compiled = compile_pattern(self.pattern)
+        except InvalidRegex as exc:
+            raise ConfigError(
+                f"{self.where}: invalid regex {_shown(self.pattern)}: {exc}"
+            ) from None
+        return self._compiled
+
     def _search(self, text: str) -> bool:
+        compiled = self._compiled or self._compile()
         allowance = ALLOWANCE_S + len(text) * PER_CHAR_S
         left = BUDGET_S - self._spent
         timeout = max(ALLOWANCE_S, min(MATCH_TIMEOUT_S, left) + allowance)
         started = time.thread_time()  # CPU time: a busy machine's waits do not count
         try:
-            return self._compiled.search(text, timeout=timeout) is not None
+            return compiled.search(text, timeout=timeout) is not None
         except TimeoutError:
             if left < MATCH_TIMEOUT_S:
                 why = f"has spent its {BUDGET_S:.0f} s budget of slow matches"
@@ -118,7 +130,7 @@ class UserRegex:
 # (their numbers would shift), and every "(?" construct but a non-capturing group and
 # the look-arounds (inline flags would apply to the whole alternation, named groups
 # could clash). Such a pattern is searched on its own.
-_NOT_COMBINABLE = regex.compile(r"\\[1-9gk]|\(\?(?![:=!]|<[=!])")
+_NOT_COMBINABLE = re.compile(r"\\[1-9gk]|\(\?(?![:=!]|<[=!])")
 
 
 class AnyOf:
@@ -136,18 +148,21 @@ class AnyOf:
 
     def __init__(self, patterns: Sequence[UserRegex]) -> None:
         self.patterns = tuple(patterns)
-        combinable = [p for p in self.patterns if not _NOT_COMBINABLE.search(p.pattern)]
-        self._alone = tuple(p for p in self.patterns if p not in combinable)
+        self._alone: tuple[UserRegex, ...] | None = None  # (decided on the first search)
         self._combined: Any = None
+        self._memo: dict[str, bool] = {}
+
+    def _prepare(self) -> tuple[UserRegex, ...]:
+        combinable = [p for p in self.patterns if not _NOT_COMBINABLE.search(p.pattern)]
+        alone = tuple(p for p in self.patterns if p not in combinable)
         if len(combinable) > 1:
             # (one that does not compile is searched one by one, as each compiled alone)
-            with contextlib.suppress(
-                regex.error, OverflowError, RecursionError, ValueError, MemoryError
-            ):
-                self._combined = regex.compile("|".join(f"(?:{p.pattern})" for p in combinable))
-        if self._combined is None:
-            self._alone = self.patterns
-        self._memo: dict[str, bool] = {}
+            with contextlib.suppress(InvalidRegex):
+                self._combined = compile_pattern(
+                    "|".join(f"(?:{p.pattern})" for p in combinable), MAX_COMBINED_LENGTH
+                )
+        self._alone = alone if self._combined is not None else self.patterns
+        return self._alone
 
     def search(self, text: str) -> bool:
         found = self._memo.get(text)
@@ -161,16 +176,18 @@ class AnyOf:
         return (AnyOf, (self.patterns,))
 
     def _search(self, text: str) -> bool:
+        alone = self._alone if self._alone is not None else self._prepare()
         combined = self._combined
         if combined is not None:
             allowance = ALLOWANCE_S + len(text) * PER_CHAR_S
             try:
                 if combined.search(text, timeout=MATCH_TIMEOUT_S + allowance) is not None:
                     return True
-                return any(p.search(text) for p in self._alone)
+                return any(p.search(text) for p in alone)
             except TimeoutError:
                 self._combined, self._alone = None, self.patterns
-        return any(p.search(text) for p in self._alone)
+                alone = self.patterns
+        return any(p.search(text) for p in alone)
 
 
 def _shown(pattern: str) -> str:

@@ -18,13 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
+from orchestrator.common.errors import ArchSpecError, ConfigError, FileSystemError, InputFileError
+from orchestrator.common.fsutil import MAX_CONFIG_BYTES, cache_root, read_text, write_atomic
 
-from orchestrator.common.errors import ArchSpecError, ConfigError, InputFileError
-from orchestrator.common.fsutil import MAX_CONFIG_BYTES, cache_root, read_text
-
-if TYPE_CHECKING:  # jsonschema and its registry cost 40 ms to import: only when validating
+if TYPE_CHECKING:  # jsonschema (40 ms to import) only when validating; yaml when parsing
     import jsonschema
+    import yaml
     from referencing import Registry
 
 JsonPath = tuple[str | int, ...]
@@ -56,6 +55,20 @@ class Document:
     data: Any
     positions: dict[JsonPath, Position]
     key_positions: dict[JsonPath, Position]
+    # The marker of this content (it passed the schema), and what else a reader found
+    # right in it before (``note_checked``): such a check need not run again.
+    marker: Path | None = None
+    checked: frozenset[str] = frozenset()
+
+    def note_checked(self, what: str) -> None:
+        """Remember that ``what`` holds for this content (best effort)."""
+        if self.marker is None or what in self.checked:
+            return
+        self.checked |= {what}
+        text = _document_json(self)
+        if text:
+            with contextlib.suppress(OSError, FileSystemError):
+                write_atomic(self.marker, text, durable=False)
 
     def where(self, path: JsonPath, *, key: bool = False) -> str:
         """``file:line:col`` of ``path``, or of its nearest parent that has one."""
@@ -92,11 +105,71 @@ def format_path(path: JsonPath) -> str:
 
 
 def load_document(path: Path, schema_name: str) -> Document:
-    """Read ``path``, record positions, validate against the packaged schema."""
+    """Read ``path``, record positions, validate against the packaged schema. A
+    content that passed before is answered from its marker: validated, and parsed
+    (YAML's pure-Python parser is most of a repeated ``check``'s start-up)."""
     try:
         text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="configuration file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    marker = _validated_marker(schema_name, text)
+    kept = _kept_document(path, marker)
+    if kept is not None:
+        return kept
+    document = _parsed(path, text)
+    document.marker = marker
+    if not marker.exists():
+        _validate(document, schema(schema_name))
+    with contextlib.suppress(OSError):  # best effort: parsing and validation are redone
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        if next(itertools.islice(marker.parent.iterdir(), MAX_MARKERS, None), None):
+            for old in marker.parent.iterdir():  # bounded: start afresh
+                old.unlink(missing_ok=True)
+        write_atomic(marker, _document_json(document), durable=False)
+    return document
+
+
+def _kept_document(path: Path, marker: Path) -> Document | None:
+    """The document a marker keeps (None: no marker, or one that keeps no data)."""
+    try:
+        kept = json.loads(marker.read_bytes() or b"null")
+        if not isinstance(kept, dict):
+            return None
+        positions = {tuple(at): Position(line, column) for at, line, column in kept["positions"]}
+        keys = {tuple(at): Position(line, column) for at, line, column in kept["keys"]}
+        checked = frozenset(str(what) for what in kept.get("checked", ()))
+        return Document(path, kept["data"], positions, keys, marker, checked)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _document_json(document: Document) -> str:
+    """What a marker keeps: the data and positions, when JSON gives them back exactly
+    (YAML has dates, sets, keys that are not strings: those are parsed again)."""
+    data = document.data
+    try:
+        text = json.dumps(data, allow_nan=False)
+        if json.loads(text) != data:
+            return ""
+    except (TypeError, ValueError):
+        return ""
+
+    def table(positions: dict[JsonPath, Position]) -> list[list[Any]]:
+        return [[list(at), p.line, p.column] for at, p in positions.items()]
+
+    return json.dumps(
+        {
+            "data": data,
+            "positions": table(document.positions),
+            "keys": table(document.key_positions),
+        }
+    )
+
+
+def _parsed(path: Path, text: str) -> Document:
+    """``text`` parsed as YAML, with positions, within the bounds above."""
+    import yaml
+
     loader: yaml.SafeLoader | None = None
     try:
         # The reader refuses NUL and other control characters as it is created.
@@ -129,17 +202,7 @@ def load_document(path: Path, schema_name: str) -> Document:
     finally:
         if loader is not None:
             loader.dispose()
-    document = Document(path, data, positions, key_positions)
-    marker = _validated_marker(schema_name, text)
-    if not marker.exists():
-        _validate(document, schema(schema_name))
-        with contextlib.suppress(OSError):  # best effort: validation is only skipped
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            if next(itertools.islice(marker.parent.iterdir(), MAX_MARKERS, None), None):
-                for old in marker.parent.iterdir():  # bounded: start afresh
-                    old.unlink(missing_ok=True)
-            marker.touch()
-    return document
+    return Document(path, data, positions, key_positions)
 
 
 MAX_MARKERS = 4096
@@ -178,6 +241,8 @@ def _record(
     key_positions: dict[JsonPath, Position],
     walk: _Walk,
 ) -> None:
+    import yaml  # (imported by the parse that made the nodes)
+
     where = f"{file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
     if id(node) in walk.open:
         raise ConfigError(f"{where}: {format_path(path) or 'value'}: an alias refers to itself")
@@ -210,6 +275,8 @@ def _record_children(
     key_positions: dict[JsonPath, Position],
     walk: _Walk,
 ) -> None:
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:

@@ -38,10 +38,9 @@ from orchestrator.judge.expect import (
     rule_mismatch,
 )
 from orchestrator.judge.results import PASSED, CellResult
-from orchestrator.judge.sizes import cell_sizes
-from orchestrator.probe import DEFAULT_ENGINE, Engine, is_shared_object_name, probe
 from orchestrator.read import checkcache
 from orchestrator.read.demand import Demand
+from orchestrator.read.engines import DEFAULT_ENGINE, Engine
 from orchestrator.read.inventory import NOT_JUDGED, Inventory
 from orchestrator.symbols import FamilyRule, library_matches
 
@@ -235,6 +234,8 @@ def check_paths(
         if kept is not None:
             with contextlib.suppress(KeyError, TypeError, ValueError, KernelMatrixError):
                 return replace(CheckResult.from_json(kept), seconds=time.monotonic() - started)
+    from orchestrator.probe import probe  # (not needed by an answer from the cache)
+
     only = library_filter(rules)
     inventory = probe(
         paths,
@@ -276,6 +277,8 @@ ARTIFACT_CELL = "artifact"  # the one cell of a wheel or library compared (compa
 
 def is_artifact(path: Path) -> bool:
     """A wheel or a shared object (what ``compare`` probes itself), not results."""
+    from orchestrator.probe import is_shared_object_name
+
     return path.is_file() and (path.suffix == ".whl" or is_shared_object_name(path.name))
 
 
@@ -284,6 +287,9 @@ def artifact_result(path: Path, rules: Sequence[FamilyRule]) -> CellResult:
     live in, read as lazily as their verdicts on every device they name allow),
     judged, and weighed -- one cell, :data:`ARTIFACT_CELL`, whatever its file is
     called, so that two versions of a wheel compare cell to cell."""
+    from orchestrator.judge.sizes import cell_sizes
+    from orchestrator.probe import probe
+
     devices = default_devices(rules)
     inventory = probe([path], only=library_filter(rules), demand=Demand(tuple(rules), devices))
     judged = check_inventory(inventory, rules, devices)
@@ -303,6 +309,8 @@ def artifact_libraries(path: Path) -> dict[str, int]:
     """Every shared object of a wheel and its bytes in the wheel (compressed, from the
     zip directory alone: read or not, claimed by a family or not); a library file's
     own size under its name."""
+    from orchestrator.probe import is_shared_object_name
+
     if path.suffix != ".whl":
         return {path.name: path.stat().st_size}
     with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(path) as wheel:
@@ -320,6 +328,8 @@ def unclaimed_libraries(
     """The shared objects inside the wheels among ``paths`` that no family's
     ``libraries`` glob claims (vLLM's flash-attention or DeepGEMM libraries for its
     profile): listed, never silently ignored. Read from the zip directory alone."""
+    from orchestrator.probe import is_shared_object_name
+
     if only is None:
         return ()
     found: list[str] = []

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.planning.matrix import Matrix, load_matrix
-
 __all__ = ["Cell", "Matrix", "load_matrix"]
 
 
 def __getattr__(name: str) -> Any:
-    # ``plan`` asks the toolchains what is available (filelock, the Debian provider):
-    # imported when a cell is wanted, not by every verb that reads a families file.
+    # Imported when wanted: the command line reads only ``choices`` to build its parser,
+    # and ``plan`` asks the toolchains what is available (filelock, the Debian provider).
     if name == "Cell":
         from orchestrator.planning.plan import Cell
 
         return Cell
+    if name in ("Matrix", "load_matrix"):
+        from orchestrator.planning import matrix
+
+        return getattr(matrix, name)
     raise AttributeError(name)

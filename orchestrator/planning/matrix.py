@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.archs import (
     ArchSpec,
     CudaVersion,
@@ -30,8 +28,6 @@ from orchestrator.symbols import FamilyRule, families_from_document, load_famili
 DEFAULT_ARTIFACTS = ("**/*.so",)
 DEFAULT_BASE_IMAGE = "nvidia/cuda:{cuda}-devel-ubuntu24.04"
 DEFAULT_TIMEOUT = 3600
-BACKENDS = ("local", "docker")
-TIERS = ("build", "configure")
 
 
 @dataclass(frozen=True)
@@ -300,6 +296,17 @@ def _families(document: Document, base: Path, chain: tuple[Path, ...]) -> tuple[
     return families_from_document(document, ("families",))
 
 
+def _flow_style(text: str) -> bool:
+    """Whether a YAML text is one flow-style mapping (``{project: ..., ...}``), after
+    its comments and a document start: only then can its keys hide from a line scan.
+
+    >>> _flow_style("--- {project: {name: x}}"), _flow_style("families: {project: {}}")
+    (True, False)
+    """
+    body = re.sub(r"(?m)^[ \t]*#.*$", "", text).lstrip()
+    return body.removeprefix("---").lstrip().startswith("{")
+
+
 def load_families_or_matrix(path: Path, *, _chain: tuple[Path, ...] = ()) -> tuple[FamilyRule, ...]:
     """Family rules from a families file, or from a matrix file's ``families``."""
     path = Path(path)
@@ -307,9 +314,11 @@ def load_families_or_matrix(path: Path, *, _chain: tuple[Path, ...] = ()) -> tup
         text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="families file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such families file") from None
-    if re.search(r"(?m)^project\s*:", text):  # a matrix (block style, as written)
+    if re.search(r"(?m)^([\"']?)project\1\s*:", text):  # a matrix (block style)
         return load_matrix(path, _chain=_chain).families
-    if "project" in text:  # maybe one in flow style: ask the parser (twice the time)
+    if "project" in text and _flow_style(text):  # maybe a matrix: ask the parser
+        import yaml
+
         try:
             head = yaml.safe_load(text)
         except (yaml.YAMLError, RecursionError, ValueError):

@@ -8,6 +8,17 @@ library's with bounds and worker processes, ``sass``/``ptx`` decode the code,
 The face of this stage is :mod:`orchestrator.probe` (paths, wheels, directories in;
 one inventory out)."""
 
-from orchestrator.read.inventory import CodeObject, Inventory, Kernel, Library
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["CodeObject", "Inventory", "Kernel", "Library"]
+
+
+def __getattr__(name: str) -> Any:
+    # (imported when wanted: a repeated ``check`` answered from its cache reads none)
+    if name in __all__:
+        from orchestrator.read import inventory
+
+        return getattr(inventory, name)
+    raise AttributeError(name)

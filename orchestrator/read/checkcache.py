@@ -22,6 +22,11 @@ older one's records) and the record format. Records live under ``<cache>/check``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.read.library import ReadEntry
+
 import contextlib
 import hashlib
 import json
@@ -38,7 +43,6 @@ from orchestrator.common.errors import KernelMatrixError
 from orchestrator.common.fsutil import cache_root, write_atomic
 from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand
 from orchestrator.read.inventory import CodeObject, library_identity
-from orchestrator.read.library import ReadEntry
 
 RECORD_FORMAT = "2"  # 2: each entry's bytes (size, stored)
 MAX_RECORDS = 64
@@ -165,6 +169,8 @@ def _item(entry: ReadEntry) -> dict[str, Any]:
 
 
 def _entry(item: dict[str, Any]) -> ReadEntry:
+    from orchestrator.read.library import ReadEntry
+
     action = item["action"]
     if action not in _ACTIONS:
         raise ValueError(action)

@@ -5,24 +5,23 @@ itself said of each verdict."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.judge.confirm import FamilyConfirmation, StubLaunch
+    from orchestrator.judge.driver import LocalDevice
+    from orchestrator.read.installed import InstalledDistribution
+
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
-
 from orchestrator.archs import ComputeCapability
 from orchestrator.common.errors import EXIT_KERNEL_MISSING
 from orchestrator.judge.check import CheckResult
-from orchestrator.judge.confirm import CUBIN, JIT, NONE, FamilyConfirmation, StubLaunch
-from orchestrator.judge.driver import LocalDevice
 from orchestrator.judge.expect import HOLLOW, MISSING
-from orchestrator.planning.profiles import PROFILES, release_key, releases_serving
-from orchestrator.read.installed import InstalledDistribution
-from orchestrator.reporting.console import console, mark, say
-from orchestrator.reporting.tables import grid
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,8 @@ class DeviceReport:
 
 
 def _shipped_profile(families: Path) -> str | None:
+    from orchestrator.planning.profiles import PROFILES
+
     resolved = families.resolve()
     return resolved.stem if resolved.parent == PROFILES else None
 
@@ -108,6 +109,8 @@ def what_to_do(
     >>> what_to_do(None, "nvfp4", [ComputeCapability(12, 1)], None)
     'nvfp4 on 12.1: no release known to this tool has it; build from source with TORCH_CUDA_ARCH_LIST="12.1a"'
     """
+    from orchestrator.planning.profiles import release_key, releases_serving
+
     where = ", ".join(str(d) for d in devices)
     archs = ";".join(f"{d}a" for d in devices)
     build = f'build from source with TORCH_CUDA_ARCH_LIST="{archs}"'
@@ -131,6 +134,12 @@ def what_to_do(
 
 
 def print_device_report(report: DeviceReport) -> None:
+    from rich.text import Text
+
+    from orchestrator.judge.confirm import CUBIN, JIT, NONE
+    from orchestrator.reporting.console import console, mark, say
+    from orchestrator.reporting.tables import grid
+
     out = console()
     for gpu in report.gpus:
         say(out, f"GPU {gpu.ordinal}: {gpu.name} (compute capability {gpu.capability})")

@@ -59,7 +59,8 @@ from orchestrator.judge.results import (
 from orchestrator.judge.sizes import cell_sizes
 from orchestrator.planning.matrix import Matrix
 from orchestrator.planning.plan import Cell
-from orchestrator.probe import DEFAULT_ENGINE, Engine, probe
+from orchestrator.probe import probe
+from orchestrator.read.engines import DEFAULT_ENGINE, Engine
 from orchestrator.read.inventory import Inventory
 from orchestrator.run import cellcache, configinputs
 from orchestrator.run.cellcache import cell_cache_key, source_digest

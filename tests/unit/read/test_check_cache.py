@@ -12,7 +12,7 @@ import pytest
 from synth import hollow_body, working_body
 from test_check import GEMM, QUANT, cubin, library, make_wheel
 
-import orchestrator.judge.check as check_module
+import orchestrator.probe as probe_module
 import orchestrator.read.library as library_module
 from orchestrator.archs import ComputeCapability
 from orchestrator.cli import main
@@ -73,7 +73,7 @@ def test_a_repeated_check_answers_from_the_cache_with_the_same_result(
     first = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
     assert sorted(p.name.startswith("result-") for p in own_cache.iterdir()) == [False, True]
     no_reading(monkeypatch)
-    monkeypatch.setattr(check_module, "probe", lambda *a, **k: pytest.fail("probed again"))
+    monkeypatch.setattr(probe_module, "probe", lambda *a, **k: pytest.fail("probed again"))
     again = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
     assert again.to_json() | {"seconds": 0} == first.to_json() | {"seconds": 0}
     assert again.verdict("scaled_mm_sm120", "12.1").status == "hollow"
