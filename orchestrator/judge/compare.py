@@ -60,7 +60,7 @@ from orchestrator.judge.baseline import (
     summarize,
 )
 from orchestrator.judge.check import artifact_libraries, artifact_result, is_artifact
-from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT
+from orchestrator.judge.expect import NOT_APPLICABLE, PRESENT, Verdict
 from orchestrator.judge.results import CellResult, load_results
 from orchestrator.judge.sizes import NOT_IN_CONFIGURE_TIER, size_changes
 from orchestrator.symbols import FamilyRule
@@ -431,6 +431,8 @@ def combined_exit_code(results_code: int, diff: Diff | None) -> int:
 # --- two runs side by side (kernel-matrix compare) --------------------------------------
 
 COMPARE_SCHEMA_VERSION = 1
+# A regression's cause where the head's configure trace names nothing for the family.
+NO_GUARD = "no CMake guard or generator governs its sources on the head"
 _BASELINE_KIND = re.compile(rb'"kind"\s*:\s*"' + BASELINE_KIND.encode() + rb'"')
 
 
@@ -446,14 +448,32 @@ class Side:
     # its shared objects -> their bytes in it (a wheel's: compressed), every one
     library_bytes: dict[str, int] = field(default_factory=dict)
 
-    def cause(self, cell: str, family: str, device: str) -> str:
-        """Why ``family`` fails on ``device`` here: the guard or generator line, else
-        the build-log line, else the verdict's reason ("" from a baseline)."""
+    def _verdict(self, cell: str, family: str, device: str) -> Verdict | None:
         result = self.results.get(cell)
         for verdict in result.verdicts if result else ():
             if (verdict.family, verdict.device) == (family, device):
-                return verdict.guard or verdict.cause or verdict.reason
-        return ""
+                return verdict
+        return None
+
+    def cause(self, cell: str, family: str, device: str) -> str:
+        """Why ``family`` fails on ``device`` here: the guard or generator line, else
+        the build-log line, else the verdict's reason ("" from a baseline) -- saying
+        so where the configure's trace shows no guard or generator for its sources at
+        all (they, and their guard, were deleted). Asked of the head."""
+        verdict = self._verdict(cell, family, device)
+        if verdict is None:
+            return ""
+        if verdict.guard or verdict.cause:
+            return verdict.guard or verdict.cause or ""
+        if verdict.governed_by == "":
+            return f"{verdict.reason}; {NO_GUARD}"
+        return verdict.reason
+
+    def governing(self, cell: str, family: str, device: str) -> str:
+        """The guard or generator line that governs ``family`` on ``device`` here, as
+        it ran ("" from a baseline, a wheel, or results without it)."""
+        verdict = self._verdict(cell, family, device)
+        return (verdict.governed_by or "") if verdict else ""
 
 
 def load_side(path: Path, rules: Sequence[FamilyRule] = ()) -> Side:
@@ -544,6 +564,7 @@ def compare_json(diff: Diff, base: Side, head: Side) -> dict[str, Any]:
             "base": finding.before,
             "head": finding.after,
             "cause": head.cause(finding.cell, family, device) if regressed else "",
+            "base_cause": base.governing(finding.cell, family, device) if regressed else "",
         }
 
     return {

@@ -63,6 +63,10 @@ class Verdict:
     cause: str | None = None  # the build-log line that explains a missing family
     guard: str | None = None  # the CMake call (file:line, as it ran) that dropped it
     jit_kernels: int = 0  # served kernels the device JIT-compiles from PTX (present only)
+    # The CMake guard call (or generator) that governs the family's sources for this
+    # device, as it ran, whatever it decided: "" where the configure's trace shows
+    # none, None where that is not known (no trace, not looked up, older results).
+    governed_by: str | None = None
 
     @property
     def failing(self) -> bool:
@@ -91,6 +95,7 @@ class Verdict:
             "guard": self.guard,
             "jit_kernels": self.jit_kernels,
             "jit_only": self.jit_only,
+            "governed_by": self.governed_by,
         }
 
     @classmethod
@@ -107,6 +112,7 @@ class Verdict:
             cause=data.get("cause"),
             guard=data.get("guard"),
             jit_kernels=data.get("jit_kernels", 0),
+            governed_by=data.get("governed_by"),
         )
 
 

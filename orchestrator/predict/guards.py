@@ -252,37 +252,46 @@ def mentions(files: Iterable[Path], family: FamilyRule) -> list[Mention]:
     and macro bodies, which run where they are called), each with the messages of the
     if blocks around it (their "Not building …" lines tell families that share
     source names apart: vLLM's dense and MoE Marlin)."""
-    found: list[Mention] = []
+    return [m for path, lexed in _lexed(files) for m in _mentions_in(path, lexed, family)]
+
+
+def _lexed(files: Iterable[Path]) -> Iterator[tuple[Path, list[Command]]]:
+    """Each readable file and its commands."""
     for path in files:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        stack: list[Command] = []
-        blocks: list[list[str]] = []  # the messages of each open if block
-        pending: list[tuple[Mention, list[list[str]]]] = []
-        in_definition = 0
-        for command in commands(text):
-            if command.name in ("function", "macro"):
-                in_definition += 1
-            elif command.name in ("endfunction", "endmacro"):
-                in_definition = max(0, in_definition - 1)
-            elif command.name == "if":
-                stack.append(command)
-                blocks.append([])
-            elif command.name in ("elseif", "else") and stack:
-                stack[-1] = command
-            elif command.name == "endif" and stack:
-                stack.pop()
-                blocks.pop()
-            elif command.name == "message" and blocks:
-                for block in blocks:
-                    block.append(command.args)
-            elif not in_definition and _names_family_source(command.args, family):
-                pending.append((Mention(path, command, tuple(reversed(stack))), list(blocks)))
-        for mention, around in pending:
-            messages = tuple(m for block in around for m in block)
-            found.append(dataclasses.replace(mention, messages=messages))
+        yield path, commands(text)
+
+
+def _mentions_in(path: Path, lexed: Sequence[Command], family: FamilyRule) -> list[Mention]:
+    found: list[Mention] = []
+    stack: list[Command] = []
+    blocks: list[list[str]] = []  # the messages of each open if block
+    pending: list[tuple[Mention, list[list[str]]]] = []
+    in_definition = 0
+    for command in lexed:
+        if command.name in ("function", "macro"):
+            in_definition += 1
+        elif command.name in ("endfunction", "endmacro"):
+            in_definition = max(0, in_definition - 1)
+        elif command.name == "if":
+            stack.append(command)
+            blocks.append([])
+        elif command.name in ("elseif", "else") and stack:
+            stack[-1] = command
+        elif command.name == "endif" and stack:
+            stack.pop()
+            blocks.pop()
+        elif command.name == "message" and blocks:
+            for block in blocks:
+                block.append(command.args)
+        elif not in_definition and _names_family_source(command.args, family):
+            pending.append((Mention(path, command, tuple(reversed(stack))), list(blocks)))
+    for mention, around in pending:
+        messages = tuple(m for block in around for m in block)
+        found.append(dataclasses.replace(mention, messages=messages))
     return found
 
 
@@ -334,39 +343,98 @@ def guard_of(
     with the ``if()`` that tested it; None when no place names the family's sources.
     Where several guards add the same source (vLLM's SM12x and SM10x NVFP4 blocks),
     the one whose allow-list speaks of ``device``'s major version is chosen."""
-    if not records or not family.sources:
-        return None
-    guards = {g.lower() for g in guard_commands}
-    candidates: list[tuple[TraceRecord, str]] = []
-    explained: list[tuple[TraceRecord, str]] = []  # in a block whose message is the family's
-    found_mentions = mentions(project_cmake_files(source), family)
-    for mention in found_mentions:
-        found = _guard_at(mention, source, records, guards)
-        if found is not None and found[0] not in [c[0] for c in candidates]:
-            candidates.append(found)
-            if any(family.explains(message) for message in mention.messages):
-                explained.append(found)
-    candidates = explained or candidates
-    generator = _generator(found_mentions, family, source, records)
-    if generator and generator[1]:  # it wrote some of them: not the generator's doing
-        generator = None
-    generated = f"{generator[0]}, which wrote none of its sources" if generator else None
-    if not candidates:
-        return f"the generator {generated}" if generated else None
-    chosen_record, chosen = candidates[0]
-    if device is not None:
-        major = device.split(".")[0] + "."
-        for record, shown in candidates:
-            allowed = ";".join(record.args[1:-1])  # (OUT, ALLOWED..., REQUESTED)
-            if any(a.strip().startswith(major) for a in allowed.split(";")):
-                chosen_record, chosen = record, shown
-                break
-        result = guard_result(records, chosen_record)
-        if result is not None and _serves(result, device):
-            # The guard let the device's arch through: it decided nothing here.
+    return GuardFinder(source, records, guard_commands).dropped_by(family, device)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A family's guard calls that ran (as shown, preferred first) and its generator
+    with how many of its sources it wrote."""
+
+    candidates: tuple[tuple[TraceRecord, str], ...]
+    generator: tuple[str, int] | None
+
+
+class GuardFinder:
+    """The guard look-ups of one configure (its trace, the project's CMake files under
+    ``source``): each file read and lexed once, each family's guards found once, for
+    every device it is asked about."""
+
+    def __init__(
+        self,
+        source: Path,
+        records: Sequence[TraceRecord],
+        guard_commands: Sequence[str] = GUARD_COMMANDS,
+    ) -> None:
+        self.source, self.records = source, records
+        self._guards = {g.lower() for g in guard_commands}
+        self._files: list[tuple[Path, list[Command]]] | None = None
+        self._found: dict[FamilyRule, _Found] = {}
+
+    def _lookup(self, family: FamilyRule) -> _Found:
+        found = self._found.get(family)
+        if found is not None:
+            return found
+        if self._files is None:
+            self._files = list(_lexed(project_cmake_files(self.source)))
+        candidates: list[tuple[TraceRecord, str]] = []
+        explained: list[tuple[TraceRecord, str]] = []  # in a block whose message is the family's
+        found_mentions = [m for p, c in self._files for m in _mentions_in(p, c, family)]
+        for mention in found_mentions:
+            guard = _guard_at(mention, self.source, self.records, self._guards)
+            if guard is not None and guard[0] not in [c[0] for c in candidates]:
+                candidates.append(guard)
+                if any(family.explains(message) for message in mention.messages):
+                    explained.append(guard)
+        generator = _generator(found_mentions, family, self.source, self.records)
+        found = _Found(tuple(explained or candidates), generator)
+        self._found[family] = found
+        return found
+
+    def _chosen(self, found: _Found, device: str | None) -> tuple[TraceRecord, str]:
+        """The candidate whose allow-list speaks of ``device``'s major version, else
+        the first."""
+        if device is not None:
+            major = device.split(".")[0] + "."
+            for record, shown in found.candidates:
+                allowed = ";".join(record.args[1:-1])  # (OUT, ALLOWED..., REQUESTED)
+                if any(a.strip().startswith(major) for a in allowed.split(";")):
+                    return record, shown
+        return found.candidates[0]
+
+    def dropped_by(self, family: FamilyRule, device: str | None = None) -> str | None:
+        """:func:`guard_of`: the guard (or generator) that left ``family`` without code
+        on ``device``; None when none did, or none is known."""
+        if not self.records or not family.sources:
+            return None
+        found = self._lookup(family)
+        generator = found.generator
+        if generator and generator[1]:  # it wrote some of them: not the generator's doing
+            generator = None
+        generated = f"{generator[0]}, which wrote none of its sources" if generator else None
+        if not found.candidates:
             return f"the generator {generated}" if generated else None
-    # Where the guard's result is not known, both may be the cause: name both.
-    return f"{chosen}, or by the generator {generated}" if generated else chosen
+        chosen_record, chosen = self._chosen(found, device)
+        if device is not None:
+            result = guard_result(self.records, chosen_record)
+            if result is not None and _serves(result, device):
+                # The guard let the device's arch through: it decided nothing here.
+                return f"the generator {generated}" if generated else None
+        # Where the guard's result is not known, both may be the cause: name both.
+        return f"{chosen}, or by the generator {generated}" if generated else chosen
+
+    def governed_by(self, family: FamilyRule, device: str | None = None) -> str | None:
+        """The guard call (as it ran) that governs ``family``'s sources for ``device``,
+        whatever it decided -- the one :meth:`dropped_by` would name -- else the
+        generator that writes them; "" when the trace shows neither (no CMake file
+        names its sources, or none under a guard); None when that cannot be told (no
+        trace, a family without source globs)."""
+        if not self.records or not family.sources:
+            return None
+        found = self._lookup(family)
+        if found.candidates:
+            return self._chosen(found, device)[1]
+        return f"the generator {found.generator[0]}" if found.generator else ""
 
 
 def guard_result(records: Sequence[TraceRecord], guard: TraceRecord) -> tuple[str, ...] | None:

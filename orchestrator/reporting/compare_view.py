@@ -1,5 +1,6 @@
 """What ``kernel-matrix compare`` prints: per cell, the family × device pairs that
-regressed (with the head's cause) and that got fixed, and how many did not change;
+regressed (with the head's cause, and the line that governed the family on the base)
+and that got fixed, and how many did not change;
 then the kernel details, what the code weighs (bytes per target and per family that
 changed, and the total; or why that is not known), and one verdict line, last. ``--markdown`` gives the same
 as a block for a step summary or a pull-request comment."""
@@ -33,7 +34,18 @@ def _pair_line(entry: dict[str, Any]) -> str:
     line = f"{entry['family']} on {entry['device']}: {entry['base']} -> {entry['head']}"
     if entry["kind"] == FAMILY_DOWNGRADED:
         line += " (downgrade: reached only by PTX JIT now)"
-    return line + (f"; cause: {entry['cause']}" if entry.get("cause") else "")
+    if entry.get("cause"):
+        line += f"; cause: {entry['cause']}"
+    if entry.get("base_cause"):
+        line += f"; on the base: {entry['base_cause']}"
+    return line
+
+
+def _causes(entry: dict[str, Any]) -> str:
+    """The Markdown cause cell: the head's cause, and what governed the family on the
+    base where that is known (``CMakeLists.txt:366: …; on the base: CMakeLists.txt:675: …``)."""
+    on_base = f"on the base: {entry['base_cause']}" if entry.get("base_cause") else ""
+    return "; ".join(text for text in (entry.get("cause", ""), on_base) if text)
 
 
 def verdict_line(diff: Diff, data: dict[str, Any]) -> str:
@@ -184,7 +196,7 @@ def compare_markdown(diff: Diff, data: dict[str, Any]) -> str:
         lines += [f"**{title}**", "", "| cell | family | device | base | head | cause |"]
         lines.append("| --- | --- | --- | --- | --- | --- |")
         for e in entries:
-            cells = (e["cell"], e["family"], e["device"], e["base"], e["head"], e["cause"])
+            cells = (e["cell"], e["family"], e["device"], e["base"], e["head"], _causes(e))
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
         lines.append("")
     if not data["regressions"] and not data["fixed"]:

@@ -48,8 +48,9 @@ from orchestrator.planning.plan import Cell
 
 # Part of every key: entries of an older layout (results holding absolute artifact
 # paths, no stored artifacts; 3: verdicts with guards, not-matched, JIT; 4: libraries
-# without their bytes per target) are never read back.
-CACHE_FORMAT = "5"
+# without their bytes per target; 5: verdicts without the guard that governs them,
+# governed_by) are never read back.
+CACHE_FORMAT = "6"
 LIMIT_VARIABLE = "KERNEL_MATRIX_CELL_CACHE_LIMIT"
 DEFAULT_LIMIT = "20G"
 SOURCE_SKIP_DIRS = {".git", "build", "dist", "__pycache__", ".nox", ".venv", "node_modules"}

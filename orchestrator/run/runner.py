@@ -203,11 +203,17 @@ def run_cell(
         inventory = result.inventory or Inventory()
         # (a cached result's guards come from the build that found them)
         guards = {(v.family, v.device): v.guard for v in result.verdicts if v.guard}
+        # (and what governs each family: a cached result's trace is not its own)
+        governed = (
+            {(v.family, v.device): v.governed_by for v in result.verdicts}
+            if result.cached
+            else None
+        )
         result.verdicts = check_cell(
             inventory, matrix.families, cell.archs, cuda=cell.cuda, skip_lines=result.skip_lines
         )
         result.verdicts = explain_verdicts(
-            result.verdicts, matrix, build_dir, tier=tier, guards=guards
+            result.verdicts, matrix, build_dir, tier=tier, guards=guards, governed=governed
         )
         # Bytes per target and family: only a build has them (a prediction has none).
         result.sizes = cell_sizes(inventory, matrix.families) if tier == "build" else None
@@ -216,8 +222,8 @@ def run_cell(
         result.warnings += [note for note in notes if note not in result.warnings]
         result.settle()
         if not result.cached and options.use_cache:
-            # Stored with its guards: the configure trace that explains a missing
-            # family is not among the artifacts a cached cell gets back.
+            # Stored with its guards (those that dropped a family, those that govern
+            # each): the configure trace is not among the artifacts a cached cell gets back.
             _store_in_cache(key, tier, result, build_dir, log_path, options)
             if inputs_key := _inputs_key(matrix, cell, options, toolchain):
                 note = configinputs.record(inputs_key, key, matrix.project, build_dir)
@@ -235,17 +241,28 @@ def explain_verdicts(
     *,
     tier: str,
     guards: dict[tuple[str, str], str] | None = None,
+    governed: dict[tuple[str, str], str | None] | None = None,
 ) -> list[Verdict]:
     """Verdicts with what only this build directory knows: the CMake guard that dropped
-    each missing family (from the configure's trace), and -- in the configure tier of
-    a `build: pip` project -- the families that live in a project the configure did
-    not fetch (a stand-in), which this tier cannot judge."""
-    from orchestrator.predict.guards import TRACE_FILE, guard_of, read_trace
+    each missing family and the one that governs every family judged on a device
+    (``governed_by``; both from the configure's trace), and -- in the configure tier
+    of a `build: pip` project -- the families that live in a project the configure did
+    not fetch (a stand-in), which this tier cannot judge. ``guards``: what a cached
+    result's verdicts already say; ``governed``: a cached result's ``governed_by``,
+    taken as they are (the trace in ``build_dir`` may be another configure's)."""
+    from orchestrator.predict.guards import TRACE_FILE, GuardFinder, read_trace
 
     project = matrix.project
     source = build_dir / PIP_SOURCE_COPY if project.build == "pip" else project.source
     stand_ins = project.configure.stand_ins if project.configure else {}
-    records = None
+    finder: GuardFinder | None = None
+
+    def lookups() -> GuardFinder:
+        nonlocal finder
+        if finder is None:  # the trace is read once, and only where a look-up is needed
+            finder = GuardFinder(source, read_trace(build_dir / TRACE_FILE))
+        return finder
+
     out = []
     for verdict in verdicts:
         family = next(f for f in matrix.families if f.name == verdict.family)
@@ -265,13 +282,20 @@ def explain_verdicts(
         elif verdict.status == MISSING:
             guard = (guards or {}).get((verdict.family, verdict.device))
             if guard is None:
-                if records is None:
-                    records = read_trace(build_dir / TRACE_FILE)
-                guard = guard_of(family, source, records, verdict.device)
+                guard = lookups().dropped_by(family, verdict.device)
             if guard:
                 verdict = dataclasses.replace(
                     verdict, guard=guard, reason=f"{verdict.reason}; dropped by {guard}"
                 )
+        if verdict.status != NOT_APPLICABLE:
+            # What governs the family there, whatever it decided: compare shows it for
+            # the base of a regression, where the family was present.
+            governing = (
+                lookups().governed_by(family, verdict.device)
+                if governed is None
+                else governed.get((verdict.family, verdict.device))
+            )
+            verdict = dataclasses.replace(verdict, governed_by=governing)
         out.append(verdict)
     return out
 

@@ -73,6 +73,11 @@ def test_a_pull_request_that_narrows_a_guard_fails_on_that_device_only(tmp_path:
     assert data["regressions"][0]["cause"].startswith(
         f'cmake/archs.cmake:{guard}: cuda_archs_loose_intersection(_GF_ARCHS 12.0a "12.0a;12.1f")'
     )
+    # and the same guard as it ran on the base, where it kept 12.1f
+    assert data["regressions"][0]["base_cause"].startswith(
+        f"cmake/archs.cmake:{guard}: cuda_archs_loose_intersection(_GF_ARCHS "
+        '"12.0f;12.1f" "12.0a;12.1f")'
+    )
     assert data["fixed"] == [] and data["unchanged"] == {"cu13.0-12.0a_12.1f": 7}
     # 12.0 is still served, by the same sm_120a
     base_cells = json.loads(next((out / "base" / "cells").glob("*.json")).read_text())
@@ -84,10 +89,11 @@ def test_a_pull_request_that_narrows_a_guard_fails_on_that_device_only(tmp_path:
         if (v["family"], v["device"]) == ("scaled_mm_sm120", "12.0")
     ]
     assert on_12_0 == [("present", ["sm_120a"]), ("present", ["sm_120a"])]
+    markdown = (out / "compare.md").read_text()
     assert (
-        "| cu13.0-12.0a_12.1f | scaled_mm_sm120 | 12.1 | present (sm_121f) | missing |"
-        in (out / "compare.md").read_text()
+        "| cu13.0-12.0a_12.1f | scaled_mm_sm120 | 12.1 | present (sm_121f) | missing |" in markdown
     )
+    assert "; on the base: cmake/archs.cmake:" in markdown
     # the user's checkout is untouched
     status = subprocess.run(
         ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True

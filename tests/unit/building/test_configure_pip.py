@@ -21,9 +21,12 @@ from orchestrator.building.configure_env import (
 from orchestrator.building.recipe import NOT_COPIED_TO_CONFIGURE, BuildPaths, recipe
 from orchestrator.building.sources import resolve_source, unpack_sdist
 from orchestrator.common.errors import InputFileError, UsageError
+from orchestrator.judge.expect import MISSING, NOT_APPLICABLE, PRESENT, Verdict
 from orchestrator.planning.matrix import load_matrix
 from orchestrator.planning.plan import plan
 from orchestrator.predict.guards import (
+    TRACE_FILE,
+    GuardFinder,
     TraceRecord,
     _globbed_sources,
     commands,
@@ -33,6 +36,7 @@ from orchestrator.predict.guards import (
     read_trace,
     trace_arguments,
 )
+from orchestrator.run.runner import explain_verdicts
 from orchestrator.symbols import FamilyRule
 
 REPO = Path(__file__).resolve().parents[3]
@@ -204,6 +208,61 @@ def test_a_guard_whose_result_kept_the_device_is_not_named(tmp_path: Path) -> No
     )
 
 
+def test_the_guard_that_governs_a_family_is_named_whatever_it_decided(tmp_path: Path) -> None:
+    """governed_by: the guard the look-up above chooses, also where it let the device
+    through (the family is present): what compare shows for the base of a
+    regression. Its generator where no guard governs; "" where nothing does; None
+    without a trace."""
+    source = tmp_path / "src"
+    (source / "csrc" / "marlin").mkdir(parents=True)
+    lists = source / "CMakeLists.txt"
+    lists.write_text(GENERATED)
+    (source / "csrc" / "marlin" / "sm80_kernel_fp16.cu").write_text("")  # marlin's: written
+    utils = source / "cmake" / "utils.cmake"
+    script = str(source / "csrc" / "marlin" / "generate_kernels.py")
+    lines = [
+        '{"version":{"major":1,"minor":2}}',
+        trace_line(lists, 1, "cuda_archs_loose_intersection", "MARLIN_ARCHS", "8.0+PTX;12.0f", "12.1a"),
+        trace_line(utils, 40, "set", "MARLIN_ARCHS", "12.1a", "PARENT_SCOPE", frame=2),
+        trace_line(lists, 2, "if", "MARLIN_ARCHS"),
+        trace_line(lists, 3, "execute_process", "COMMAND", "python3", script, "12.1a"),
+        trace_line(lists, 6, "file", "GLOB", "MARLIN_SRC", "csrc/marlin/sm80_kernel_*.cu"),
+    ]  # fmt: skip
+    (tmp_path / "t.json").write_text("\n".join(lines) + "\n")
+    finder = GuardFinder(source, read_trace(tmp_path / "t.json"))
+    marlin = FamilyRule(name="marlin", devices=(), sources=("sm80_kernel_fp16*.cu",))
+    guard = (
+        'CMakeLists.txt:1: cuda_archs_loose_intersection(MARLIN_ARCHS "8.0+PTX;12.0f" 12.1a) '
+        "(tested by CMakeLists.txt:2 if(MARLIN_ARCHS))"
+    )
+    assert finder.dropped_by(marlin, "12.1") is None  # it kept 12.1a: it dropped nothing
+    assert finder.governed_by(marlin, "12.1") == guard
+    assert finder.governed_by(marlin, "8.9") == guard == finder.dropped_by(marlin, "8.9")
+    # the generator governs what no guard does: a file(GLOB) after it, outside any if()
+    gen = tmp_path / "gen"
+    (gen / "csrc").mkdir(parents=True)
+    (gen / "csrc" / "gen_kernel_a.cu").write_text("")
+    (gen / "CMakeLists.txt").write_text(
+        "execute_process(COMMAND python3 gen.py)\nfile(GLOB G csrc/gen_kernel_*.cu)\n"
+    )
+    generated = [
+        TraceRecord(0, "execute_process", ("COMMAND", "python3", str(gen / "gen.py")),
+                    str(gen / "CMakeLists.txt"), 1, 1),
+        TraceRecord(1, "file", ("GLOB", "G", "csrc/gen_kernel_*.cu"),
+                    str(gen / "CMakeLists.txt"), 2, 1),
+    ]  # fmt: skip
+    written = FamilyRule(name="gen", devices=(), sources=("gen_kernel_*.cu",))
+    assert GuardFinder(gen, generated).governed_by(written, "12.1") == (
+        "the generator CMakeLists.txt:1: execute_process(… gen.py)"
+    )
+    assert GuardFinder(gen, generated[:1]).governed_by(written, "12.1") == ""  # GLOB never ran
+    unnamed = FamilyRule(name="x", devices=(), sources=("not_in_any_cmake_file.cu",))
+    assert finder.governed_by(unnamed, "12.1") == ""
+    assert GuardFinder(source, []).governed_by(marlin, "12.1") is None  # no trace: not known
+    no_sources = FamilyRule(name="y", devices=(), kernels=("y",))
+    assert finder.governed_by(no_sources, "12.1") is None
+
+
 @pytest.mark.parametrize(
     ("args", "found"),
     [
@@ -230,6 +289,54 @@ def test_no_guard_without_a_trace_or_a_place_naming_the_sources(tmp_path: Path) 
     assert guard_of(NVFP4, source, []) is None
     unknown = FamilyRule(name="x", devices=(), sources=("not_in_any_cmake_file.cu",))
     assert guard_of(unknown, source, read_trace(trace)) is None
+
+
+def test_the_configure_tier_records_what_governs_every_family_it_judges(tmp_path: Path) -> None:
+    """explain_verdicts: every verdict judged on a device gets governed_by from the
+    configure's trace -- a present family the guard that let it through, a missing
+    one the guard that dropped it (its guard too); a not-applicable one none. A
+    cached result's are taken as stored (its trace is not in the build directory)."""
+    source, trace = write_project(tmp_path, "12.1a")
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / TRACE_FILE).write_text(trace.read_text())
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(
+        "project: {source: src, build: cmake, artifacts: ['*.so']}\n"
+        "cuda: ['13.0']\narchs: ['12.1a']\n"
+        "families:\n"
+        "  nvfp4: {sources: [nvfp4_quant_kernels.cu], kernels: [nvfp4], devices: ['12.1']}\n"
+        "  mla: {sources: [sm100_cutlass_mla_kernel.cu], kernels: [mla], devices: ['10.0']}\n"
+    )
+    matrix = load_matrix(matrix_file, source=source)
+    verdicts = [
+        Verdict("nvfp4", "12.1", PRESENT, ("sm_121a",), reason="served"),
+        Verdict("mla", "12.1", NOT_APPLICABLE, reason="not meant for 12.1"),
+        Verdict("mla", "10.0", MISSING, reason="no kernel of mla is in any library"),
+    ]
+    present, not_applicable, missing = explain_verdicts(
+        verdicts, matrix, build_dir, tier="configure"
+    )
+    nvfp4_guard = (
+        'CMakeLists.txt:3: cuda_archs_loose_intersection(FP4_ARCHS "10.0f;12.0f" 12.1a) '
+        "(tested by CMakeLists.txt:4 if(${CMAKE_CUDA_COMPILER_VERSION} VERSION_GREATER_EQUAL "
+        "12.8 AND FP4_ARCHS))"
+    )
+    assert (present.governed_by, present.guard) == (nvfp4_guard, None)
+    assert present.reason == "served"  # nothing added where it was shown before
+    assert not_applicable.governed_by is None
+    assert missing.guard is not None and missing.guard.startswith("CMakeLists.txt:11: ")
+    assert missing.governed_by == missing.guard
+    # it survives results.json
+    assert Verdict.from_json(present.to_json()) == present
+    assert (
+        Verdict.from_json({"family": "f", "device": "12.1", "status": PRESENT}).governed_by is None
+    )
+    # a cached result: what it stored, never the trace found in the build directory
+    (build_dir / TRACE_FILE).unlink()
+    stored = {("nvfp4", "12.1"): "stored line", ("mla", "10.0"): ""}
+    again = explain_verdicts(verdicts, matrix, build_dir, tier="configure", governed=stored)
+    assert [v.governed_by for v in again] == ["stored line", None, ""]
 
 
 def test_the_lexer_keeps_multi_line_commands_and_skips_comments() -> None:

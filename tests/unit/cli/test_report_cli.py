@@ -13,7 +13,8 @@ from orchestrator.cli import main
 from orchestrator.judge.results import CellResult
 from orchestrator.read.inventory import Inventory, Library
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "reports" / "results.json"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "reports" / "results.json"
 
 
 @pytest.fixture(autouse=True)
@@ -260,3 +261,83 @@ def test_compare_base_and_head_by_what_each_device_loads(
     assert main(["compare", str(tmp_path / "junk.json"), str(head)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("kernel-matrix: error: ") for line in err)
+
+
+BASE_GUARD = "CMakeLists.txt:675: cuda_archs_loose_intersection(FP4_ARCHS 12.0f;12.1f 12.1f)"
+HEAD_GUARD = "CMakeLists.txt:366: cuda_archs_loose_intersection(FP4_ARCHS 12.0a 12.1f)"
+
+
+def lost_nvfp4(**changes: object) -> CellResult:
+    """passed_cell() whose nvfp4 is missing on 12.1."""
+    lost = passed_cell()
+    lost.verdicts[0] = dataclasses.replace(
+        lost.verdicts[0],
+        status="missing",
+        served_by=(),
+        kernels=(),
+        reason="no kernel of nvfp4 is in any library",
+        **changes,  # type: ignore[arg-type]
+    )
+    return lost
+
+
+def test_a_regression_names_what_governed_the_family_on_the_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare: each regression carries base_cause, the guard that governed the family
+    on that device on the base (its verdict's governed_by), beside the head's cause,
+    in JSON, Markdown and on the console; "" from a baseline, which keeps none."""
+    import jsonschema
+
+    present = passed_cell()
+    present.verdicts[0] = dataclasses.replace(present.verdicts[0], governed_by=BASE_GUARD)
+    base = write_run(tmp_path / "base", [present])
+    head = write_run(tmp_path / "head", [lost_nvfp4(guard=HEAD_GUARD, governed_by=HEAD_GUARD)])
+
+    assert main(["compare", str(base), str(head), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    schema = json.loads((REPO / "orchestrator/schemas/compare.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    (regression,) = data["regressions"]
+    assert (regression["cause"], regression["base_cause"]) == (HEAD_GUARD, BASE_GUARD)
+
+    assert main(["compare", str(base), str(head), "--markdown"]) == 1
+    md = capsys.readouterr().out
+    assert f"| missing | {HEAD_GUARD}; on the base: {BASE_GUARD} |" in md
+
+    assert main(["compare", str(base), str(head)]) == 1
+    out = capsys.readouterr().out
+    assert f"-> missing; cause: {HEAD_GUARD}; on the base: {BASE_GUARD}" in out
+
+    # a fix carries neither; a baseline keeps no governing lines
+    assert main(["compare", str(head), str(base), "--json"]) == 0
+    (fixed,) = json.loads(capsys.readouterr().out)["fixed"]
+    assert (fixed["cause"], fixed["base_cause"]) == ("", "")
+    assert main(["baseline", "save", str(base), "--out", str(tmp_path / "b.json")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "b.json"), str(head), "--json"]) == 1
+    (regression,) = json.loads(capsys.readouterr().out)["regressions"]
+    assert (regression["cause"], regression["base_cause"]) == (HEAD_GUARD, "")
+
+
+def test_a_head_without_any_guard_for_the_family_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The family's sources and guard were deleted on the head: its trace shows no
+    guard or generator for them (governed_by ""), and the cause says so; results
+    that do not know (governed_by absent) keep the verdict's reason alone."""
+    present = passed_cell()
+    present.verdicts[0] = dataclasses.replace(present.verdicts[0], governed_by=BASE_GUARD)
+    base = write_run(tmp_path / "base", [present])
+    head = write_run(tmp_path / "head", [lost_nvfp4(governed_by="")])
+    assert main(["compare", str(base), str(head), "--json"]) == 1
+    (regression,) = json.loads(capsys.readouterr().out)["regressions"]
+    assert regression["cause"] == (
+        "no kernel of nvfp4 is in any library; "
+        "no CMake guard or generator governs its sources on the head"
+    )
+    assert regression["base_cause"] == BASE_GUARD
+    unknown = write_run(tmp_path / "unknown", [lost_nvfp4()])
+    assert main(["compare", str(base), str(unknown), "--json"]) == 1
+    (regression,) = json.loads(capsys.readouterr().out)["regressions"]
+    assert regression["cause"] == "no kernel of nvfp4 is in any library"
