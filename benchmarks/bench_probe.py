@@ -15,7 +15,12 @@ it and its worker processes, peak RSS of the process tree sampled every 10 ms), 
 ``cuobjdump --dump-elf-symbols`` (its cheapest complete listing: symbols only, no
 instruction counts, no PTX). ``--check`` also times the cuobjdump *engine*, which
 yields the same inventory (``-elf`` and ``-ptx`` dumps parsed), once, and says
-whether both inventories are identical.
+whether both inventories are identical. ``--cubloaty PATH`` also times the FlashInfer
+team's ``cubloaty`` (a Python tool on PyPI that lists kernels per arch from the same
+fatbins; installed by hand, e.g. ``python -m venv /tmp/cub && /tmp/cub/bin/pip install
+--pre cubloaty``) with ``--format json`` in the same rounds, and compares the two
+inventories: distinct kernel names per code-object arch, SASS and PTX, must be equal
+(cubloaty counts a name once per arch; the inventory lists each copy).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ options = {} if sys.argv[2] == "default" else {"jobs": int(sys.argv[2])}
 inventory = probe([sys.argv[1]], **options)
 done = time.perf_counter()
 digest = ""
+per_arch = {}
+for library in inventory.libraries:
+    for kind, objects in (("sass", library.cubins), ("ptx", library.ptx)):
+        for code in objects:
+            per_arch.setdefault(f"{kind} {code.arch.name}", set()).update(k.mangled for k in code.kernels)
 if sys.argv[3] == "hash":
     import hashlib
     text = json.dumps(inventory.to_json(), sort_keys=True)
@@ -54,6 +64,7 @@ me = resource.getrusage(resource.RUSAGE_SELF)
 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({
     "probe_s": done - imported, "import_s": imported - start, "digest": digest,
+    "per_arch": {arch: len(names) for arch, names in sorted(per_arch.items())},
     "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
     "main_rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024,
 }))
@@ -104,6 +115,28 @@ def cuobjdump_run(tool: Path, path: Path) -> dict[str, Any]:
     }
 
 
+def cubloaty_run(tool: Path, path: Path) -> dict[str, Any]:
+    """``cubloaty LIB --format json`` with every kernel listed: wall, CPU, and its
+    distinct kernel names per arch (as the native run's ``per_arch``)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [str(tool), str(path), "--format", "json", "--top", "1000000000", "--no-color"],
+        stdout=subprocess.PIPE,
+    )
+    out = process.stdout.read() if process.stdout else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"cubloaty on {path} failed ({status})")
+    report = json.loads(out)
+    per_arch = {f"{c['kind']} {c['arch']}": c["kernels"] for c in report["components"]}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "per_arch": dict(sorted(per_arch.items())),
+    }
+
+
 def engine_run(path: Path) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", ENGINE, str(path)], capture_output=True, text=True, cwd=ROOT
@@ -142,6 +175,7 @@ def main() -> int:
     )
     parser.add_argument("--lib", action="append", default=[], metavar="WHEEL:MEMBER")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cubloaty", type=Path, help="also time this cubloaty executable")
     parser.add_argument("--jobs", default="default", help="probe jobs (default: all CPUs)")
     parser.add_argument(
         "--check",
@@ -167,13 +201,15 @@ def main() -> int:
         for wheel, member in libraries:
             with zipfile.ZipFile(wheel) as zf:
                 path = Path(zf.extract(member, tmp))
-            native_runs, tool_runs, ratios = [], [], []
+            native_runs, tool_runs, ratios, peer_runs = [], [], [], []
             for _ in range(args.runs):
                 native = native_run(path, args.jobs)
                 symbols = cuobjdump_run(tool, path)
                 native_runs.append(native)
                 tool_runs.append(symbols)
                 ratios.append(symbols["wall_s"] / float(native["probe_s"]))
+                if args.cubloaty:
+                    peer_runs.append(cubloaty_run(args.cubloaty, path))
 
             def med(key: str, runs: list[dict[str, Any]]) -> float:
                 return median([float(r[key]) for r in runs])
@@ -202,6 +238,20 @@ def main() -> int:
                 "worker_rss_mb": round(max(float(r["worker_rss_mb"]) for r in native_runs)),
                 "symbols_rss_mb": round(max(t["rss_mb"] for t in tool_runs)),
             }
+            if peer_runs:
+                row["cubloaty_s"] = round(med("wall_s", peer_runs), 3)
+                row["cubloaty_cpu_s"] = round(med("cpu_s", peer_runs), 2)
+                row["vs_cubloaty"] = round(
+                    median(
+                        [
+                            c["wall_s"] / float(n["process_s"])
+                            for n, c in zip(native_runs, peer_runs, strict=True)
+                        ]
+                    ),
+                    2,
+                )
+                row["same_as_cubloaty"] = peer_runs[0]["per_arch"] == native_runs[0]["per_arch"]
+                row["kernels_per_arch"] = native_runs[0]["per_arch"]
             if "*" in args.check or member in args.check or Path(member).name in args.check:
                 engine = engine_run(path)
                 native = native_run(path, args.jobs, digest=True)
@@ -232,6 +282,21 @@ def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
             f"| {r['tree_rss_mb']} / {r['main_rss_mb']} / {r['worker_rss_mb']} "
             f"| {r['symbols_rss_mb']} |"
         )
+    peer = [r for r in rows if "cubloaty_s" in r]
+    if peer:
+        body += [
+            "",
+            "| library | cubloaty s (whole process) | cubloaty CPU s | native process s "
+            "| native faster by (process) | distinct kernels per arch equal |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in peer:
+            counts = ", ".join(f"{arch} {n}" for arch, n in dict(r["kernels_per_arch"]).items())  # type: ignore[call-overload]
+            body.append(
+                f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['cubloaty_s']} "
+                f"| {r['cubloaty_cpu_s']} | {r['native_process_s']} | {r['vs_cubloaty']}x "
+                f"| {'yes' if r['same_as_cubloaty'] else '**no**'} ({counts}) |"
+            )
     checked = [r for r in rows if "engine_s" in r]
     if checked:
         body += [

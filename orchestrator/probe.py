@@ -1,8 +1,8 @@
 """Probe: what device code a built library really contains.
 
-``probe(paths)`` takes shared objects, wheels (each library member inflated once
-into a private temporary file, deleted after reading; nothing is unpacked under the
-member's own path) and directories (searched for ``*.so`` and
+``probe(paths)`` takes shared objects, wheels (each library member inflated once,
+into memory or, past 128 MB, into a private temporary file deleted after reading;
+nothing is unpacked under the member's own path) and directories (searched for ``*.so`` and
 ``*.so.N``), and returns an :class:`~orchestrator.read.inventory.Inventory`. Two engines
 give the same inventory: ``native`` (our fatbin reader, no CUDA needed; the
 default, being the faster) and ``cuobjdump`` (parses the real tool's output).

@@ -467,6 +467,8 @@ class Side:
             return verdict.guard or verdict.cause or ""
         if verdict.governed_by == "":
             return f"{verdict.reason}; {NO_GUARD}"
+        if verdict.governed_by:  # still built, but no longer as before (a downgrade)
+            return f"{verdict.reason}; on the head: {verdict.governed_by}"
         return verdict.reason
 
     def governing(self, cell: str, family: str, device: str) -> str:
