@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.version import Version
@@ -196,3 +197,116 @@ def test_a_release_the_index_does_not_have_is_named_with_the_ones_it_has(tmp_pat
     versions = [Version(v) for v in newest[1].split(", ")]
     assert len(versions) == 5 and versions == sorted(versions, reverse=True), lines
     assert versions[0] >= max(map(Version, RELEASES)), lines  # the newest, not any five
+
+
+# --- pull-request time on two real releases (issue 30) ------------------------------------
+
+
+def pull_request(
+    tmp_path: Path, base: str, head: str, *only: str
+) -> tuple[int, dict[str, Any], str]:
+    """``run --source HEAD --base-source BASE`` as a user types it: exit code, the
+    compare.json document, the console output."""
+    out = tmp_path / "pr"
+    command = [
+        sys.executable, "-m", "orchestrator", "run", str(MATRIX), "--tier", "configure",
+        "--source", head, "--base-source", base, "--out", str(out),
+        "--build-dir", str(tmp_path / "build"), *(a for cell in only for a in ("--only", cell)),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=REPO)
+    report = out / "compare.json"
+    assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, json.loads(report.read_text()), done.stdout + done.stderr
+
+
+def line_of(tree: Path, text: str) -> int:
+    """The line of CMakeLists.txt where ``text`` starts (exactly once)."""
+    lists = (tree / "CMakeLists.txt").read_text()
+    assert lists.count(text) == 1, text
+    return 1 + lists[: lists.index(text)].count("\n")
+
+
+def test_a_release_that_drops_marlin_for_12x_regresses_exactly_there(tmp_path: Path) -> None:
+    """vLLM 0.33.0 -> 0.34.0 (both pin torch 2.14.0), every cell of the PR matrix.
+
+    Established by hand from the two sdists (CMakeLists.txt and the Marlin generator):
+    0.34.0 removes FP8-activation Marlin -- the MARLIN_FP8_ARCHS / MARLIN_MOE_FP8_ARCHS
+    guards ("8.9;12.0f", 0.33.0 lines 675 and 1399), their sm89_kernel_* globs, and the
+    generator's FP8 path (0.33.0 generate_kernels.py: `arch == 89 or arch // 10 == 12`)
+    -- and narrows MARLIN_ARCHS and MARLIN_MOE_ARCHS from "8.0+PTX;12.0f" to "8.0+PTX"
+    (MARLIN_BF16_ARCHS keeps "9.0+PTX"). So on every requested 12.x device the FP8
+    families are lost, and dense and MoE Marlin are reached only through PTX JIT where
+    0.33.0 had an sm_120a/sm_120f cubin (a downgrade); 8.9 loses the FP8 families
+    (sm_89); nothing else changes (9.0, 10.x keep what they had; 10.3a requests no 12.x
+    and no 8.9). vLLM's CMake maps 12.1a to 12.0 under CUDA 13.0, so the 12.1a cell's
+    12.1 is served by sm_120f on the base."""
+    code, data, output = pull_request(tmp_path, "vllm==0.33.0", "vllm==0.34.0")
+    assert code == 1, output[-3000:]
+    lost, downgraded = "family-lost", "family-downgraded"
+    expected = {
+        ("cu13.0-7.5_8.0_8.6_8.9_9.0_10.0_12.0", "marlin_fp8", "8.9"): lost,
+        ("cu13.0-7.5_8.0_8.6_8.9_9.0_10.0_12.0", "marlin_moe_fp8", "8.9"): lost,
+    }
+    for cell, devices in (
+        ("cu13.0-7.5_8.0_8.6_8.9_9.0_10.0_12.0", ("12.0",)),
+        ("cu13.0-9.0a_10.0f_12.0f_12.1f", ("12.0", "12.1")),
+        ("cu13.0-12.1a", ("12.1",)),
+        ("cu13.0-12.0a", ("12.0",)),
+    ):
+        for device in devices:
+            expected |= {
+                (cell, "marlin_fp8", device): lost,
+                (cell, "marlin_moe_fp8", device): lost,
+                (cell, "marlin", device): downgraded,
+                (cell, "marlin_moe", device): downgraded,
+            }
+    got = {(r["cell"], r["family"], r["device"]): r["kind"] for r in data["regressions"]}
+    assert got == expected
+    assert data["fixed"] == []
+    assert data["unchanged"]["cu13.0-10.3a"] == 10  # every family there, as it was
+
+    base, head = resolve_source("vllm==0.33.0"), resolve_source("vllm==0.34.0")
+    fp8 = line_of(base, 'cuda_archs_loose_intersection(MARLIN_FP8_ARCHS "8.9;12.0f"')
+    marlin = line_of(head, 'cuda_archs_loose_intersection(MARLIN_ARCHS "8.0+PTX" ')
+    by_key = {(r["cell"], r["family"], r["device"]): r for r in data["regressions"]}
+    gone = by_key[("cu13.0-12.0a", "marlin_fp8", "12.0")]
+    assert (gone["base"], gone["head"]) == ("present (sm_120a)", "missing")
+    # the head has no guard for it any more, and says so; the base's guard as it ran
+    assert gone["cause"].endswith("no CMake guard or generator governs its sources on the head")
+    assert gone["base_cause"].startswith(
+        f'CMakeLists.txt:{fp8}: cuda_archs_loose_intersection(MARLIN_FP8_ARCHS "8.9;12.0f" 12.0a)'
+    )
+    jit = by_key[("cu13.0-9.0a_10.0f_12.0f_12.1f", "marlin", "12.1")]
+    assert (jit["base"], jit["head"]) == ("present (sm_120f)", "present (compute_80)")
+    assert (
+        f"on the head: CMakeLists.txt:{marlin}: cuda_archs_loose_intersection(MARLIN_ARCHS 8.0+PTX "
+        in jit["cause"]
+    )
+    assert "downgrade" in output and f"CMakeLists.txt:{fp8}" in output
+
+
+def test_a_code_object_relabel_between_releases_is_no_regression(tmp_path: Path) -> None:
+    """vLLM 0.23.0 -> 0.24.0 (both pin torch 2.11.0), the release arch list.
+
+    By hand: 0.23.0 guards FP8 MoE Marlin with `MARLIN_MOE_FP8_ARCHS "8.9;12.0;12.1"`,
+    0.24.0 with "8.9;12.0f" (CUDA >= 13.0 branch); with 12.0 requested that is sm_120
+    on the base and sm_120f on the head, and 12.0 loads either: the family is served
+    on 12.0 by another code object, which is no regression. No other guard, source
+    list or generator of a family differs between the two for this list (mla_sm100
+    loses its 12.x targets, but 12.x is not one of its devices)."""
+    code, data, output = pull_request(tmp_path, "vllm==0.23.0", "vllm==0.24.0", RELEASE_CELL)
+    assert code == 0, output[-3000:]
+    assert data["regressions"] == [] and data["fixed"] == []
+    cells = {
+        side: json.loads((tmp_path / "pr" / side / "cells" / f"{RELEASE_CELL}.json").read_text())
+        for side in ("base", "head")
+    }
+    served = {
+        side: next(
+            v["served_by"]
+            for v in cell["verdicts"]
+            if (v["family"], v["device"]) == ("marlin_moe_fp8", "12.0")
+        )
+        for side, cell in cells.items()
+    }
+    assert served == {"base": ["sm_120"], "head": ["sm_120f"]}
