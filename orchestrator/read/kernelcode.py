@@ -248,9 +248,29 @@ def sources_of(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+# The same, each marker with the bytes that follow it (read ahead, not consumed: a
+# name may hold several markers): found in one C-level pass, and the thousands of
+# names of one translation unit decoded once.
+_AHEAD = 256
+_TU_MARKER_AHEAD = re.compile(
+    rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_(?=(.{0,%d}))" % _AHEAD, re.DOTALL
+)
+
+
 def sources_in(text: bytes) -> tuple[str, ...]:
     """Source files that the names in a PTX module or a cubin's string table carry
     (every name, not only kernels: internal variables carry the file too)."""
+    found: set[str] = set()
+    for digits, tail in set(_TU_MARKER_AHEAD.findall(text)):
+        length = int(digits)
+        if length >= len(tail) == _AHEAD:  # a name longer than the read-ahead (rare)
+            return sources_in_each(text)
+        found.update(_decode(tail[: length + 1].decode("latin-1"), 0, length))
+    return tuple(sorted(found))
+
+
+def sources_in_each(text: bytes) -> tuple[str, ...]:
+    """``sources_in``, match by match (its definition)."""
     found: set[str] = set()
     for match in _TU_MARKER_BYTES.finditer(text):
         length = int(match.group(1))

@@ -237,3 +237,29 @@ def test_worker_errors_are_input_file_errors(tmp_path: Path) -> None:
     so.write_bytes(good[:offset] + b"\xff" * 16 + good[offset + 16 :])
     with pytest.raises(InputFileError, match="corrupt zstd payload"):
         probe([so], jobs=2)
+
+
+# --- sources from names: one pass of read-ahead matches, against match by match ------
+
+NAME_PARTS = st.sampled_from(
+    [
+        "_ZN55_GLOBAL__N__6483e388_22_nvfp4_quant_kernels_cu_f7e2e0791",
+        "_INTERNAL_8a3b4e3c_16_scaled_mm_c3x_cu_7e2e4e5f",
+        "_GLOBAL__N__0_300_" + "x" * 300 + "_cu_1_",  # longer than the read-ahead
+        "_GLOBAL__N__ab_9_a_cu",  # the text ends inside it
+        "_INTERNAL_1_4_a_cu_",
+        "_INTERNAL_1_999999999_",
+        "\0",
+        "kernel",
+        "_",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(NAME_PARTS, max_size=12))
+def test_sources_in_equals_its_match_by_match_definition(parts: list[str]) -> None:
+    from orchestrator.read.kernelcode import sources_in, sources_in_each
+
+    text = "".join(parts).encode("latin-1")
+    assert sources_in(text) == sources_in_each(text)
