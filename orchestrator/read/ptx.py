@@ -130,17 +130,11 @@ def _ptx_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
     return sorted(headers, key=lambda header: header[2])
 
 
-# What a scan of a PTX module finds at line starts: function headers (the name and
-# the header's end read in the lookahead, so that no line inside a parameter list is
-# skipped), and the statements that do no work. Those begin with one of the
+# The statements that do no work, at line starts. They begin with one of the
 # candidate characters (the lookahead rejects every other line at once); their
 # keywords are matched without the closing word boundary, which ``_scan_lines``
 # checks, so that the count stays exactly that of ``_PTX_NOT_WORK`` applied to each
 # candidate line.
-_PTX_HEADER_LINE = re.compile(
-    rb"(?:^|\n)[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*"
-    rb"(?=\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$%][\w$%]*))"
-)
 _PTX_NO_WORK_START = re.compile(
     rb"\n(?=[ \t{.@rebt])[ \t]*(?:\{[ \t]*)?(?:\.(?:reg|local|shared|param|pragma)|"
     rb"(?:@!?%\w+[ \t]+)?(?:ret|exit|trap|brkpt|bra))(\w)?"
@@ -148,12 +142,37 @@ _PTX_NO_WORK_START = re.compile(
 _CANDIDATE_WINDOW = 81  # the characters of a line _PTX_LINE_CANDIDATE looks at
 
 
+# A module with this many entries (a real one has a few thousand at most; a hostile
+# one 300 000) has its headers found by one regex pass over its lines, which costs
+# per line but no Python per header; below, by substring searches. Both find the
+# same headers (tests/unit/read/test_probe_fast_paths.py runs each).
+MANY_HEADERS = 20_000
+_PTX_HEADER_LINE = re.compile(
+    rb"\n[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*"
+    rb"(?=\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$%][\w$%]*))"
+)
+
+
+def _ptx_headers_by_line(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
+    """``_ptx_headers``, from one pass of a regex anchored at line starts (the name
+    and the header's end read in its lookahead: no line inside a parameter list is
+    skipped)."""
+    headers: list[tuple[bytes, bytes, int, int]] = []
+    first = _LINKAGE.match(text, 0)  # the first line has no newline before it
+    if first is not None:
+        _add_header(text, first.end(), headers)
+    headers += [(m[1], m[2], m.end(), m.end(2)) for m in _PTX_HEADER_LINE.finditer(text)]
+    return headers
+
+
 def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[int]]:
     """Function headers ``(kind, name, start, end)`` in order, and the positions of
     the newlines that start a line doing no work (to be counted per body)."""
-    headers = [
-        (match[1], match[2], match.end(), match.end(2)) for match in _PTX_HEADER_LINE.finditer(text)
-    ]
+    headers = (
+        _ptx_headers(text)  # substring searches: no cost per line
+        if text.count(b".entry") < MANY_HEADERS
+        else _ptx_headers_by_line(text)  # one C-level pass: no Python per header
+    )
     # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on the
     # line's first _CANDIDATE_WINDOW characters. Anything else (rare) is checked
     # exactly so.

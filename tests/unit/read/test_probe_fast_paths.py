@@ -31,6 +31,7 @@ from synth import (
 from orchestrator.common.errors import InputFileError
 from orchestrator.probe import probe
 from orchestrator.read import library as reading
+from orchestrator.read import ptx as ptx_reading
 from orchestrator.read.ptx import ptx_entries
 from orchestrator.read.sass import count_working_sass, count_working_sass_in
 
@@ -141,6 +142,8 @@ function = st.tuples(
 def test_ptx_scan_equals_the_line_by_line_definition(blocks: list[str], lead: str) -> None:
     text = (lead + "\n".join(blocks)).encode()
     assert [(e.mangled, e.instructions) for e in ptx_entries(text)] == reference_entries(text)
+    # the other way of finding headers, taken for modules of very many entries
+    assert ptx_reading._ptx_headers_by_line(text) == ptx_reading._ptx_headers(text)
 
 
 def test_ptx_scan_on_a_typical_module() -> None:
