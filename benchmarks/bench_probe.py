@@ -267,6 +267,13 @@ def main() -> int:
     return 0
 
 
+def _label(row: dict[str, object]) -> str:
+    """``0.33.0 vllm/_C.abi3.so``, with the platform when it is not x86_64."""
+    wheel = str(row["wheel"])
+    platform = " aarch64" if "aarch64" in wheel else ""
+    return f"{wheel.split('-')[1]}{platform} {row['library']}"
+
+
 def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     body = [
         "| library | MB | native probe s | cuobjdump -symbols s | speed-up | native process s "
@@ -276,7 +283,7 @@ def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     ]
     for r in rows:
         body.append(
-            f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['size_mb']} | {r['native_s']} "
+            f"| {_label(r)} | {r['size_mb']} | {r['native_s']} "
             f"| {r['symbols_s']} | {r['speedup']}x | {r['native_process_s']} "
             f"| {r['speedup_process']}x | {r['native_cpu_s']} | {r['symbols_cpu_s']} "
             f"| {r['tree_rss_mb']} / {r['main_rss_mb']} / {r['worker_rss_mb']} "
@@ -293,7 +300,7 @@ def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
         for r in peer:
             counts = ", ".join(f"{arch} {n}" for arch, n in dict(r["kernels_per_arch"]).items())  # type: ignore[call-overload]
             body.append(
-                f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['cubloaty_s']} "
+                f"| {_label(r)} | {r['cubloaty_s']} "
                 f"| {r['cubloaty_cpu_s']} | {r['native_process_s']} | {r['vs_cubloaty']}x "
                 f"| {'yes' if r['same_as_cubloaty'] else '**no**'} ({counts}) |"
             )
@@ -307,7 +314,7 @@ def append(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
         ]
         for r in checked:
             body.append(
-                f"| {str(r['wheel']).split('-')[1]} {r['library']} | {r['engine_s']} "
+                f"| {_label(r)} | {r['engine_s']} "
                 f"| {r['native_s']} | {r['engine_ratio']}x | {r['identical']} "
                 f"(sha256 {r['digest']}) |"
             )
