@@ -28,7 +28,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestrator.common.errors import ConfigError
@@ -79,12 +79,7 @@ class UserRegex:
 
     def search(self, text: str) -> bool:
         """Whether the pattern occurs in ``text``, within the time limits."""
-        found = self._memo.get(text)
-        if found is None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            found = self._memo[text] = self._search(text)
-        return found
+        return _remembered(self._memo, text, self._search)
 
     def _compile(self) -> Any:
         try:
@@ -165,12 +160,7 @@ class AnyOf:
         return self._alone
 
     def search(self, text: str) -> bool:
-        found = self._memo.get(text)
-        if found is None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            found = self._memo[text] = self._search(text)
-        return found
+        return _remembered(self._memo, text, self._search)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AnyOf, (self.patterns,))
@@ -188,6 +178,16 @@ class AnyOf:
                 self._combined, self._alone = None, self.patterns
                 alone = self.patterns
         return any(p.search(text) for p in alone)
+
+
+def _remembered(memo: dict[str, bool], text: str, search: Callable[[str], bool]) -> bool:
+    """``search(text)``, answered from ``memo`` for a text met before (bounded)."""
+    found = memo.get(text)
+    if found is None:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        found = memo[text] = search(text)
+    return found
 
 
 def _shown(pattern: str) -> str:
