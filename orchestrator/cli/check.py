@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from orchestrator.cli.arguments import (
     add_engine,
 )
 from orchestrator.cli.options import check_cuobjdump_option, check_probe_jobs
+from orchestrator.common import jsontext
 from orchestrator.common.errors import (
     InfraError,
     UsageError,
@@ -100,7 +100,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = DeviceReport.make(result, installed, families, gpus, confirmation)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(jsontext.dumps(report.to_json()))
     else:
         from orchestrator.reporting.check_view import print_check
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from orchestrator.cli.arguments import (
     Parser,
     add_engine,
 )
+from orchestrator.common import jsontext
 from orchestrator.common.errors import (
     EXIT_OK,
     UsageError,
@@ -44,7 +44,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     inventory = probe(args.paths, engine=args.engine, cuobjdump=args.cuobjdump, jobs=args.jobs)
     presence = family_presence(inventory, rules)
     if args.json:
-        print(json.dumps(inventory_json(inventory, presence), indent=2))
+        print(jsontext.dumps(inventory_json(inventory, presence)))
         return EXIT_OK
     out = console()
     bare = [library.path for library in inventory.libraries if not library.has_device_code]
@@ -131,7 +131,7 @@ def cmd_verify_on_device(args: argparse.Namespace) -> int:
             "device": str(device),
             "checks": [c.to_json() for c in checks],
         }
-        print(json.dumps(document, indent=2))
+        print(jsontext.dumps(document))
     else:
         table = Table(title=f"probe verdict vs GPU {device}: {', '.join(map(str, args.paths))}")
         for column in ("family", "predicted", "loads", "observed", "ran", "what happened", ""):
