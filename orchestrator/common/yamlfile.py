@@ -120,7 +120,8 @@ def load_document(path: Path, schema_name: str) -> Document:
     document.marker = marker
     if not marker.exists():
         _validate(document, schema(schema_name))
-    with contextlib.suppress(OSError):  # best effort: parsing and validation are redone
+    # best effort (a full disk included): parsing and validation are done again
+    with contextlib.suppress(OSError, FileSystemError):
         marker.parent.mkdir(parents=True, exist_ok=True)
         if next(itertools.islice(marker.parent.iterdir(), MAX_MARKERS, None), None):
             for old in marker.parent.iterdir():  # bounded: start afresh

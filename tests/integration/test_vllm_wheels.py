@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 from vllm_wheel_cache import vllm_wheel
 
-import orchestrator.judge.check as check_module
+import orchestrator.probe as probe_module
 from orchestrator.archs import ComputeCapability, Target
 from orchestrator.cli import main
 from orchestrator.common.errors import EXIT_KERNEL_MISSING, EXIT_OK
@@ -231,14 +231,14 @@ def probed(rules: tuple[FamilyRule, ...]) -> Iterator[Callable[[str], Probed]]:
         if release not in cache:
             wheel = wheel_path(release)
             seen: list[Inventory] = []
-            real = check_module.probe
+            real = probe_module.probe
 
             def spy(*args: Any, **kwargs: Any) -> Inventory:
                 seen.append(real(*args, **kwargs))
                 return seen[-1]
 
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(check_module, "probe", spy)
+                patch.setattr(probe_module, "probe", spy)
                 devices = tuple(CC(d) for d in devices_of(release))
                 result = check_paths([wheel], rules, devices, lazy=False)
             (inventory,) = seen
@@ -262,7 +262,7 @@ def cached_probe(
         assert kwargs.get("only") is not None  # check reads only the family libraries
         return by_wheel[str(path)]
 
-    monkeypatch.setattr(check_module, "probe", fake)
+    monkeypatch.setattr(probe_module, "probe", fake)
 
     def wheel(release: str) -> Path:
         found = probed(release)
