@@ -86,30 +86,15 @@ def ptx_entries(
 
 
 def _all_entries(text: bytes) -> list[PtxEntry]:
-    """Every entry of a module, counted from one scan of its lines (``_scan_lines``).
-    A module may hold 300 000 entries: the loop is kept to plain operations."""
+    """Every entry of a module, counted from one scan of its lines (``_scan_lines``)."""
     headers, not_work = _scan_lines(text)
     entries = []
     size = len(text)
-    find, rfind, count = text.find, text.rfind, text.count
     for index, (kind, name, _, start) in enumerate(headers):
         if kind != b"entry":
             continue
         end = headers[index + 1][2] if index + 1 < len(headers) else size
-        # _ptx_body_count, inlined
-        params_end = find(b")", start, end)
-        opening = find(b"{", params_end if params_end >= 0 else start, end)
-        if opening < 0:
-            working = 0  # a declaration without a body
-        else:
-            closing = rfind(b"\n}", opening, end)
-            if closing < 0:
-                working = _ptx_body_count(text, start, end, not_work)
-            else:
-                low, high = opening + 1, closing + 1
-                idle = bisect_left(not_work, high) - bisect_left(not_work, low)
-                idle += _line_does_no_work(text, low, high)
-                working = max(0, count(b";", low, high) - idle)
+        working = _ptx_body_count(text, start, end, not_work)
         entries.append(PtxEntry(name.decode("ascii"), working))
     return entries
 
@@ -173,21 +158,14 @@ def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[
         if text.count(b".entry") < MANY_HEADERS
         else _ptx_headers_by_line(text)  # one C-level pass: no Python per header
     )
-    # Short and ended by a non-word character: what _PTX_NOT_WORK accepts on the
-    # line's first _CANDIDATE_WINDOW characters. Anything else (rare) is checked
-    # exactly so.
-    window, size = _CANDIDATE_WINDOW + 1, len(text)
-    not_work = [
-        match.start()
-        for match in _PTX_NO_WORK_START.finditer(text)
-        if (match.end() - match.start() <= window and match.lastindex is None)
-        or _line_does_no_work(text, match.start() + 1, size)
-    ]
-    return headers, not_work
+    return headers, _not_work_lines(text, 0, len(text))
 
 
 def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:
-    """``_scan_lines``'s no-work newlines between ``start`` and ``end`` (one body)."""
+    """The newlines between ``start`` and ``end`` that start a line doing no work. A
+    match short and ended by a non-word character is what _PTX_NOT_WORK accepts on
+    the line's first _CANDIDATE_WINDOW characters; anything else (rare) is checked
+    exactly so."""
     return [
         match.start()
         for match in _PTX_NO_WORK_START.finditer(text, start, end)
