@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli.answers import Recording
 from orchestrator.cli.arguments import (
     Parser,
     add_engine,
@@ -17,6 +18,7 @@ from orchestrator.common.errors import (
     InfraError,
     UsageError,
 )
+from orchestrator.common.yamlfile import documents_read
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -28,7 +30,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         parse_device_list,
     )
     from orchestrator.common.fsutil import not_regular
-    from orchestrator.judge.check import check_paths
+    from orchestrator.judge.check import SECONDS_DIGITS, check_paths
     from orchestrator.planning.matrix import load_families_or_matrix
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
@@ -46,6 +48,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("nothing to check: give a wheel, .so or directory, or --installed DIST")
     elif args.python is not None:
         raise UsageError("--python goes with --installed")
+    recording = _recording(args)
+    first_document = len(documents_read())
     families = _families_file(args.families, installed)
     rules = load_families_or_matrix(families)
     gpus = None
@@ -76,6 +80,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         skip_lines = scan_log(args.log).skip_lines
     paths = list(installed.libraries) if installed else list(args.paths)
+    if recording is not None:  # stamped before they are read
+        recording.add_inputs([*paths, *documents_read()[first_document:]])
+        if args.log is not None:
+            recording.add_inputs([args.log])
+        if args.families is not None and families != args.families:
+            recording.add_absent(args.families)
     # The cuobjdump engine takes minutes per large library: its progress on stderr
     # (a live line on a terminal; in a CI log, a line at most every 30 s).
     with _engine_progress(args.engine):
@@ -99,13 +109,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     from orchestrator.reporting.device_view import DeviceReport
 
     report = DeviceReport.make(result, installed, families, gpus, confirmation)
-    if args.json:
-        print(jsontext.dumps(report.to_json()))
-    else:
-        from orchestrator.reporting.check_view import print_check
+    with recording.printing() if recording is not None else nullcontext():
+        if args.json:
+            print(jsontext.dumps(report.to_json()))
+            elapsed = ('"seconds": {!r}', SECONDS_DIGITS)  # (the C encoder's float is repr's)
+        else:
+            from orchestrator.reporting.check_view import ELAPSED, print_check
 
-        print_check(result, report)
+            print_check(result, report)
+            elapsed = (ELAPSED, 1)
+    if recording is not None:
+        recording.keep(report.exit_code, result.seconds, *elapsed)
     return report.exit_code
+
+
+def _recording(args: argparse.Namespace) -> Recording | None:
+    """A check whose answer depends on its command line and its files alone is kept
+    (``cli.answers``), to be printed again."""
+    if (
+        args.no_cache
+        or args.engine != "native"
+        or args.installed is not None
+        or args.devices == "local"
+        or args.confirm_with_driver
+        or not all(path.is_file() for path in args.paths)
+        or getattr(args, "argv", None) is None
+    ):
+        return None
+    return Recording(args.argv)
 
 
 def _engine_progress(engine: str) -> AbstractContextManager[object]:
@@ -206,6 +237,7 @@ def add_parsers(verbs: argparse._SubParsersAction[Parser]) -> None:
         "--no-cache",
         action="store_true",
         help="read every library afresh, neither using nor writing the check cache "
-        "(what a check read is kept by content under ~/.cache/kernel-matrix/check)",
+        "(what a check read is kept by content under ~/.cache/kernel-matrix/check, "
+        "its printed answer under .../answers)",
     )
     p.set_defaults(handler=cmd_check)

@@ -1,6 +1,6 @@
 """Every fatal error of kernel-matrix, each carrying its own exit code.
 
-All of them live here so that exit codes stay unique and greppable; ``cli.main``
+All of them live here so that exit codes stay unique and greppable; ``cli.command``
 turns any of them into one clean line on stderr and ``sys.exit(error.exit_code)``.
 
 Exit codes (also in README):

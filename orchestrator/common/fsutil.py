@@ -3,6 +3,7 @@ interrupted run never leaves a half-written cell behind."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from orchestrator.common.cachedir import cache_root as cache_root  # (re-exported)
 from orchestrator.common.errors import FileSystemError, KernelMatrixError, OutputBusy
 
 
@@ -301,10 +303,12 @@ def walk_dirs(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
         stack.extend(os.path.join(root, d) for d in reversed(dirs) if d not in links)
 
 
-def cache_root() -> Path:
-    """Where toolchains, tools and results are cached (``KERNEL_MATRIX_CACHE`` overrides)."""
-    override = os.environ.get("KERNEL_MATRIX_CACHE")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kernel-matrix"
+def prune_least_recent(directory: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently modified ``*.json`` records of a cache
+    directory (a record is touched when it is used)."""
+    records = []
+    for path in directory.glob("*.json"):
+        with contextlib.suppress(OSError):
+            records.append((path.stat().st_mtime, path))
+    for _, path in sorted(records)[: max(0, len(records) - keep)]:
+        path.unlink(missing_ok=True)

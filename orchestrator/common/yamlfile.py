@@ -108,6 +108,7 @@ def load_document(path: Path, schema_name: str) -> Document:
     """Read ``path``, record positions, validate against the packaged schema. A
     content that passed before is answered from its marker: validated, and parsed
     (YAML's pure-Python parser is most of a repeated ``check``'s start-up)."""
+    _documents_read.append(path)
     try:
         text = read_text(path, ConfigError, limit=MAX_CONFIG_BYTES, what="configuration file")
     except FileNotFoundError:
@@ -128,6 +129,15 @@ def load_document(path: Path, schema_name: str) -> Document:
                 old.unlink(missing_ok=True)
         write_atomic(marker, _document_json(document), durable=False)
     return document
+
+
+def documents_read() -> tuple[Path, ...]:
+    """Every configuration file this process has loaded (what an answer kept by
+    ``cli.answers`` depends on: a matrix names its families file)."""
+    return tuple(_documents_read)
+
+
+_documents_read: list[Path] = []
 
 
 def _kept_document(path: Path, marker: Path) -> Document | None:

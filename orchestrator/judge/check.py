@@ -46,6 +46,7 @@ from orchestrator.symbols import FamilyRule, library_matches
 
 STATUSES = (PRESENT, MISSING, HOLLOW, NOT_MATCHED, NOT_APPLICABLE)
 CHECK_SCHEMA_VERSION = 1  # of ``check --json`` (orchestrator/schemas/check.schema.json)
+SECONDS_DIGITS = 2  # how precisely ``seconds`` is written
 
 
 def default_devices(rules: Sequence[FamilyRule]) -> tuple[ComputeCapability, ...]:
@@ -142,7 +143,7 @@ class CheckResult:
             "unread": list(self.unread),
             "outside_libraries": list(self.outside_libraries),
             "unclaimed": list(self.unclaimed),
-            "seconds": round(self.seconds, 2),
+            "seconds": round(self.seconds, SECONDS_DIGITS),
         }
 
 

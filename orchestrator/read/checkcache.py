@@ -40,7 +40,7 @@ from typing import Any
 from orchestrator import __version__
 from orchestrator.archs import Target
 from orchestrator.common.errors import KernelMatrixError
-from orchestrator.common.fsutil import cache_root, write_atomic
+from orchestrator.common.fsutil import cache_root, prune_least_recent, write_atomic
 from orchestrator.read.demand import JUDGE, LIST, SKIP, Demand
 from orchestrator.read.inventory import CodeObject, library_identity
 
@@ -145,16 +145,7 @@ def _write(key: str, data: dict[str, Any]) -> None:
         write_atomic(
             directory / f"{key}.json", json.dumps(data, separators=(",", ":")), durable=False
         )
-        _evict(directory)
-
-
-def _evict(directory: Path) -> None:
-    records = []
-    for path in directory.glob("*.json"):
-        with contextlib.suppress(OSError):
-            records.append((path.stat().st_mtime, path))
-    for _, path in sorted(records)[: max(0, len(records) - MAX_RECORDS)]:
-        path.unlink(missing_ok=True)
+        prune_least_recent(directory, MAX_RECORDS)
 
 
 def _item(entry: ReadEntry) -> dict[str, Any]:

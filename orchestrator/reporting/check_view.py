@@ -20,6 +20,8 @@ from orchestrator.reporting.device_view import DeviceReport, print_device_report
 from orchestrator.reporting.summary import failure_lines
 from orchestrator.reporting.tables import FamilyRow, family_device_view
 
+ELAPSED = "{:.1f} s"  # how long the check took, in its verdict line
+
 
 def verdict_line(result: CheckResult, report: DeviceReport | None = None) -> str:
     """The final line: ``kernel-matrix: FAILED — 24 family × device pairs missing ...``
@@ -40,7 +42,7 @@ def verdict_line(result: CheckResult, report: DeviceReport | None = None) -> str
     return (
         f"kernel-matrix: {word} — {counted(len(result.families), 'family', 'families')} × "
         f"{counted(len(result.devices), 'device')}: {', '.join(parts)} "
-        f"({result.seconds:.1f} s, exit {exit_code})"
+        f"({ELAPSED.format(result.seconds)}, exit {exit_code})"
     )
 
 
