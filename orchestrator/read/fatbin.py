@@ -331,9 +331,11 @@ def cubin_object(
         return arch_guard_messages(strings)
 
     for symbol in cubin.kernels:
-        name = demangle(symbol.name)
-        if keep is not None and not keep(name, sources):
-            continue
+        name = None  # (demangled when first asked: a probe table never asks)
+        if keep is not None:
+            name = demangle(symbol.name)
+            if not keep(name, sources):
+                continue
         section = symbol.section
         if not judge:
             kernels.append(Kernel(name, symbol.name, section.size, NOT_JUDGED, False))
@@ -362,7 +364,7 @@ def ptx_object(
     sources = sources_in(text)
     wanted = None if keep is None else (lambda mangled: keep(demangle(mangled), sources))
     kernels = [
-        Kernel(demangle(e.mangled), e.mangled, 0, e.instructions, is_hollow(e.instructions))
+        Kernel(None, e.mangled, 0, e.instructions, is_hollow(e.instructions))
         for e in ptx_entries(text, wanted, limit)
     ]
     return CodeObject(target, tuple(sorted(kernels, key=kernel_order)), sources)

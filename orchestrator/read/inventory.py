@@ -24,18 +24,74 @@ PREDICTED = -1
 NOT_JUDGED = -2
 
 
-@dataclass(frozen=True, order=True)
 class Kernel:
-    """One entry function (``__global__``) in a cubin or PTX module."""
+    """One entry function (``__global__``) in a cubin or PTX module.
 
-    name: str  # demangled
+    Compared, ordered and hashed like a frozen dataclass of its fields, and never
+    changed once made, but a plain class with slots: a PTX module may hold 300 000
+    kernels, and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per
+    field) costs twice as much. ``name`` given as None is demangled from
+    ``mangled`` when first asked (a probe table never asks)."""
+
+    __slots__ = ("_name", "hollow", "instructions", "mangled", "size", "traps")
+
     mangled: str
     size: int  # bytes of its .text section (cubin); 0 for PTX
     instructions: int  # instructions that do work (not NOP/EXIT/BRA/trap...), or < 0
     hollow: bool  # body compiled out, or every path traps
     # Why it is hollow although it has working instructions: "every path traps: 61
     # traps, 58 printf/external calls, 4096 instructions" (a CUTLASS arch-guard stub).
-    traps: str = ""
+    traps: str
+
+    def __init__(
+        self,
+        name: str | None,
+        mangled: str,
+        size: int,
+        instructions: int,
+        hollow: bool,
+        traps: str = "",
+    ) -> None:
+        self._name = name
+        self.mangled = mangled
+        self.size = size
+        self.instructions = instructions
+        self.hollow = hollow
+        self.traps = traps
+
+    @property
+    def name(self) -> str:
+        """The demangled name."""
+        name: str | None = self._name
+        if name is None:
+            from orchestrator.symbols import demangle
+
+            name = self._name = demangle(self.mangled)
+        return name
+
+    def _fields(self) -> tuple[str, str, int, int, bool, str]:
+        return (self.name, self.mangled, self.size, self.instructions, self.hollow, self.traps)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Kernel:
+            return NotImplemented
+        assert isinstance(other, Kernel)
+        return self._fields() == other._fields()
+
+    def __lt__(self, other: Kernel) -> bool:
+        return self._fields() < other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Kernel(name={self.name!r}, mangled={self.mangled!r}, size={self.size!r}, "
+            f"instructions={self.instructions!r}, hollow={self.hollow!r}, traps={self.traps!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (to worker processes and back)
+        return (Kernel, (self._name, *self._fields()[1:]))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -162,9 +162,11 @@ def test_core_kernels_decide_presence_beside_working_helpers() -> None:
 
     from orchestrator.judge.expect import code_objects_holding, family_kernels, serve
 
-    stub = dataclasses.replace(
-        kernel("mla_attention_kernel", 6000), hollow=True, traps="CUTLASS arch-guard stub: …"
-    )
+    working = kernel("mla_attention_kernel", 6000)
+    stub = Kernel(
+        working.name, working.mangled, working.size, working.instructions, True,
+        "CUTLASS arch-guard stub: …",
+    )  # fmt: skip
     inv = inventory(
         code("sm_120a", stub, kernel("mla_reduction_kernel", 500), source="nvfp4_mla.cu"),
         code("sm_100a", kernel("mla_attention_kernel", 6000), source="nvfp4_mla.cu"),

@@ -44,3 +44,23 @@ def test_threads_each_get_their_own_answers() -> None:
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(demangle.__wrapped__, names))
     assert got == [reference(n) for n in names]
+
+
+@pytest.mark.parametrize("mangled", NAMES + INVALID)
+def test_a_kernel_read_without_its_name_is_the_kernel_read_with_it(mangled: str) -> None:
+    """The readers leave ``name`` to be demangled when asked (a probe table never asks):
+    the kernel is then equal, in every way, to one made with the name."""
+    import pickle
+
+    from orchestrator.read.inventory import Kernel
+
+    named = Kernel(reference(mangled), mangled, 64, 3, False)
+    lazy = Kernel(None, mangled, 64, 3, False)
+    assert lazy.name == named.name
+    assert Kernel(None, mangled, 64, 3, False) == named
+    assert hash(Kernel(None, mangled, 64, 3, False)) == hash(named)
+    # (to --jobs worker processes and back; bytes made here)
+    assert pickle.loads(pickle.dumps(Kernel(None, mangled, 64, 3, False))) == named  # noqa: S301
+    assert lazy.to_json() == named.to_json()
+    more = Kernel(named.name, mangled, 64, 4, False)
+    assert sorted([Kernel(None, mangled, 64, 4, False), lazy]) == [named, more]
