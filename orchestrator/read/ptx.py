@@ -73,7 +73,7 @@ def ptx_entries(
     if wanted is None:
         return _all_entries(text)
     entries = []
-    headers = _ptx_headers(text)
+    headers = _function_headers(text)
     for index, (kind, name, _, end_of_header) in enumerate(headers):
         if kind != b"entry":
             continue
@@ -153,12 +153,14 @@ def _ptx_headers_by_line(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
 def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[int]]:
     """Function headers ``(kind, name, start, end)`` in order, and the positions of
     the newlines that start a line doing no work (to be counted per body)."""
-    headers = (
-        _ptx_headers(text)  # substring searches: no cost per line
-        if text.count(b".entry") < MANY_HEADERS
-        else _ptx_headers_by_line(text)  # one C-level pass: no Python per header
-    )
-    return headers, _not_work_lines(text, 0, len(text))
+    return _function_headers(text), _not_work_lines(text, 0, len(text))
+
+
+def _function_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
+    """Function headers ``(kind, name, start, end)`` in order."""
+    if text.count(b".entry") < MANY_HEADERS:
+        return _ptx_headers(text)  # substring searches: no cost per line
+    return _ptx_headers_by_line(text)  # one C-level pass: no Python per header
 
 
 def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:
