@@ -99,14 +99,20 @@ def _all_entries(text: bytes) -> list[PtxEntry]:
     return entries
 
 
-def _ptx_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
+def _ptx_headers(
+    text: bytes, at_most: int | None = None
+) -> list[tuple[bytes, bytes, int, int]] | None:
     """The function headers ``_scan_lines`` finds, found without scanning every line:
     each ``.entry`` / ``.func`` (a fast substring search) whose line holds only
-    linkage words before it."""
+    linkage words before it. None once more than ``at_most`` keywords are seen."""
     headers: list[tuple[bytes, bytes, int, int]] = []
+    seen = 0
     for keyword in (b".entry", b".func"):
         at = text.find(keyword)
         while at >= 0:
+            seen += 1
+            if at_most is not None and seen > at_most:
+                return None
             line = text.rfind(b"\n", 0, at) + 1
             linkage = _LINKAGE.match(text, line, at)
             if linkage is not None and linkage.end() == at:
@@ -157,10 +163,11 @@ def _scan_lines(text: bytes) -> tuple[list[tuple[bytes, bytes, int, int]], list[
 
 
 def _function_headers(text: bytes) -> list[tuple[bytes, bytes, int, int]]:
-    """Function headers ``(kind, name, start, end)`` in order."""
-    if text.count(b".entry") < MANY_HEADERS:
-        return _ptx_headers(text)  # substring searches: no cost per line
-    return _ptx_headers_by_line(text)  # one C-level pass: no Python per header
+    """Function headers ``(kind, name, start, end)`` in order: by substring searches
+    (no cost per line), or, past MANY_HEADERS, by one C-level pass (no Python per
+    header)."""
+    headers = _ptx_headers(text, MANY_HEADERS)
+    return headers if headers is not None else _ptx_headers_by_line(text)
 
 
 def _not_work_lines(text: bytes, start: int, end: int) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -159,6 +160,31 @@ def test_ptx_scan_on_a_typical_module() -> None:
         ("_Z1bv", 1),
     ]
     assert reference_entries(text) == [("_Z1av", 0), ("_Z1bv", 1)]
+
+
+def test_a_module_of_very_many_functions_is_read_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MANY_HEADERS functions the headers are found by the other way, in the full
+    read and the lazy one alike (a module of three stands in for one of 20 000)."""
+    body = ".reg .b32 %r<2>;\nmov.u32 %r1, 1;\nret;"
+    text = ptx_module("sm_90", {f"_Z1{name}v": body for name in "abcde"})
+    expected = reference_entries(text)
+    assert [e.instructions for e in ptx_entries(text)] == [1] * 5
+    monkeypatch.setattr(ptx_reading, "MANY_HEADERS", 3)
+    monkeypatch.setattr(ptx_reading, "_ptx_headers_by_line", count_calls := CallCounter(
+        ptx_reading._ptx_headers_by_line
+    ))  # fmt: skip
+    assert [(e.mangled, e.instructions) for e in ptx_entries(text)] == expected
+    assert [(e.mangled, e.instructions) for e in ptx_entries(text, lambda _: True)] == expected
+    assert count_calls.calls == 2
+
+
+class CallCounter:
+    def __init__(self, function: Any) -> None:
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.function(*args)
 
 
 # --- SASS counted in place ------------------------------------------------------------
