@@ -44,6 +44,55 @@ BUDGET_S = 10.0
 MEMO_SIZE = 1 << 14
 
 
+# A pattern's leading characters that stand for themselves: every match contains them,
+# so a text without them is answered without the regex engine (``required_text``).
+_LITERAL = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_<>,:;=!@#%&'\"~/ -"
+)
+_QUANTIFIERS = frozenset("?*{")
+MIN_REQUIRED = 3  # shorter prefixes are in most names: not worth a substring search
+_INLINE_FLAGS = re.compile(r"\(\?[a-zA-Z^-]")
+# "^" and look-arounds of literal text at the start (no nesting, no escapes).
+_LEADING_ASSERTIONS = re.compile(r"(?:\^|\(\?<?[=!][\w<>:,]*\))*")
+
+
+def required_text(pattern: str) -> str | None:
+    r"""A text that every match of ``pattern`` contains: its leading literal characters
+    (up to the first one that is special, less one that a quantifier makes optional),
+    when the pattern has no ``|`` outside parentheses; None when there is no such
+    prefix of at least MIN_REQUIRED characters.
+
+    >>> required_text(r"marlin(::|\d+)Marlin"), required_text("Sm100Fmha"), required_text("(?i)mla")
+    ('marlin', 'Sm100Fmha', None)
+    >>> required_text("(?<!mxfp4_)cvt_fp16"), required_text("^void marlin")
+    ('cvt_fp16', 'void marlin')
+    >>> required_text("cutlass_3x_gemm?_x"), required_text("abc|xyz"), required_text("abc(?i)")
+    ('cutlass_3x_gem', None, None)
+    """
+    if _INLINE_FLAGS.search(pattern):
+        return None  # (the regex module applies a flag met later to the whole pattern)
+    depth = 0
+    escaped = False
+    for char in pattern:  # a "|" at depth 0 makes the prefix one alternative's
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth <= 0:
+            return None
+    start = _LEADING_ASSERTIONS.match(pattern)
+    begin = end = start.end() if start else 0  # ("^", look-arounds: they match no text)
+    while end < len(pattern) and pattern[end] in _LITERAL:
+        end += 1
+    if end < len(pattern) and pattern[end] in _QUANTIFIERS:
+        end -= 1  # "ab?" requires "a" only
+    return pattern[begin:end] if end - begin >= MIN_REQUIRED else None
+
+
 class InvalidRegex(ValueError):
     """A pattern that does not compile (the caller adds where it is)."""
 
@@ -76,9 +125,12 @@ class UserRegex:
         self._spent = 0.0
         self._lock = threading.Lock()
         self._memo: dict[str, bool] = {}
+        self.required = required_text(pattern)
 
     def search(self, text: str) -> bool:
         """Whether the pattern occurs in ``text``, within the time limits."""
+        if self.required is not None and self.required not in text:
+            return False  # (no match can lack it: the engine is not asked)
         return _remembered(self._memo, text, self._search)
 
     def _compile(self) -> Any:
@@ -129,11 +181,12 @@ _NOT_COMBINABLE = re.compile(r"\\[1-9gk]|\(\?(?![:=!]|<[=!])")
 
 
 class AnyOf:
-    """Whether any of several user patterns occurs in a text, in one search of their
-    alternation rather than one search per pattern (a vLLM wheel's check meets
-    thousands of distinct kernel names, and a family file may hold dozens of
-    patterns). The limits stay each pattern's own: an alternation that exceeds its
-    time is given up for good, and the patterns are then searched one by one, so
+    """Whether any of several user patterns occurs in a text (a vLLM wheel's check
+    meets thousands of distinct kernel names, and a families file may hold dozens of
+    patterns). A pattern that requires a text (``required_text``: most do) is searched
+    on its own, and only in a text that holds it; the others in one search of their
+    alternation. The limits stay each pattern's own: an alternation that exceeds its
+    time is given up for good, and its patterns are then searched one by one, so
     that a slow one is refused by its own name.
 
     >>> rules = AnyOf([UserRegex("nvfp4", "k[0]"), UserRegex("(?i)MLA", "k[1]")])
@@ -146,21 +199,28 @@ class AnyOf:
         self._alone: tuple[UserRegex, ...] | None = None  # (decided on the first search)
         self._combined: Any = None
         self._memo: dict[str, bool] = {}
+        # A pattern that requires a text is searched on its own, after a substring
+        # test that most texts fail; the others in one alternation.
+        self._needled = tuple(p for p in self.patterns if p.required is not None)
+        self._others = len(self._needled) < len(self.patterns)
 
     def _prepare(self) -> tuple[UserRegex, ...]:
-        combinable = [p for p in self.patterns if not _NOT_COMBINABLE.search(p.pattern)]
-        alone = tuple(p for p in self.patterns if p not in combinable)
+        rest = [p for p in self.patterns if p.required is None]
+        combinable = [p for p in rest if not _NOT_COMBINABLE.search(p.pattern)]
+        alone = tuple(p for p in rest if p not in combinable)
         if len(combinable) > 1:
             # (one that does not compile is searched one by one, as each compiled alone)
             with contextlib.suppress(InvalidRegex):
                 self._combined = compile_pattern(
                     "|".join(f"(?:{p.pattern})" for p in combinable), MAX_COMBINED_LENGTH
                 )
-        self._alone = alone if self._combined is not None else self.patterns
+        self._alone = alone if self._combined is not None else tuple(rest)
         return self._alone
 
     def search(self, text: str) -> bool:
-        return _remembered(self._memo, text, self._search)
+        if any(p.search(text) for p in self._needled):
+            return True
+        return self._others and _remembered(self._memo, text, self._search)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AnyOf, (self.patterns,))
@@ -175,8 +235,8 @@ class AnyOf:
                     return True
                 return any(p.search(text) for p in alone)
             except TimeoutError:
-                self._combined, self._alone = None, self.patterns
-                alone = self.patterns
+                self._combined = None
+                self._alone = alone = tuple(p for p in self.patterns if p.required is None)
         return any(p.search(text) for p in alone)
 
 

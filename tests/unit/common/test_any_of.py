@@ -69,3 +69,38 @@ def test_it_travels_to_a_worker_process() -> None:
     rules = AnyOf([UserRegex("nvfp4", "k[0]"), UserRegex("mla", "k[1]")])
     again = pickle.loads(pickle.dumps(rules))  # noqa: S301 (our own bytes)
     assert again.search("mla_sm100") and not again.search("marlin")
+
+
+# Pieces of patterns: literal runs, quantifiers, groups, alternations, classes, flags.
+PIECES = st.sampled_from(
+    ["mar", "lin", "Mar", "<", "::", "_", "sm9", "0", "a", "?", "*", "+", "{0,2}", "(", ")",
+     "|", "[0-9]", r"\d", ".", "(?i)", "(?:", "(?<!x)", "(?=mar)", "^", "$", r"\|", " ", "-"]
+)  # fmt: skip
+TEXTS = st.lists(
+    st.sampled_from(
+        ["mar", "lin", "MAR", "Lin", "<", "::", "_", "sm9", "0", "1", "a", "A", "x", "|"]
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(PIECES, min_size=1, max_size=8).map("".join), TEXTS)
+def test_a_text_without_the_required_text_never_matches(pattern: str, text: str) -> None:
+    """``required_text`` lets a search skip the engine; it must never skip a match."""
+    import regex
+
+    from orchestrator.common.userregex import required_text
+
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, OverflowError, RecursionError, ValueError):
+        return
+    required = required_text(pattern)
+    if required is not None and compiled.search(text) is not None:
+        assert required in text
+    rule = UserRegex(pattern, "k[0]")
+    assert rule.search(text) == (compiled.search(text) is not None)
+    assert AnyOf([rule, UserRegex("lin", "k[1]")]).search(text) == (
+        compiled.search(text) is not None or "lin" in text
+    )
