@@ -277,11 +277,27 @@ def _probe_wheel(
             # As for a directory: probing nothing must not look like a clean probe.
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this wheel")
         tally = EngineProgress(len(members), engine)
-        for info in sorted(members, key=lambda i: i.filename):
-            label = f"{wheel_label or path}!{info.filename}"
-            with tally.reading(info.filename, info.file_size):
-                libraries.append(_probe_member(archive, info, label, engine, cuobjdump, decoder))
+        ordered = sorted(members, key=lambda i: i.filename)
+        labels = [f"{wheel_label or path}!{info.filename}" for info in ordered]
+        with _InflatedAhead(archive) as ahead:
+            for index, (info, label) in enumerate(zip(ordered, labels, strict=True)):
+                if engine == "native" and index + 1 < len(ordered):
+                    following, its_label = ordered[index + 1], labels[index + 1]
+                    if _will_inflate(following, its_label, decoder):
+                        ahead.start(following, its_label)
+                with tally.reading(info.filename, info.file_size):
+                    libraries.append(
+                        _probe_member(archive, info, label, engine, cuobjdump, decoder, ahead)
+                    )
     return libraries
+
+
+def _will_inflate(info: zipfile.ZipInfo, label: str, decoder: EntryDecoder) -> bool:
+    """Whether the native engine reads the member (one its check record answers, it
+    does not even inflate)."""
+    if not decoder.cache or decoder.demand is None:
+        return True
+    return not checkcache.has_record(checkcache.member_key(label, info, decoder.demand))
 
 
 def _check_member_name(wheel: Path, name: str) -> None:
@@ -314,6 +330,7 @@ def _probe_member(
     engine: Engine,
     cuobjdump: Path | None,
     decoder: EntryDecoder,
+    ahead: _InflatedAhead | None = None,
 ) -> Library:
     # What zipfile refuses with NotImplementedError / RuntimeError (a traceback before).
     if info.flag_bits & 0x1:
@@ -331,13 +348,13 @@ def _probe_member(
         except ZIP_ERRORS as exc:
             raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
     if not decoder.cache:
-        with _inflated(archive, info, label) as blob:
+        with _inflated(archive, info, label, ahead) as blob:
             return read_library(blob, label, decoder)
     assert decoder.demand is not None
     key = checkcache.member_key(label, info, decoder.demand)
     with ExitStack() as stack:  # (the member is inflated only when the record falls short)
         return _read_cached(
-            key, label, decoder, lambda: stack.enter_context(_inflated(archive, info, label))
+            key, label, decoder, lambda: stack.enter_context(_inflated(archive, info, label, ahead))
         )
 
 
@@ -367,8 +384,53 @@ MAX_MEMBER_BYTES = 4 << 30
 IN_MEMORY_MEMBER_BYTES = 128 << 20
 
 
+class _InflatedAhead:
+    """Wheel members inflated into memory in a thread while the one before is read:
+    zlib lets go of the GIL, so on two cores the inflating overlaps the reading."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self._archive = archive
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kernel-matrix-inflate")
+        self._started: dict[str, Future[bytes]] = {}
+
+    def start(self, info: zipfile.ZipInfo, label: str) -> None:
+        if info.file_size <= IN_MEMORY_MEMBER_BYTES and info.filename not in self._started:
+            future = self._pool.submit(_inflate_into_memory, self._archive, info, label)
+            self._started[info.filename] = future
+
+    def take(self, info: zipfile.ZipInfo) -> bytes | None:
+        """The member's bytes if it was started (its error, if inflating it failed)."""
+        future = self._started.pop(info.filename, None)
+        return None if future is None else future.result()
+
+    def __enter__(self) -> _InflatedAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _inflate_into_memory(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    try:
+        with archive.open(info) as stream:
+            # (bounded: zipfile stops at the directory's file_size, checked before)
+            data = stream.read()
+    except ZIP_ERRORS as exc:
+        raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
+    if not data:
+        raise InputFileError(f"{label}: empty wheel member, not an ELF shared object")
+    return data
+
+
 @contextmanager
-def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> Iterator[Blob]:
+def _inflated(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    label: str,
+    ahead: _InflatedAhead | None = None,
+) -> Iterator[Blob]:
     """The member inflated once: into memory, or for a large one into a private
     temporary file that kernel-matrix names (never the member's path) and deletes
     when done.
@@ -384,15 +446,8 @@ def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> It
             f"{MAX_MEMBER_BYTES >> 30} GiB); refusing it"
         )
     if info.file_size <= IN_MEMORY_MEMBER_BYTES:
-        try:
-            with archive.open(info) as stream:
-                # (bounded: zipfile stops at the directory's file_size, checked above)
-                data = stream.read()
-        except ZIP_ERRORS as exc:
-            raise InputFileError(f"{label}: corrupt wheel member: {exc}") from None
-        if not data:
-            raise InputFileError(f"{label}: empty wheel member, not an ELF shared object")
-        yield BytesBlob(label, data)
+        data = ahead.take(info) if ahead is not None else None
+        yield BytesBlob(label, data or _inflate_into_memory(archive, info, label))
         return
     with tempfile.NamedTemporaryFile(prefix="kernel-matrix-member-", suffix=".so") as copy:
         try:

@@ -115,6 +115,11 @@ def store_result(key: str, document: dict[str, Any]) -> None:
     _write(key, document)
 
 
+def has_record(key: str) -> bool:
+    """Whether there is a record of ``key`` (damaged or not: a guess, to plan by)."""
+    return (records_dir() / f"{key}.json").exists()
+
+
 def load(key: str) -> list[ReadEntry]:
     """The record of ``key``; empty when there is none or it is damaged."""
     path = records_dir() / f"{key}.json"

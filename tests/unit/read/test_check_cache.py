@@ -5,6 +5,7 @@ ever trusted."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import orchestrator.probe as probe_module
 import orchestrator.read.library as library_module
 from orchestrator.archs import ComputeCapability
 from orchestrator.cli import main
+from orchestrator.common.errors import InputFileError
 from orchestrator.judge.check import check_paths
 from orchestrator.read import checkcache
 from orchestrator.symbols import FamilyRule
@@ -152,3 +154,52 @@ def test_a_library_file_is_kept_by_its_metadata(
     so.write_bytes(library(cubin(120, "a", (QUANT, working_body(40)))))  # rebuilt
     rebuilt = check_paths([so.parent], RULES, devices("12.1"), cache=True)
     assert rebuilt.verdict("nvfp4", "12.1").status == "missing"
+
+
+def two_library_wheel(tmp_path: Path, second: bytes) -> Path:
+    """A wheel of two libraries the families look in (``_C`` and ``_C.more``)."""
+    first = library(cubin(120, "f", (QUANT, working_body(40))))
+    wheel = tmp_path / "vllm-0.0.0-two.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("vllm/_C.abi3.so", first)
+        zf.writestr("vllm/_C.more.abi3.so", second)
+    return wheel
+
+
+def test_the_next_member_inflated_ahead_gives_the_same_verdicts_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member after the one being read is inflated in a thread; only a member
+    that is read at all (its record does not answer it), and its damage is reported
+    as its own."""
+    probing = probe_module
+    second = library(cubin(120, "f", (GEMM, working_body(40))))
+    wheel = two_library_wheel(tmp_path, second)
+    inflated: list[str] = []
+    inflate = probing._inflate_into_memory
+    monkeypatch.setattr(
+        probing,
+        "_inflate_into_memory",
+        lambda archive, info, label: (
+            inflated.append(info.filename) or inflate(archive, info, label)
+        ),
+    )
+    ahead = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
+    alone = check_paths([wheel], RULES, devices("12.0,12.1"), cache=False, jobs=1)
+    assert ahead.verdicts == alone.verdicts
+    assert ahead.verdict("scaled_mm_sm120", "12.0").status == "present"
+    assert sorted(inflated) == ["vllm/_C.abi3.so", "vllm/_C.abi3.so", "vllm/_C.more.abi3.so",
+                                "vllm/_C.more.abi3.so"]  # fmt: skip
+    inflated.clear()
+    check_paths([wheel], RULES, devices("12.1"), cache=True)  # the records answer both
+    assert inflated == []
+    # A damaged second member: its own error, raised when it is read.
+    damaged = two_library_wheel(tmp_path, second)
+    with zipfile.ZipFile(damaged) as zf:
+        info = zf.getinfo("vllm/_C.more.abi3.so")
+    raw = bytearray(damaged.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # its data
+    raw[start + 2 : start + info.compress_size - 2] = bytes(info.compress_size - 4)
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(InputFileError, match=r"_C\.more\.abi3\.so: corrupt wheel member"):
+        check_paths([damaged], RULES, devices("12.1"), cache=False)
