@@ -126,5 +126,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks (benchmarks/run_all.py), appended to BENCHMARKS.md: nox -s bench [-- --quick]."""
-    _install(session)
+    _install(session, "bench")
     session.run("python", "benchmarks/run_all.py", "--append", *session.posargs)

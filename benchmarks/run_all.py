@@ -15,7 +15,11 @@
 8. check: ``check`` on the vLLM 0.33.0 wheel against unzip + ``cuobjdump
    --dump-elf-symbols``, first run and repeated (issue 20);
 9. vLLM configure: the configure tier on vLLM 0.33.0's source (issue 16; the first
-   time, it provisions torch and the CMake-ready toolkit, about 6 GB).
+   time, it provisions torch and the CMake-ready toolkit, about 6 GB);
+10. PR compare: base vs head on the configure tier;
+11. hostile inputs: a 300 000-entry PTX module, a wheel of 100 000 members (issue 34);
+12. where the time goes: py-spy samples of a cold check and two probes (issue 34;
+    ``py-spy`` comes with the ``bench`` extra, which ``nox -s bench`` installs).
 
 Takes about 25 minutes on 2 cores (``--quick``: about 12), more the first time.
 """
@@ -50,7 +54,9 @@ def main() -> int:
     check = [str(HERE / "bench_check.py"), "--rounds", "3" if args.quick else "5"]
     vllm = [str(HERE / "bench_vllm_configure.py")]
     pr = [str(HERE / "bench_pr_compare.py")]
-    for command in (probe, matrix, configure, docs, cells, check, vllm, pr):
+    hostile = [str(HERE / "bench_hostile.py"), "--rounds", "1" if args.quick else "3"]
+    floor = [str(HERE / "profile_floor.py")]  # (py-spy: the bench extra)
+    for command in (probe, matrix, configure, docs, cells, check, vllm, pr, hostile, floor):
         print("$", " ".join(["python", *command, *common]), flush=True)
         subprocess.run([sys.executable, *command, *common], check=True)
     return 0
