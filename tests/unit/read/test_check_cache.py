@@ -5,6 +5,7 @@ ever trusted."""
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -175,21 +176,22 @@ def test_the_next_member_inflated_ahead_gives_the_same_verdicts_and_errors(
     probing = probe_module
     second = library(cubin(120, "f", (GEMM, working_body(40))))
     wheel = two_library_wheel(tmp_path, second)
-    inflated: list[str] = []
+    monkeypatch.setattr(probing, "INFLATE_AHEAD_MIN_BYTES", 0)  # (these are small)
+    inflated: list[tuple[str, bool]] = []
     inflate = probing._inflate_into_memory
-    monkeypatch.setattr(
-        probing,
-        "_inflate_into_memory",
-        lambda archive, info, label: (
-            inflated.append(info.filename) or inflate(archive, info, label)
-        ),
-    )
+
+    def noted(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+        in_thread = threading.current_thread().name.startswith("kernel-matrix-inflate")
+        inflated.append((info.filename, in_thread))
+        return inflate(archive, info, label)
+
+    monkeypatch.setattr(probing, "_inflate_into_memory", noted)
     ahead = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
     alone = check_paths([wheel], RULES, devices("12.0,12.1"), cache=False, jobs=1)
     assert ahead.verdicts == alone.verdicts
     assert ahead.verdict("scaled_mm_sm120", "12.0").status == "present"
-    assert sorted(inflated) == ["vllm/_C.abi3.so", "vllm/_C.abi3.so", "vllm/_C.more.abi3.so",
-                                "vllm/_C.more.abi3.so"]  # fmt: skip
+    first, second_ahead = ("vllm/_C.abi3.so", False), ("vllm/_C.more.abi3.so", True)
+    assert sorted(inflated) == [first, first, second_ahead, second_ahead]
     inflated.clear()
     check_paths([wheel], RULES, devices("12.1"), cache=True)  # the records answer both
     assert inflated == []
