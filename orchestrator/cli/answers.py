@@ -83,6 +83,8 @@ def answer_key(argv: Sequence[str]) -> str:
     }
     parts = [
         FORMAT,
+        sys.version,
+        sys.executable,  # (its environment; a library upgraded in place is not seen)
         _code_stamp(),
         os.getcwd(),
         json.dumps(list(argv)),

@@ -18,7 +18,6 @@ from orchestrator.common.errors import (
     InfraError,
     UsageError,
 )
-from orchestrator.common.yamlfile import documents_read
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -30,6 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         parse_device_list,
     )
     from orchestrator.common.fsutil import not_regular
+    from orchestrator.common.yamlfile import documents_read
     from orchestrator.judge.check import SECONDS_DIGITS, check_paths
     from orchestrator.planning.matrix import load_families_or_matrix
 
