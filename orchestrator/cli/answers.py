@@ -154,6 +154,7 @@ class Recording:
         self.key = answer_key(argv)
         self.inputs: dict[str, list[int] | None] = {}
         self.complete = True  # every input stamped
+        self._printed = ("", "")  # stdout, stderr (``printing``); nothing kept without them
 
     def add_inputs(self, paths: Sequence[Path]) -> None:
         """Files the answer is read from (through a link: the link's target then)."""

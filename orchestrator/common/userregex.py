@@ -202,25 +202,24 @@ class AnyOf:
         # A pattern that requires a text is searched on its own, after a substring
         # test that most texts fail; the others in one alternation.
         self._needled = tuple(p for p in self.patterns if p.required is not None)
-        self._others = len(self._needled) < len(self.patterns)
+        self._rest = tuple(p for p in self.patterns if p.required is None)
 
     def _prepare(self) -> tuple[UserRegex, ...]:
-        rest = [p for p in self.patterns if p.required is None]
-        combinable = [p for p in rest if not _NOT_COMBINABLE.search(p.pattern)]
-        alone = tuple(p for p in rest if p not in combinable)
+        combinable = [p for p in self._rest if not _NOT_COMBINABLE.search(p.pattern)]
+        alone = tuple(p for p in self._rest if p not in combinable)
         if len(combinable) > 1:
             # (one that does not compile is searched one by one, as each compiled alone)
             with contextlib.suppress(InvalidRegex):
                 self._combined = compile_pattern(
                     "|".join(f"(?:{p.pattern})" for p in combinable), MAX_COMBINED_LENGTH
                 )
-        self._alone = alone if self._combined is not None else tuple(rest)
+        self._alone = alone if self._combined is not None else self._rest
         return self._alone
 
     def search(self, text: str) -> bool:
         if any(p.search(text) for p in self._needled):
             return True
-        return self._others and _remembered(self._memo, text, self._search)
+        return bool(self._rest) and _remembered(self._memo, text, self._search)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AnyOf, (self.patterns,))
@@ -236,7 +235,7 @@ class AnyOf:
                 return any(p.search(text) for p in alone)
             except TimeoutError:
                 self._combined = None
-                self._alone = alone = tuple(p for p in self.patterns if p.required is None)
+                self._alone = alone = self._rest
         return any(p.search(text) for p in alone)
 
 
