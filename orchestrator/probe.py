@@ -262,7 +262,6 @@ def _probe_wheel(
         archive = zipfile.ZipFile(path)
     except ZIP_ERRORS as exc:
         raise InputFileError(f"{path}: not a readable wheel (zip): {exc}") from None
-    libraries = []
     with archive:
         members = []
         shared = 0
@@ -277,19 +276,23 @@ def _probe_wheel(
             # As for a directory: probing nothing must not look like a clean probe.
             raise InputFileError(f"{path}: no shared objects (*.so, *.so.N) in this wheel")
         tally = EngineProgress(len(members), engine)
-        ordered = sorted(members, key=lambda i: i.filename)
-        labels = [f"{wheel_label or path}!{info.filename}" for info in ordered]
+        # Read smallest first, listed by name: the first member is inflated with
+        # nothing else to do (the smallest costs least), and each next one, no
+        # smaller, is inflated on a thread while the one before is read.
+        reading = sorted(members, key=lambda i: (i.file_size, i.filename))
+        labels = [f"{wheel_label or path}!{info.filename}" for info in reading]
+        read: dict[str, Library] = {}
         with _InflatedAhead(archive) as ahead:
-            for index, (info, label) in enumerate(zip(ordered, labels, strict=True)):
-                if engine == "native" and index + 1 < len(ordered):
-                    following, its_label = ordered[index + 1], labels[index + 1]
+            for index, (info, label) in enumerate(zip(reading, labels, strict=True)):
+                if engine == "native" and index + 1 < len(reading):
+                    following, its_label = reading[index + 1], labels[index + 1]
                     if _will_inflate(following, its_label, decoder):
                         ahead.start(following, its_label)
                 with tally.reading(info.filename, info.file_size):
-                    libraries.append(
-                        _probe_member(archive, info, label, engine, cuobjdump, decoder, ahead)
+                    read[info.filename] = _probe_member(
+                        archive, info, label, engine, cuobjdump, decoder, ahead
                     )
-    return libraries
+    return [read[name] for name in sorted(read)]
 
 
 def _will_inflate(info: zipfile.ZipInfo, label: str, decoder: EntryDecoder) -> bool:

@@ -157,9 +157,9 @@ def test_a_library_file_is_kept_by_its_metadata(
     assert rebuilt.verdict("nvfp4", "12.1").status == "missing"
 
 
-def two_library_wheel(tmp_path: Path, second: bytes) -> Path:
+def two_library_wheel(tmp_path: Path, second: bytes, first: bytes | None = None) -> Path:
     """A wheel of two libraries the families look in (``_C`` and ``_C.more``)."""
-    first = library(cubin(120, "f", (QUANT, working_body(40))))
+    first = first or library(cubin(120, "f", (QUANT, working_body(40))))
     wheel = tmp_path / "vllm-0.0.0-two.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("vllm/_C.abi3.so", first)
@@ -174,7 +174,7 @@ def test_the_next_member_inflated_ahead_gives_the_same_verdicts_and_errors(
     that is read at all (its record does not answer it), and its damage is reported
     as its own."""
     probing = probe_module
-    second = library(cubin(120, "f", (GEMM, working_body(40))))
+    second = library(cubin(120, "f", (GEMM, working_body(400))))  # (the larger: read last)
     wheel = two_library_wheel(tmp_path, second)
     monkeypatch.setattr(probing, "INFLATE_AHEAD_MIN_BYTES", 0)  # (these are small)
     inflated: list[tuple[str, bool]] = []
@@ -205,3 +205,31 @@ def test_the_next_member_inflated_ahead_gives_the_same_verdicts_and_errors(
     damaged.write_bytes(bytes(raw))
     with pytest.raises(InputFileError, match=r"_C\.more\.abi3\.so: corrupt wheel member"):
         check_paths([damaged], RULES, devices("12.1"), cache=False)
+
+
+def test_members_are_read_smallest_first_and_listed_by_name(tmp_path: Path) -> None:
+    """The smallest member is read first (its inflating overlaps nothing but the
+    next one's), the larger one inflated on the thread meanwhile; the libraries are
+    still listed in the wheel's name order."""
+    larger = library(cubin(120, "f", (QUANT, working_body(400))))
+    smaller = library(cubin(120, "f", (GEMM, working_body(40))))
+    assert len(larger) > len(smaller)
+    wheel = two_library_wheel(tmp_path, smaller, first=larger)
+    read: list[tuple[str, bool]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        inflate = probe_module._inflate_into_memory
+
+        def noted(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+            in_thread = threading.current_thread().name.startswith("kernel-matrix-inflate")
+            read.append((info.filename, in_thread))
+            return inflate(archive, info, label)
+
+        patch.setattr(probe_module, "_inflate_into_memory", noted)
+        patch.setattr(probe_module, "INFLATE_AHEAD_MIN_BYTES", 0)
+        inventory = probe_module.probe([wheel], jobs=1)
+    assert sorted(read) == [("vllm/_C.abi3.so", True), ("vllm/_C.more.abi3.so", False)]
+    assert [lib.path.rsplit("!", 1)[1] for lib in inventory.libraries] == [
+        "vllm/_C.abi3.so",
+        "vllm/_C.more.abi3.so",
+    ]
+    assert [len(lib.cubins) for lib in inventory.libraries] == [1, 1]

@@ -4,6 +4,7 @@ kernels, sources, hollowness, and every kind of bad input."""
 from __future__ import annotations
 
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from synth import (
 from orchestrator.common.errors import EXIT_USAGE, InputFileError
 from orchestrator.probe import probe
 from orchestrator.read.elf import BytesBlob
-from orchestrator.read.library import read_library
+from orchestrator.read.library import READING_SWITCH_INTERVAL, EntryDecoder, read_library
 
 
 def library(data: bytes, name: str = "lib.so"):  # type: ignore[no-untyped-def]
@@ -115,6 +116,23 @@ def test_compressed_payloads(compression: str) -> None:
     assert [(k.mangled, k.instructions, k.hollow) for k in lib.ptx[0].kernels] == [
         ("_Z4workPf", 2, True)
     ]
+
+
+def test_the_reading_thread_lowers_the_switch_interval_until_the_decoder_closes() -> None:
+    """zstd entries come back from the reading thread without waiting 5 ms for the
+    GIL each; the interpreter's own interval is back once the reading is done."""
+    data = build_shared_object(
+        [build_container([EntrySpec(KIND_ELF, 80, sample_cubin(80), compression="zstd")] * 3)]
+    )
+    before = sys.getswitchinterval()
+    with EntryDecoder(1) as decoder:
+        lib = read_library(BytesBlob("lib.so", data), "lib.so", decoder)
+        assert sys.getswitchinterval() == min(before, READING_SWITCH_INTERVAL)
+        with EntryDecoder(1) as beside:  # (as run's cells, read in threads)
+            read_library(BytesBlob("lib.so", data), "lib.so", beside)
+        assert sys.getswitchinterval() == min(before, READING_SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == before
+    assert [len(code.kernels) for code in lib.cubins] == [2, 2, 2]
 
 
 def test_several_containers_back_to_back_and_device_link_duplicates() -> None:
