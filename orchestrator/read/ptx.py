@@ -14,6 +14,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import NamedTuple
 
+from orchestrator.common.bytesearch import positions
+
 # A function header: .entry / .func, a return value list for .func, then the name.
 _PTX_FUNCTION = re.compile(rb"\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$%][\w$%]*)")
 _LINKAGE = re.compile(rb"[ \t]*(?:\.(?:visible|weak|extern)[ \t]+)*")
@@ -108,8 +110,7 @@ def _ptx_headers(
     headers: list[tuple[bytes, bytes, int, int]] = []
     seen = 0
     for keyword in (b".entry", b".func"):
-        at = text.find(keyword)
-        while at >= 0:
+        for at in positions(text, keyword):
             seen += 1
             if at_most is not None and seen > at_most:
                 return None
@@ -117,7 +118,6 @@ def _ptx_headers(
             linkage = _LINKAGE.match(text, line, at)
             if linkage is not None and linkage.end() == at:
                 _add_header(text, at, headers)
-            at = text.find(keyword, at + 1)
     return sorted(headers, key=lambda header: header[2])
 
 
