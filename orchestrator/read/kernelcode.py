@@ -25,6 +25,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from orchestrator.common.bytesearch import positions
 from orchestrator.common.words import counted
 from orchestrator.read.sass import (
     CONSTANT_BANK_OF_STRINGS,
@@ -211,9 +212,9 @@ def is_hollow(instructions: int, threshold: int = DEFAULT_HOLLOW_MAX_INSTRUCTION
 # <len> has at most 9 digits: a longer run is not nvcc's (and int() of thousands of
 # digits raises).
 _TU_MARKER = re.compile(r"(?:_GLOBAL__N__|_INTERNAL_)[0-9a-f]+_([0-9]{1,9})_")
-# Both spellings in one pass (a match of one cannot overlap one of the other: the
-# hex digits are lowercase).
-_TU_MARKER_BYTES = re.compile(rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_")
+# Both spellings in one pass, at every position (a lookahead: a marker may begin with
+# the underscore that ends the one before).
+_TU_MARKER_BYTES = re.compile(rb"(?=(_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_))")
 
 
 def source_of(name: str) -> Iterator[str]:
@@ -248,24 +249,28 @@ def sources_of(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-# The same, each marker with the bytes that follow it (read ahead, not consumed: a
-# name may hold several markers): found in one C-level pass, and the thousands of
-# names of one translation unit decoded once.
-_AHEAD = 256
-_TU_MARKER_AHEAD = re.compile(
-    rb"_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_(?=(.{0,%d}))" % _AHEAD, re.DOTALL
-)
+# The same, its two spellings found by the C library's memmem (``_`` is everywhere in
+# names: a regex that starts with it tries every one), then the rest matched there;
+# the thousands of names of one translation unit decoded once.
+_TU_SPELLINGS = (b"_GLOBAL__N__", b"_INTERNAL_")
+_TU_MARKER_REST = re.compile(rb"[0-9a-f]+_([0-9]{1,9})_")
 
 
 def sources_in(text: bytes) -> tuple[str, ...]:
     """Source files that the names in a PTX module or a cubin's string table carry
     (every name, not only kernels: internal variables carry the file too)."""
     found: set[str] = set()
-    for digits, tail in set(_TU_MARKER_AHEAD.findall(text)):
-        length = int(digits)
-        if length >= len(tail) == _AHEAD:  # a name longer than the read-ahead (rare)
-            return sources_in_each(text)
-        found.update(_decode(tail[: length + 1].decode("latin-1"), 0, length))
+    decoded: set[bytes] = set()
+    for spelling in _TU_SPELLINGS:
+        for at in positions(text, spelling):
+            rest = _TU_MARKER_REST.match(text, at + len(spelling))
+            if rest is None:
+                continue
+            length, start = int(rest[1]), rest.end()
+            marker = text[at : start + length + 1]
+            if marker not in decoded:
+                decoded.add(marker)
+                found.update(_decode(text[start : start + length + 1].decode("latin-1"), 0, length))
     return tuple(sorted(found))
 
 
@@ -273,8 +278,8 @@ def sources_in_each(text: bytes) -> tuple[str, ...]:
     """``sources_in``, match by match (its definition)."""
     found: set[str] = set()
     for match in _TU_MARKER_BYTES.finditer(text):
-        length = int(match.group(1))
-        start = match.end()
+        length = int(match.group(2))
+        start = match.end(1)
         encoded = text[start : start + length + 1]
         found.update(_decode(encoded.decode("latin-1"), 0, length))
     return tuple(sorted(found))

@@ -278,6 +278,7 @@ NAME_PARTS = st.sampled_from(
         "_GLOBAL__N__ab_9_a_cu",  # the text ends inside it
         "_INTERNAL_1_4_a_cu_",
         "_INTERNAL_1_999999999_",
+        "_INTERNAL_2_9",  # its end is the next marker's start
         "\0",
         "kernel",
         "_",
