@@ -295,12 +295,8 @@ def _demangler() -> Callable[[str], str | None]:
         return by_cxxfilt
     cxa_demangle = runtime.__cxa_demangle
     cxa_demangle.restype = ctypes.c_void_p
-    cxa_demangle.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_size_t),
-        ctypes.POINTER(ctypes.c_int),
-    ]
+    # (the length and status by address, not byref: a third less time a name)
+    cxa_demangle.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     string_at = ctypes.string_at
     per_thread = threading.local()
 
@@ -308,13 +304,18 @@ def _demangler() -> Callable[[str], str | None]:
         state = getattr(per_thread, "state", None)
         if state is None:
             # [the buffer (allocated by the runtime on the first call, then grown by
-            # it with realloc), its length, the status]; kept for the thread's life
-            state = per_thread.state = [None, ctypes.c_size_t(0), ctypes.c_int(0)]
-        length, status = state[1], state[2]
-        result = cxa_demangle(
-            mangled.encode(), state[0], ctypes.byref(length), ctypes.byref(status)
-        )
-        if status.value != 0 or not result:
+            # it with realloc), the length and status (kept alive here) and their
+            # addresses]; kept for the thread's life
+            length, status = ctypes.c_size_t(0), ctypes.c_int(0)
+            state = per_thread.state = [
+                None,
+                length,
+                status,
+                ctypes.addressof(length),
+                ctypes.addressof(status),
+            ]
+        result = cxa_demangle(mangled.encode(), state[0], state[3], state[4])
+        if state[2].value != 0 or not result:
             return None
         state[0] = result
         return string_at(result).decode("utf-8", "replace")
