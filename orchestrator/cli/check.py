@@ -29,6 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         parse_device_list,
     )
     from orchestrator.common.fsutil import not_regular
+    from orchestrator.common.heap import keep_freed_memory
     from orchestrator.common.yamlfile import documents_read
     from orchestrator.judge.check import SECONDS_DIGITS, check_paths
     from orchestrator.planning.matrix import load_families_or_matrix
@@ -37,6 +38,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     check_probe_jobs(args.engine, args.jobs)
     if args.launch_stubs and not args.confirm_with_driver:
         raise UsageError("--launch-stubs needs --confirm-with-driver")
+    keep_freed_memory()
     installed = None
     if args.installed is not None:
         if args.paths:

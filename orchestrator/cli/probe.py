@@ -30,6 +30,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from orchestrator.cli.options import check_cuobjdump_option, check_probe_jobs
+    from orchestrator.common.heap import keep_freed_memory
     from orchestrator.judge.presence import family_presence, inventory_json
     from orchestrator.planning.matrix import load_families_or_matrix
     from orchestrator.probe import probe
@@ -38,6 +39,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     check_cuobjdump_option(args.engine, args.cuobjdump)
     check_probe_jobs(args.engine, args.jobs)
+    keep_freed_memory()
     rules = load_families_or_matrix(args.families) if args.families else ()
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
