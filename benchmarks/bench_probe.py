@@ -10,8 +10,9 @@ wheel, vLLM 0.19.0's ``_C.abi3.so`` (462 MB, the memory figure) and 0.33.0's
 
 Per library, ``--runs`` rounds, each running both tools back to back (ratios are
 taken within a round, then the median): the native probe's full inventory in a
-fresh interpreter (``probe()`` time and the whole process's wall time, CPU time of
-it and its worker processes, peak RSS of the process tree sampled every 10 ms), and
+fresh interpreter, its heap set as the probe verb sets it (``probe()`` time and the
+whole process's wall time, CPU time of it and its worker processes, peak RSS of the
+process tree sampled every 10 ms), and
 ``cuobjdump --dump-elf-symbols`` (its cheapest complete listing: symbols only, no
 instruction counts, no PTX). ``--check`` also times the cuobjdump *engine*, which
 yields the same inventory (``-elf`` and ``-ptx`` dumps parsed), once, and says
@@ -46,7 +47,9 @@ NATIVE = """
 import json, resource, sys, time
 start = time.perf_counter()
 from orchestrator.probe import probe
+from orchestrator.common.heap import keep_freed_memory
 imported = time.perf_counter()
+keep_freed_memory()  # (as the probe verb does)
 options = {} if sys.argv[2] == "default" else {"jobs": int(sys.argv[2])}
 inventory = probe([sys.argv[1]], **options)
 done = time.perf_counter()
