@@ -286,7 +286,7 @@ def _probe_wheel(
             for index, (info, label) in enumerate(zip(reading, labels, strict=True)):
                 if engine == "native" and index + 1 < len(reading):
                     following, its_label = reading[index + 1], labels[index + 1]
-                    if _will_inflate(following, its_label, decoder):
+                    if ahead.worth(following) and _will_inflate(following, its_label, decoder):
                         ahead.start(following, its_label)
                 with tally.reading(info.filename, info.file_size):
                     read[info.filename] = _probe_member(
@@ -403,11 +403,16 @@ class _InflatedAhead:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kernel-matrix-inflate")
         self._started: dict[str, Future[bytes]] = {}
 
-    def start(self, info: zipfile.ZipInfo, label: str) -> None:
-        if (
+    def worth(self, info: zipfile.ZipInfo) -> bool:
+        """Whether the member is inflated ahead if it is read: large enough that the
+        thread pays, small enough for memory, and not started already."""
+        return (
             INFLATE_AHEAD_MIN_BYTES <= info.file_size <= IN_MEMORY_MEMBER_BYTES
             and info.filename not in self._started
-        ):
+        )
+
+    def start(self, info: zipfile.ZipInfo, label: str) -> None:
+        if self.worth(info):
             future = self._pool.submit(_inflate_into_memory, self._archive, info, label)
             self._started[info.filename] = future
 

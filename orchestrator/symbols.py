@@ -97,6 +97,12 @@ class FamilyRule:
         ``vllm/third_party/deep_gemm/_C.cpython-312-x86_64-linux-gnu.so``)."""
         return not self.libraries or library_matches(library, self.libraries)
 
+    @property
+    def kernel_patterns(self) -> tuple[UserRegex, ...]:
+        """Its ``kernels`` regexes, compiled (a reader may search several rules' at
+        once: ``read.demand``)."""
+        return self._kernel_patterns
+
     def matches_source(self, source: str) -> bool:
         return _glob_any(source, self.sources)
 

@@ -107,7 +107,7 @@ def _keep_for(rules: tuple[FamilyRule, ...]) -> KernelFilter:
     by_sources: dict[tuple[str, ...], bool] = {}
     by_name: dict[str, bool] = {}
     # One search of every family's name patterns together, not one per pattern.
-    names = AnyOf([pattern for rule in rules for pattern in rule._kernel_patterns])
+    names = AnyOf([pattern for rule in rules for pattern in rule.kernel_patterns])
 
     def keep(demangled: str, sources: tuple[str, ...]) -> bool:
         source_hit = by_sources.get(sources)
