@@ -167,25 +167,31 @@ def two_library_wheel(tmp_path: Path, second: bytes, first: bytes | None = None)
     return wheel
 
 
+def inflations_noted(patch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every member inflated from now on, and whether on the inflating thread (small
+    members too: these wheels' are)."""
+    noted: list[tuple[str, bool]] = []
+    inflate = probe_module._inflate_into_memory
+
+    def noting(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+        in_thread = threading.current_thread().name.startswith("kernel-matrix-inflate")
+        noted.append((info.filename, in_thread))
+        return inflate(archive, info, label)
+
+    patch.setattr(probe_module, "_inflate_into_memory", noting)
+    patch.setattr(probe_module, "INFLATE_AHEAD_MIN_BYTES", 0)
+    return noted
+
+
 def test_the_next_member_inflated_ahead_gives_the_same_verdicts_and_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The member after the one being read is inflated in a thread; only a member
     that is read at all (its record does not answer it), and its damage is reported
     as its own."""
-    probing = probe_module
     second = library(cubin(120, "f", (GEMM, working_body(400))))  # (the larger: read last)
     wheel = two_library_wheel(tmp_path, second)
-    monkeypatch.setattr(probing, "INFLATE_AHEAD_MIN_BYTES", 0)  # (these are small)
-    inflated: list[tuple[str, bool]] = []
-    inflate = probing._inflate_into_memory
-
-    def noted(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
-        in_thread = threading.current_thread().name.startswith("kernel-matrix-inflate")
-        inflated.append((info.filename, in_thread))
-        return inflate(archive, info, label)
-
-    monkeypatch.setattr(probing, "_inflate_into_memory", noted)
+    inflated = inflations_noted(monkeypatch)
     ahead = check_paths([wheel], RULES, devices("12.0,12.1"), cache=True)
     alone = check_paths([wheel], RULES, devices("12.0,12.1"), cache=False, jobs=1)
     assert ahead.verdicts == alone.verdicts
@@ -215,17 +221,8 @@ def test_members_are_read_smallest_first_and_listed_by_name(tmp_path: Path) -> N
     smaller = library(cubin(120, "f", (GEMM, working_body(40))))
     assert len(larger) > len(smaller)
     wheel = two_library_wheel(tmp_path, smaller, first=larger)
-    read: list[tuple[str, bool]] = []
     with pytest.MonkeyPatch.context() as patch:
-        inflate = probe_module._inflate_into_memory
-
-        def noted(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
-            in_thread = threading.current_thread().name.startswith("kernel-matrix-inflate")
-            read.append((info.filename, in_thread))
-            return inflate(archive, info, label)
-
-        patch.setattr(probe_module, "_inflate_into_memory", noted)
-        patch.setattr(probe_module, "INFLATE_AHEAD_MIN_BYTES", 0)
+        read = inflations_noted(patch)
         inventory = probe_module.probe([wheel], jobs=1)
     assert sorted(read) == [("vllm/_C.abi3.so", True), ("vllm/_C.more.abi3.so", False)]
     assert [lib.path.rsplit("!", 1)[1] for lib in inventory.libraries] == [
