@@ -15,7 +15,11 @@ ratios):
 * check, repeated as a table: the same check without ``--json``, answered from the
   whole result the first run kept (imports, the families' rules and the rendering:
   what a repeated check costs when its printed answer is not there);
-* check, first run with ``--jobs 2`` (two reading processes; the default is one).
+* check, first run with ``--jobs 2`` (two reading processes; the default is one);
+* the C work a cold check cannot skip, alone (``C_WORK``): inflating the members it
+  reads, decompressing the entries it decompresses, one thread, nothing parsed, timed
+  inside its process -- with two cores, half of it plus the check's own Python is
+  the least a cold check can take.
 
 Each is ``python -m orchestrator check WHEEL --families matrices/vllm.yaml
 --devices 9.0,10.0,10.3,12.0,12.1 --json`` (the table without ``--json``) in a fresh interpreter (its start-up and
@@ -60,6 +64,45 @@ for n in z.namelist():
         z.extract(n, sys.argv[2])' "$1" "$out"
 for f in "$out"/vllm/_C*.so; do "$2" --dump-elf-symbols "$f" | grep -Ec "$3" || true; done
 rm -rf "$out"
+"""
+
+# The C work a cold check cannot skip, alone: inflating the members it reads and
+# decompressing the entries its lazy read decompresses (every cubin, the PTX a
+# requested device would JIT), in one thread, nothing parsed; timed inside the
+# process (start-up and imports left out). What the check does beyond it is Python.
+C_WORK = """
+import json, resource, sys, time, zipfile
+from orchestrator.archs import ComputeCapability
+from orchestrator.judge.check import library_filter
+from orchestrator.planning.matrix import load_families_or_matrix
+from orchestrator.probe import is_shared_object_name
+from orchestrator.read.demand import SKIP, Demand
+from orchestrator.read.elf import BytesBlob, sections_named
+from orchestrator.read.fatbin import FATBIN_SECTION, iter_entries, payload
+from orchestrator.read.library import fatbin_ranges
+rules = load_families_or_matrix(sys.argv[2])
+demand = Demand(tuple(rules), tuple(ComputeCapability.parse(d) for d in sys.argv[3].split(",")))
+only = library_filter(rules)
+start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+inflated = decompressed = 0
+with zipfile.ZipFile(sys.argv[1]) as archive:
+    for info in archive.infolist():
+        if not is_shared_object_name(info.filename.rsplit("/", 1)[-1]):
+            continue
+        if only is not None and not only(info.filename):
+            continue
+        blob = BytesBlob(info.filename, archive.read(info))
+        inflated += info.file_size
+        for offset, size, align in fatbin_ranges(blob, sections_named(blob, FATBIN_SECTION)):
+            entries = list(iter_entries(blob, offset, size, align))
+            plan = demand.plan([(entry.target, entry.container) for entry in entries])
+            for entry, action in zip(entries, plan):
+                if action != SKIP:
+                    decompressed += len(payload(blob, entry))
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": cpu,
+                  "inflated": inflated, "decompressed": decompressed}))
 """
 
 
@@ -123,6 +166,8 @@ def main() -> int:
             table = timed(check_argv(wheel)[:-1], env)
             env = {**os.environ, "KERNEL_MATRIX_CACHE": f"{scratch}/cache-{round_}-jobs"}
             parallel = timed(check_argv(wheel, "--jobs", "2"), env)
+            floor = timed([sys.executable, "-c", C_WORK, str(wheel), str(FAMILIES), DEVICES])
+            floor.update(json.loads(floor["out"]))  # (its own times: the work alone)
             for run in (cold, warm, parallel):
                 lazy = CheckResult.from_json(json.loads(run["out"]))
                 differences = lazy_read_differences(lazy, full)
@@ -136,6 +181,7 @@ def main() -> int:
                     "warm": warm,
                     "table": table,
                     "jobs2": parallel,
+                    "floor": floor,
                 }
             )
             print(
@@ -164,6 +210,7 @@ def main() -> int:
         ("warm", "check, repeated (its printed answer)"),
         ("table", "check, repeated as a table (the kept result)"),
         ("jobs2", "check, first run, cold cache, --jobs 2"),
+        ("floor", "its C work alone: inflating, decompressing (one thread, no parsing)"),
     ):
         body.append(
             f"| {label} | {mid(kind, 'wall_s'):.2f} | {mid(kind, 'cpu_s'):.2f} | "
@@ -172,6 +219,8 @@ def main() -> int:
         )
     body += [
         "",
+        f"The C work: {rows[0]['floor']['inflated'] / 1e6:.0f} MB inflated, "
+        f"{rows[0]['floor']['decompressed'] / 1e6:.0f} MB decompressed.",
         f"Verdicts of every check run equal to a full read's: {'yes' if agree else 'NO'}.",
     ]
     print("\n".join(body))
