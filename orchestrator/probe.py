@@ -412,9 +412,9 @@ class _InflatedAhead:
         )
 
     def start(self, info: zipfile.ZipInfo, label: str) -> None:
-        if self.worth(info):
-            future = self._pool.submit(_inflate_into_memory, self._archive, info, label)
-            self._started[info.filename] = future
+        """Inflate a member ``worth`` it."""
+        future = self._pool.submit(_inflate_into_memory, self._archive, info, label)
+        self._started[info.filename] = future
 
     def take(self, info: zipfile.ZipInfo) -> bytes | None:
         """The member's bytes if it was started (its error, if inflating it failed)."""

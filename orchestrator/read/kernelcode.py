@@ -212,9 +212,13 @@ def is_hollow(instructions: int, threshold: int = DEFAULT_HOLLOW_MAX_INSTRUCTION
 # <len> has at most 9 digits: a longer run is not nvcc's (and int() of thousands of
 # digits raises).
 _TU_MARKER = re.compile(r"(?:_GLOBAL__N__|_INTERNAL_)[0-9a-f]+_([0-9]{1,9})_")
+_TU_SPELLINGS = (b"_GLOBAL__N__", b"_INTERNAL_")
+_TU_MARKER_REST = re.compile(rb"[0-9a-f]+_([0-9]{1,9})_")  # after a spelling
 # Both spellings in one pass, at every position (a lookahead: a marker may begin with
 # the underscore that ends the one before).
-_TU_MARKER_BYTES = re.compile(rb"(?=(_(?:GLOBAL__N__|INTERNAL_)[0-9a-f]+_([0-9]{1,9})_))")
+_TU_MARKER_BYTES = re.compile(
+    rb"(?=((?:%s)%s))" % (b"|".join(_TU_SPELLINGS), _TU_MARKER_REST.pattern)
+)
 
 
 def source_of(name: str) -> Iterator[str]:
@@ -249,16 +253,13 @@ def sources_of(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-# The same, its two spellings found by the C library's memmem (``_`` is everywhere in
-# names: a regex that starts with it tries every one), then the rest matched there;
-# the thousands of names of one translation unit decoded once.
-_TU_SPELLINGS = (b"_GLOBAL__N__", b"_INTERNAL_")
-_TU_MARKER_REST = re.compile(rb"[0-9a-f]+_([0-9]{1,9})_")
-
-
 def sources_in(text: bytes) -> tuple[str, ...]:
     """Source files that the names in a PTX module or a cubin's string table carry
-    (every name, not only kernels: internal variables carry the file too)."""
+    (every name, not only kernels: internal variables carry the file too).
+
+    ``sources_in_each``, its two spellings found by the C library's memmem (``_`` is
+    everywhere in names: a regex that starts with it tries every one), the rest
+    matched there, and the thousands of names of one translation unit decoded once."""
     found: set[str] = set()
     decoded: set[bytes] = set()
     for spelling in _TU_SPELLINGS:
@@ -270,7 +271,7 @@ def sources_in(text: bytes) -> tuple[str, ...]:
             marker = text[at : start + length + 1]
             if marker not in decoded:
                 decoded.add(marker)
-                found.update(_decode(text[start : start + length + 1].decode("latin-1"), 0, length))
+                found.update(_decode(marker[start - at :].decode("latin-1"), 0, length))
     return tuple(sorted(found))
 
 
